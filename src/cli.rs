@@ -1,0 +1,136 @@
+//! Command-line definitions only. Options come from the table in config.rs, so the flags, their
+//! environment variables and the config file keys are the same set.
+
+use crate::config::{self, OPTIONS};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use std::collections::HashMap;
+
+fn option_arg(o: &config::OptDef) -> Arg {
+    let mut help = o.help.to_string();
+    help.push_str(&format!(" [env: {}]", config::env_name(o.name)));
+    if let Some(d) = o.default {
+        help.push_str(&format!(" [default: {d}]"));
+    }
+    Arg::new(o.name)
+        .long(o.name)
+        .value_name(o.value)
+        .help(help)
+        .help_heading(o.group.heading())
+        .action(ArgAction::Set)
+}
+
+fn with_options(mut cmd: Command, name: &str) -> Command {
+    for o in OPTIONS.iter().filter(|o| o.commands.contains(&name)) {
+        cmd = cmd.arg(option_arg(o).global(true));
+    }
+    cmd
+}
+
+pub fn build() -> Command {
+    let mut root = Command::new("pgfrost")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Encrypted, deduplicating backup and WAL archiving for PostgreSQL")
+        .after_help(
+            "Every option can also be set as PGFROST_<OPTION> in the environment or in the config file \
+             (TOML; top-level keys and [global] for all stanzas, [<stanza>] tables per stanza). \
+             Precedence: command line, then environment, then config file.\n\
+             Passphrases never go on the command line: use PGFROST_PASSPHRASE, --passphrase-file, or the prompt.",
+        )
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("PATH")
+                .global(true)
+                .help_heading("General options")
+                .help(format!("Config file [env: PGFROST_CONFIG] [default: {}]", config::DEFAULT_CONFIG)),
+        );
+    for o in OPTIONS.iter().filter(|o| o.commands.is_empty()) {
+        root = root.arg(option_arg(o).global(true));
+    }
+    let repo_create = with_options(
+        Command::new("repo-create")
+            .about("Create a repository and its first key slot")
+            .long_about(
+                "Create an empty repository at --repo, protected by the passphrase from PGFROST_PASSPHRASE, \
+                 --passphrase-file or a prompt. Refuses when a repository already exists there.",
+            ),
+        "repo-create",
+    );
+    let key = with_options(
+        Command::new("key")
+            .about("Manage the passphrases (key slots) that open the repository")
+            .subcommand_required(true)
+            .subcommand(Command::new("list").about("List the key slots (no passphrase needed)"))
+            .subcommand(Command::new("add").about("Add a passphrase: a new key slot for the same master key"))
+            .subcommand(
+                Command::new("remove")
+                    .about("Remove a key slot (never the last one)")
+                    .arg(Arg::new("slot").required(true).value_name("SLOT_ID").help("Slot id, as 'key list' shows it")),
+            )
+            .subcommand(Command::new("change").about("Change the passphrase that opens the repository: writes a new slot, removes the old"))
+            .subcommand(
+                Command::new("unlock")
+                    .about("Write a key file (mode 0600) so later commands, archive-push above all, need no passphrase"),
+            )
+            .subcommand(Command::new("lock").about("Remove the key file written by 'key unlock'")),
+        "key",
+    );
+    let dev = Command::new("dev")
+        .about("Developer tools for the block store (unstable)")
+        .hide(true)
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("put-dir")
+                .about("Store every file of DIR as 8 KiB blocks; print a catalog (JSON) on stdout")
+                .arg(Arg::new("dir").required(true).value_name("DIR")),
+        )
+        .subcommand(
+            Command::new("get-dir")
+                .about("Rebuild the files of a catalog under DEST")
+                .arg(Arg::new("catalog").required(true).value_name("CATALOG"))
+                .arg(Arg::new("dest").required(true).value_name("DEST")),
+        )
+        .subcommand(
+            Command::new("check")
+                .about("Read and authenticate every pack and index segment of the stanza"),
+        );
+    root.subcommand(repo_create).subcommand(key).subcommand(dev)
+}
+
+/// The options given on the command line, from every level of subcommand.
+pub fn given_options(m: &ArgMatches) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut cur = Some(m);
+    while let Some(level) = cur {
+        // The table's options carry no clap defaults (defaults are applied after the environment
+        // and the file), so any value clap holds was typed on the command line.
+        for o in OPTIONS {
+            if let Ok(Some(v)) = level.try_get_one::<String>(o.name) {
+                out.insert(o.name.to_string(), v.clone());
+            }
+        }
+        cur = level.subcommand().map(|(_, s)| s);
+    }
+    out
+}
+
+/// The chain of subcommand names, e.g. ["key", "add"], and the innermost matches.
+pub fn command_path(m: &ArgMatches) -> (Vec<String>, &ArgMatches) {
+    let mut names = Vec::new();
+    let mut cur = m;
+    while let Some((n, s)) = cur.subcommand() {
+        names.push(n.to_string());
+        cur = s;
+    }
+    (names, cur)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        super::build().debug_assert();
+    }
+}

@@ -1,0 +1,66 @@
+//! One module per command: orchestration only. Formats, crypto and storage live in repo/ and
+//! store/.
+
+pub mod dev;
+pub mod key;
+pub mod repo_create;
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::passphrase;
+use crate::repo::{self, Repository};
+use crate::store::Store;
+use clap::ArgMatches;
+
+pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Result<()> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        ["repo-create"] => repo_create::run(settings).await,
+        ["key", sub] => key::run(sub, leaf, settings).await,
+        ["dev", sub] => dev::run(sub, leaf, settings).await,
+        _ => Err(Error::internal(format!(
+            "unhandled command {}",
+            path.join(" ")
+        ))),
+    }
+}
+
+/// Opens the repository: through the key file when one exists for it, else with the passphrase.
+pub async fn open_repo(settings: &Settings) -> Result<Repository> {
+    let store = Store::open(&settings.location()?, false)?;
+    let (config, _) = repo::read_config(&store).await?;
+    let kf_path = passphrase::key_file_path(settings, &config.repo_id)?;
+    if let Some(kf) = passphrase::read_key_file(&kf_path)? {
+        log::debug!("using key file {}", kf_path.display());
+        return Repository::open_with_key_file(store, &kf, &kf_path.display().to_string()).await;
+    }
+    let pw = passphrase::current(settings, &store.location().to_string())?;
+    Repository::open_with_passphrase(store, pw.as_bytes()).await
+}
+
+/// Opens the repository with the passphrase only (commands that manage keys must prove it).
+pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository> {
+    let store = Store::open(&settings.location()?, false)?;
+    let pw = passphrase::current(settings, &store.location().to_string())?;
+    Repository::open_with_passphrase(store, pw.as_bytes()).await
+}
+
+/// Prints a command's result on stdout, as text or as one JSON document.
+pub fn emit(settings: &Settings, text: &str, json: serde_json::Value) {
+    if settings.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("json serializes")
+        );
+    } else if !text.is_empty() {
+        println!("{text}");
+    }
+}
+
+pub fn kdf_cost(settings: &Settings) -> repo::keys::Cost {
+    repo::keys::Cost {
+        memory_kib: settings.u32("kdf-memory"),
+        iterations: settings.u32("kdf-iterations"),
+        parallelism: 1,
+    }
+}

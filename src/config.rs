@@ -1,0 +1,607 @@
+//! Options, pgBackRest's way: each can come from the config file (TOML), the environment
+//! (`PGFROST_<OPTION>`), or the command line (`--<option>`); the command line wins over the
+//! environment, which wins over the file. In the file, top-level keys and the `[global]` table
+//! apply to every stanza; a table named after a stanza overrides them for that stanza.
+//!
+//! One table ([`OPTIONS`]) drives the command-line flags, the environment names, the keys the
+//! file accepts and the help text, so the four cannot drift apart.
+
+use crate::error::{Error, Result};
+use crate::store::Location;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/pgfrost/pgfrost.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    General,
+    Repository,
+    Postgres,
+    Keys,
+}
+
+impl Group {
+    pub fn heading(self) -> &'static str {
+        match self {
+            Group::General => "General options",
+            Group::Repository => "Repository options",
+            Group::Postgres => "PostgreSQL options",
+            Group::Keys => "Key options",
+        }
+    }
+}
+
+pub struct OptDef {
+    pub name: &'static str,
+    pub value: &'static str,
+    pub help: &'static str,
+    pub group: Group,
+    pub default: Option<&'static str>,
+    /// Commands the option appears on; empty means every command.
+    pub commands: &'static [&'static str],
+}
+
+const fn opt(name: &'static str, value: &'static str, group: Group, help: &'static str) -> OptDef {
+    OptDef {
+        name,
+        value,
+        help,
+        group,
+        default: None,
+        commands: &[],
+    }
+}
+
+const KEY_CMDS: &[&str] = &["repo-create", "key"];
+
+pub const OPTIONS: &[OptDef] = &[
+    opt(
+        "stanza",
+        "NAME",
+        Group::General,
+        "Stanza: the name under which one PostgreSQL cluster's backups and WAL are kept.",
+    ),
+    OptDef {
+        default: Some("info"),
+        ..opt(
+            "log-level",
+            "LEVEL",
+            Group::General,
+            "Log level on stderr: error, warn, info, debug or trace.",
+        )
+    },
+    OptDef {
+        default: Some("2"),
+        ..opt(
+            "process-max",
+            "N",
+            Group::General,
+            "Parallel worker processes for compression, encryption and transfer (1-64).",
+        )
+    },
+    OptDef {
+        default: Some("text"),
+        ..opt(
+            "output",
+            "FORMAT",
+            Group::General,
+            "Output format for results on stdout: text or json.",
+        )
+    },
+    opt(
+        "repo",
+        "LOCATION",
+        Group::Repository,
+        "Repository: an absolute path or file:///path for local disk, or s3://BUCKET[/PREFIX].",
+    ),
+    opt(
+        "repo-s3-endpoint",
+        "URL",
+        Group::Repository,
+        "S3 endpoint, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000.",
+    ),
+    opt(
+        "repo-s3-region",
+        "REGION",
+        Group::Repository,
+        "S3 region (default us-east-1).",
+    ),
+    opt(
+        "repo-s3-key",
+        "KEY",
+        Group::Repository,
+        "S3 access key id (else AWS_ACCESS_KEY_ID).",
+    ),
+    opt(
+        "repo-s3-key-secret",
+        "SECRET",
+        Group::Repository,
+        "S3 secret access key (else AWS_SECRET_ACCESS_KEY). Prefer the config file or the environment: the command line is visible to other users.",
+    ),
+    OptDef {
+        default: Some("path"),
+        ..opt(
+            "repo-s3-uri-style",
+            "STYLE",
+            Group::Repository,
+            "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key).",
+        )
+    },
+    OptDef {
+        default: Some("3"),
+        ..opt(
+            "compress-level",
+            "N",
+            Group::Repository,
+            "zstd level for new data (1-19; 0 stores it uncompressed).",
+        )
+    },
+    opt(
+        "pg-path",
+        "DIR",
+        Group::Postgres,
+        "PostgreSQL data directory.",
+    ),
+    opt(
+        "pg-host",
+        "HOST",
+        Group::Postgres,
+        "PostgreSQL host (else PGHOST; a path means a Unix socket directory).",
+    ),
+    opt(
+        "pg-port",
+        "PORT",
+        Group::Postgres,
+        "PostgreSQL port (else PGPORT, 5432).",
+    ),
+    opt(
+        "pg-socket-path",
+        "DIR",
+        Group::Postgres,
+        "Unix socket directory of PostgreSQL (else PGHOST, /var/run/postgresql).",
+    ),
+    opt(
+        "pg-user",
+        "USER",
+        Group::Postgres,
+        "PostgreSQL user (else PGUSER, the OS user).",
+    ),
+    opt(
+        "pg-database",
+        "DB",
+        Group::Postgres,
+        "Database to connect to (else PGDATABASE, postgres).",
+    ),
+    opt(
+        "passphrase-file",
+        "PATH",
+        Group::Keys,
+        "File holding the repository passphrase (one line). Else PGFROST_PASSPHRASE, else a prompt on a terminal.",
+    ),
+    opt(
+        "key-file",
+        "PATH",
+        Group::Keys,
+        "Key file written by 'key unlock' (default ~/.config/pgfrost/keys/<repository id>.json). Used instead of the passphrase when present.",
+    ),
+    OptDef {
+        commands: KEY_CMDS,
+        ..opt(
+            "new-passphrase-file",
+            "PATH",
+            Group::Keys,
+            "File holding the new passphrase for 'key add' and 'key change'. Else PGFROST_NEW_PASSPHRASE, else a prompt.",
+        )
+    },
+    OptDef {
+        commands: KEY_CMDS,
+        default: Some("65536"),
+        ..opt(
+            "kdf-memory",
+            "KIB",
+            Group::Keys,
+            "Argon2id memory for a new key slot, in KiB (at least 1024).",
+        )
+    },
+    OptDef {
+        commands: KEY_CMDS,
+        default: Some("3"),
+        ..opt(
+            "kdf-iterations",
+            "N",
+            Group::Keys,
+            "Argon2id passes for a new key slot.",
+        )
+    },
+    OptDef {
+        commands: KEY_CMDS,
+        ..opt(
+            "key-comment",
+            "TEXT",
+            Group::Keys,
+            "A note stored with a new key slot (who or what holds this passphrase).",
+        )
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static OptDef> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+pub fn env_name(name: &str) -> String {
+    format!("PGFROST_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    CommandLine,
+    Env(String),
+    File(PathBuf, String),
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::CommandLine => write!(f, "the command line"),
+            Source::Env(n) => write!(f, "environment variable {n}"),
+            Source::File(p, s) => write!(f, "{} [{s}]", p.display()),
+            Source::Default => write!(f, "the default"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub value: String,
+    pub source: Source,
+}
+
+/// The resolved options of one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    values: HashMap<&'static str, Value>,
+    pub config_file: Option<PathBuf>,
+}
+
+type Table = HashMap<String, String>;
+
+/// Parses a config file into (global, per-stanza) tables of option name -> value.
+fn parse_file(path: &Path, text: &str) -> Result<(Table, HashMap<String, Table>)> {
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::config(format!(
+            "config file {} does not parse: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let mut global = Table::new();
+    let mut stanzas = HashMap::new();
+    for (k, v) in doc {
+        match v {
+            toml::Value::Table(t) => {
+                let section = if k == "global" {
+                    &mut global
+                } else {
+                    stanzas.entry(k.clone()).or_default()
+                };
+                for (ok, ov) in t {
+                    let s = scalar(path, &k, &ok, ov)?;
+                    section.insert(ok, s);
+                }
+            }
+            v => {
+                let s = scalar(path, "global", &k, v)?;
+                global.insert(k, s);
+            }
+        }
+    }
+    for (section, t) in std::iter::once(("global".to_string(), &global))
+        .chain(stanzas.iter().map(|(k, v)| (k.clone(), v)))
+    {
+        for k in t.keys() {
+            if find(k).is_none() {
+                return Err(Error::config(format!(
+                    "config file {} [{section}]: unknown option '{k}'",
+                    path.display()
+                ))
+                .hint(
+                    "'pgfrost help' lists the options; names use dashes, e.g. repo-s3-endpoint",
+                ));
+            }
+            if k == "stanza" && section != "global" {
+                return Err(Error::config(format!(
+                    "config file {} [{section}]: 'stanza' belongs in [global]; a table's name is its stanza",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok((global, stanzas))
+}
+
+fn scalar(path: &Path, section: &str, key: &str, v: toml::Value) -> Result<String> {
+    match v {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        _ => Err(Error::config(format!(
+            "config file {} [{section}]: option '{key}' must be a string, number or boolean",
+            path.display()
+        ))),
+    }
+}
+
+impl Settings {
+    /// Resolves every option. `cli` holds what was given on the command line; `config` is the
+    /// `--config` value; `env` is the process environment (passed in so tests can control it).
+    pub fn resolve(
+        cli: &HashMap<String, String>,
+        config: Option<&str>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings> {
+        let (path, required) = match (config, env.get("PGFROST_CONFIG")) {
+            (Some(p), _) => (PathBuf::from(p), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let (global, stanzas, config_file) = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let (g, s) = parse_file(&path, &text)?;
+                (g, s, Some(path.clone()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                (Table::new(), HashMap::new(), None)
+            }
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "cannot read config file {}: {e}",
+                    path.display()
+                ))
+                .hint("check --config or PGFROST_CONFIG"));
+            }
+        };
+        let file_src = |section: &str| Source::File(path.clone(), section.to_string());
+        let mut values = HashMap::new();
+        // The stanza picks which file table applies, so it is resolved first.
+        let stanza = cli
+            .get("stanza")
+            .map(|v| Value {
+                value: v.clone(),
+                source: Source::CommandLine,
+            })
+            .or_else(|| {
+                env.get(&env_name("stanza")).map(|v| Value {
+                    value: v.clone(),
+                    source: Source::Env(env_name("stanza")),
+                })
+            })
+            .or_else(|| {
+                global.get("stanza").map(|v| Value {
+                    value: v.clone(),
+                    source: file_src("global"),
+                })
+            });
+        let section = stanza
+            .as_ref()
+            .and_then(|s| stanzas.get(&s.value).map(|t| (s.value.clone(), t)));
+        for o in OPTIONS {
+            let v = if let Some(v) = cli.get(o.name) {
+                Some(Value {
+                    value: v.clone(),
+                    source: Source::CommandLine,
+                })
+            } else if let Some(v) = env.get(&env_name(o.name)) {
+                Some(Value {
+                    value: v.clone(),
+                    source: Source::Env(env_name(o.name)),
+                })
+            } else if let Some(v) = section
+                .as_ref()
+                .and_then(|(n, t)| t.get(o.name).map(|v| (n, v)))
+            {
+                Some(Value {
+                    value: v.1.clone(),
+                    source: file_src(v.0),
+                })
+            } else if let Some(v) = global.get(o.name) {
+                Some(Value {
+                    value: v.clone(),
+                    source: file_src("global"),
+                })
+            } else {
+                o.default.map(|d| Value {
+                    value: d.to_string(),
+                    source: Source::Default,
+                })
+            };
+            if let Some(v) = v {
+                values.insert(o.name, v);
+            }
+        }
+        let s = Settings {
+            values,
+            config_file,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.choice("log-level", &["error", "warn", "info", "debug", "trace"])?;
+        self.choice("output", &["text", "json"])?;
+        self.choice("repo-s3-uri-style", &["path", "host"])?;
+        self.number("process-max", 1, 64)?;
+        self.number("compress-level", 0, 19)?;
+        self.number("kdf-memory", 1024, 4 * 1024 * 1024)?;
+        self.number("kdf-iterations", 1, 1000)?;
+        if let Some(s) = self.get("stanza") {
+            let ok = !s.value.is_empty()
+                && s.value.len() <= 64
+                && s.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(Error::config(format!(
+                    "invalid stanza name '{}' (from {})",
+                    s.value, s.source
+                ))
+                .hint("use letters, digits, '-' and '_' (at most 64)"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        debug_assert!(find(name).is_some(), "option {name} is not in OPTIONS");
+        self.values.get(name)
+    }
+
+    pub fn string(&self, name: &str) -> Option<&str> {
+        self.get(name).map(|v| v.value.as_str())
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str> {
+        self.string(name).ok_or_else(|| {
+            Error::config(format!("option {name} is required")).hint(format!(
+                "give --{name}, set {}, or set {name} in the config file",
+                env_name(name)
+            ))
+        })
+    }
+
+    fn choice(&self, name: &str, allowed: &[&str]) -> Result<()> {
+        if let Some(v) = self.get(name)
+            && !allowed.contains(&v.value.as_str())
+        {
+            return Err(Error::config(format!(
+                "invalid value '{}' for option {name} (from {}): expected one of {}",
+                v.value,
+                v.source,
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn number(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match v.value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::config(format!(
+                "invalid value '{}' for option {name} (from {}): expected a whole number from {min} to {max}",
+                v.value, v.source
+            ))),
+        }
+    }
+
+    /// A numeric option that has a default (so is always present).
+    pub fn u32(&self, name: &str) -> u32 {
+        self.values
+            .get(name)
+            .and_then(|v| v.value.parse().ok())
+            .expect("validated option with a default")
+    }
+
+    /// The repository location with its S3 settings.
+    pub fn location(&self) -> Result<Location> {
+        let repo = self.required("repo")?;
+        let mut loc = Location::parse(repo)?;
+        if let Location::S3(s3) = &mut loc {
+            s3.endpoint = self.string("repo-s3-endpoint").map(str::to_string);
+            s3.region = self.string("repo-s3-region").map(str::to_string);
+            s3.key = self.string("repo-s3-key").map(str::to_string);
+            s3.key_secret = self.string("repo-s3-key-secret").map(str::to_string);
+            s3.path_style = self.string("repo-s3-uri-style") != Some("host");
+        }
+        Ok(loc)
+    }
+
+    pub fn json(&self) -> bool {
+        self.string("output") == Some("json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_cli_env_stanza_global_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "repo = '/top'\nprocess-max = 3\n[global]\ncompress-level = 5\nstanza='main'\n[main]\nrepo = '/stanza'\npg-path = '/pg'\n[other]\nrepo='/o'\n",
+        )
+        .unwrap();
+        let cfg = f.to_str().unwrap();
+        let s = Settings::resolve(&map(&[]), Some(cfg), &map(&[])).unwrap();
+        assert_eq!(s.string("repo"), Some("/stanza"));
+        assert_eq!(s.string("pg-path"), Some("/pg"));
+        assert_eq!(s.u32("process-max"), 3);
+        assert_eq!(s.u32("compress-level"), 5);
+        assert_eq!(s.string("log-level"), Some("info"));
+        let s = Settings::resolve(
+            &map(&[]),
+            Some(cfg),
+            &map(&[("PGFROST_REPO", "/env"), ("PGFROST_STANZA", "other")]),
+        )
+        .unwrap();
+        assert_eq!(s.string("repo"), Some("/env"));
+        assert_eq!(
+            s.get("repo").unwrap().source,
+            Source::Env("PGFROST_REPO".into())
+        );
+        assert_eq!(s.string("pg-path"), None);
+        let s = Settings::resolve(
+            &map(&[("repo", "/cli")]),
+            Some(cfg),
+            &map(&[("PGFROST_REPO", "/env")]),
+        )
+        .unwrap();
+        assert_eq!(s.string("repo"), Some("/cli"));
+        let s = Settings::resolve(&map(&[("stanza", "other")]), Some(cfg), &map(&[])).unwrap();
+        assert_eq!(s.string("repo"), Some("/o"));
+    }
+
+    #[test]
+    fn bad_inputs_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "repo-s3-endpiont = 'x'\n").unwrap();
+        let e = Settings::resolve(&map(&[]), f.to_str(), &map(&[])).unwrap_err();
+        assert!(
+            e.message.contains("unknown option 'repo-s3-endpiont'"),
+            "{e}"
+        );
+        let e = Settings::resolve(&map(&[]), None, &map(&[("PGFROST_PROCESS_MAX", "zero")]))
+            .unwrap_err();
+        assert!(e.message.contains("PGFROST_PROCESS_MAX"), "{e}");
+        let e = Settings::resolve(&map(&[]), Some("/nonexistent/x.toml"), &map(&[])).unwrap_err();
+        assert!(e.message.contains("/nonexistent/x.toml"), "{e}");
+        let e = Settings::resolve(&map(&[("stanza", "a/b")]), None, &map(&[])).unwrap_err();
+        assert!(e.message.contains("stanza"), "{e}");
+        std::fs::write(&f, "[main\n").unwrap();
+        assert!(Settings::resolve(&map(&[]), f.to_str(), &map(&[])).is_err());
+    }
+
+    #[test]
+    fn every_option_has_help_and_env_name() {
+        for o in OPTIONS {
+            assert!(!o.help.is_empty());
+            assert!(env_name(o.name).starts_with("PGFROST_"));
+        }
+    }
+}

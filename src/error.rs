@@ -1,0 +1,140 @@
+//! Error kinds, operator-facing messages with hints, and the documented exit codes.
+//!
+//! Every failure that reaches `main` is an [`Error`]: a kind (which fixes the exit code), a message
+//! that names what failed, and an optional `HINT:` line for the operator. The exit codes are part of
+//! the interface (scripts and systemd units test them) and are listed in docs/cli.md.
+
+use std::fmt;
+
+/// What went wrong, coarsely: each kind has its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad option, a bad value, a missing required option, a bad config file.
+    Config,
+    /// No repository at the configured location.
+    RepoMissing,
+    /// `repo-create` found a repository already there.
+    RepoExists,
+    /// The passphrase opens none of the repository's key slots.
+    WrongPassphrase,
+    /// A stored object failed authentication, did not parse, or is truncated.
+    Corrupt,
+    /// An object the repository should hold is not there.
+    NotFound,
+    /// Reading or writing the storage failed (I/O, network, permissions, full disk).
+    Storage,
+    /// A key file is missing, unsafe or does not belong to this repository.
+    KeyFile,
+    /// The operation would overwrite or conflict with something already stored.
+    Conflict,
+    /// A bug: an invariant that should hold did not.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code for this kind (docs/cli.md lists them).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config => 3,
+            ErrorKind::RepoMissing => 10,
+            ErrorKind::RepoExists => 11,
+            ErrorKind::WrongPassphrase => 12,
+            ErrorKind::Corrupt => 13,
+            ErrorKind::NotFound => 14,
+            ErrorKind::Storage => 15,
+            ErrorKind::KeyFile => 16,
+            ErrorKind::Conflict => 17,
+            ErrorKind::Internal => 70,
+        }
+    }
+}
+
+/// An error with a message for the operator and, where they can fix it, a hint.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds (or replaces) the `HINT:` line.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Prefixes the message with what was being done, keeping kind and hint.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Corrupt, message)
+    }
+    pub fn storage(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Storage, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\nHINT: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let kinds = [
+            ErrorKind::Config,
+            ErrorKind::RepoMissing,
+            ErrorKind::RepoExists,
+            ErrorKind::WrongPassphrase,
+            ErrorKind::Corrupt,
+            ErrorKind::NotFound,
+            ErrorKind::Storage,
+            ErrorKind::KeyFile,
+            ErrorKind::Conflict,
+            ErrorKind::Internal,
+        ];
+        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+        // 1 is reserved for archive-get's "segment not in the repository", 2 for usage errors.
+        assert!(!codes.contains(&1) && !codes.contains(&2) && !codes.contains(&0));
+    }
+
+    #[test]
+    fn display_has_hint_line() {
+        let e = Error::config("bad").hint("fix it");
+        assert_eq!(e.to_string(), "bad\nHINT: fix it");
+    }
+}

@@ -1,0 +1,13 @@
+//! pgfrost: an encrypted, deduplicating backup agent for PostgreSQL.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library. Layering:
+//! cli -> commands -> repo -> store (docs/architecture.md).
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod passphrase;
+pub mod repo;
+pub mod store;

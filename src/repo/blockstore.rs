@@ -1,0 +1,489 @@
+//! The content-addressed block store of one stanza: dedup, packing, indexing and reading.
+//!
+//! Write order is the durability rule: a pack is uploaded (and on local disk fsynced) before the
+//! index segment that names it, and an index segment before anything that references its blocks.
+//! A crash leaves unreferenced packs (garbage, adoptable through their trailers), never a
+//! reference to something missing.
+
+use super::crypto::{Keys, Kind, MAX_OBJECT_PLAINTEXT, Opener, Sealer};
+use super::index::{self, Entry, PackEntries};
+use super::pack::{self, PackBuilder};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Put, Store};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use tokio::task::JoinSet;
+
+pub type BlockId = [u8; 32];
+
+/// Default pack size: large enough that object stores see few requests, small enough that a
+/// killed upload wastes little.
+pub const DEFAULT_PACK_SIZE: usize = 32 << 20;
+/// An index segment is written after this many packs, so a long session's progress becomes
+/// durable (and reusable after a crash) as it goes, not only at its end.
+pub const PACKS_PER_SEGMENT: usize = 16;
+/// Packs uploading at once per writer: overlaps upload (and fsync) with sealing.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+}
+
+#[derive(Default)]
+struct Index {
+    packs: Vec<BlockId>,
+    pack_pos: HashMap<BlockId, u32>,
+    blocks: HashMap<BlockId, Loc>,
+    segments: HashSet<String>,
+}
+
+impl Index {
+    fn add(&mut self, p: &PackEntries) {
+        let next = self.packs.len() as u32;
+        let pos = *self.pack_pos.entry(p.pack).or_insert(next);
+        if pos == next {
+            self.packs.push(p.pack);
+        }
+        for e in &p.entries {
+            self.blocks.entry(e.id).or_insert(Loc {
+                pack: pos,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+        }
+    }
+}
+
+/// Counters of one writer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WriteStats {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub new_blocks: u64,
+    pub new_bytes: u64,
+    /// Sealed bytes added to packs for the new blocks.
+    pub stored_bytes: u64,
+    pub packs: u64,
+    pub segments: u64,
+}
+
+/// A handle on one stanza's block store. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockStore {
+    store: Store,
+    prefix: String,
+    keys: Arc<Keys>,
+    index: Arc<RwLock<Index>>,
+    pack_size: usize,
+    level: Option<i32>,
+}
+
+pub fn hex_id(id: &BlockId) -> String {
+    hex::encode(id)
+}
+
+impl BlockStore {
+    /// Opens the block store under `prefix` (the stanza name) and loads its index.
+    pub async fn open(store: Store, prefix: &str, keys: Arc<Keys>) -> Result<BlockStore> {
+        let bs = BlockStore {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            keys,
+            index: Arc::default(),
+            pack_size: DEFAULT_PACK_SIZE,
+            level: Some(3),
+        };
+        bs.refresh().await?;
+        Ok(bs)
+    }
+
+    pub fn with_pack_size(mut self, bytes: usize) -> Self {
+        self.pack_size = bytes.max(1);
+        self
+    }
+
+    /// zstd level for new blocks; None stores them uncompressed.
+    pub fn with_compression(mut self, level: Option<i32>) -> Self {
+        self.level = level;
+        self
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    pub fn pack_path(&self, id: &BlockId) -> String {
+        let h = hex::encode(id);
+        format!("{}/pack/{}/{h}", self.prefix, &h[..2])
+    }
+
+    fn index_dir(&self) -> String {
+        format!("{}/index", self.prefix)
+    }
+
+    pub fn segment_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.index_dir())
+    }
+
+    /// Loads index segments not seen yet (written by other processes since open).
+    pub async fn refresh(&self) -> Result<()> {
+        let listed = self.store.list(&self.index_dir()).await?;
+        let new: Vec<String> = {
+            let idx = self.index.read().unwrap();
+            listed
+                .into_iter()
+                .map(|l| l.path)
+                .filter(|p| !idx.segments.contains(p))
+                .collect()
+        };
+        let loaded: Vec<(String, Vec<PackEntries>)> = futures::stream::iter(new)
+            .map(|path| async move {
+                let bytes = self.store.get(&path).await?;
+                let packs = self.decode_segment(&path, &bytes)?;
+                Ok::<_, Error>((path, packs))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut idx = self.index.write().unwrap();
+        for (path, packs) in loaded {
+            for p in &packs {
+                idx.add(p);
+            }
+            idx.segments.insert(path);
+        }
+        Ok(())
+    }
+
+    fn decode_segment(&self, path: &str, bytes: &[u8]) -> Result<Vec<PackEntries>> {
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "index segment '{path}' in repository {}: {m}",
+                self.store.location()
+            ))
+        };
+        let name = path.rsplit('/').next().unwrap_or("");
+        if blake3::hash(bytes).to_hex().as_str() != name {
+            return Err(bad(
+                "content does not match its name (altered or truncated)".into(),
+            ));
+        }
+        let plain = Opener::new()
+            .open(&self.keys, Kind::Index, b"", bytes, MAX_OBJECT_PLAINTEXT)
+            .map_err(|e| bad(e.to_string()))?;
+        index::decode_segment(&plain).map_err(bad)
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.index.read().unwrap().blocks.contains_key(id)
+    }
+
+    /// (blocks, packs) known to the index.
+    pub fn counts(&self) -> (usize, usize) {
+        let i = self.index.read().unwrap();
+        (i.blocks.len(), i.packs.len())
+    }
+
+    /// Every pack id the index references.
+    pub fn indexed_packs(&self) -> Vec<BlockId> {
+        self.index.read().unwrap().packs.clone()
+    }
+
+    pub fn writer(&self) -> BlockWriter {
+        BlockWriter {
+            bs: self.clone(),
+            sealer: Sealer::new(self.level),
+            pack: PackBuilder::new(),
+            pending: HashSet::new(),
+            done: Vec::new(),
+            uploads: JoinSet::new(),
+            stats: WriteStats::default(),
+        }
+    }
+
+    /// Reads blocks, in the order asked. Each is authenticated (AEAD bound to its id), decompressed
+    /// to the recorded length, and its id recomputed from the plaintext.
+    pub async fn read_blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>> {
+        let mut by_pack: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
+        let packs = {
+            let idx = self.index.read().unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let loc = *idx.blocks.get(id).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "block {} is not in the index of '{}' in repository {}",
+                            hex_id(id),
+                            self.prefix,
+                            self.store.location()
+                        ),
+                    )
+                })?;
+                by_pack.entry(loc.pack).or_default().push((i, *id, loc));
+            }
+            idx.packs.clone()
+        };
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
+        let mut opener = Opener::new();
+        let mut groups: Vec<_> = by_pack.into_iter().collect();
+        groups.sort_by_key(|(p, _)| *p);
+        let fetched = futures::stream::iter(groups)
+            .map(|(p, mut items)| {
+                let path = self.pack_path(&packs[p as usize]);
+                async move {
+                    items.sort_by_key(|(_, _, l)| l.offset);
+                    let ranges: Vec<_> = items
+                        .iter()
+                        .map(|(_, _, l)| l.offset as u64..l.offset as u64 + l.length as u64)
+                        .collect();
+                    let blobs = self.store.get_ranges(&path, &ranges).await?;
+                    Ok::<_, Error>((path, items, blobs))
+                }
+            })
+            .buffered(4);
+        futures::pin_mut!(fetched);
+        while let Some(r) = fetched.next().await {
+            let (path, items, blobs) = r?;
+            for ((i, id, loc), blob) in items.into_iter().zip(blobs) {
+                out[i] = self.open_block(&mut opener, &path, &id, &blob, loc.raw_length)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn read_block(&self, id: &BlockId) -> Result<Vec<u8>> {
+        Ok(self
+            .read_blocks(std::slice::from_ref(id))
+            .await?
+            .pop()
+            .unwrap())
+    }
+
+    fn open_block(
+        &self,
+        opener: &mut Opener,
+        pack: &str,
+        id: &BlockId,
+        blob: &[u8],
+        raw: u32,
+    ) -> Result<Vec<u8>> {
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "block {} in pack '{pack}' of repository {}: {m}",
+                hex_id(id),
+                self.store.location()
+            ))
+        };
+        let plain = opener
+            .open_exact(&self.keys, Kind::Block, id, blob, raw as usize)
+            .map_err(|e| bad(e.to_string()))?;
+        if self.keys.block_id(&plain) != *id {
+            return Err(bad("content does not hash to its id".into()));
+        }
+        Ok(plain)
+    }
+
+    /// Reads a whole pack and checks everything in it: name = hash of bytes, header, footer,
+    /// trailer, and every block. Returns its entries.
+    pub async fn check_pack(&self, id: &BlockId) -> Result<Vec<Entry>> {
+        let path = self.pack_path(id);
+        let bytes = self.store.get(&path).await?;
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "pack '{path}' in repository {}: {m}",
+                self.store.location()
+            ))
+        };
+        if blake3::hash(&bytes).as_bytes() != id {
+            return Err(bad(
+                "content does not match its name (altered or truncated)".into(),
+            ));
+        }
+        let mut opener = Opener::new();
+        let entries = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
+        for e in &entries {
+            let blob = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
+            self.open_block(&mut opener, &path, &e.id, blob, e.raw_length)?;
+        }
+        Ok(entries)
+    }
+
+    /// Reads a pack's trailer with two range reads (footer, then trailer).
+    pub async fn read_trailer(&self, id: &BlockId) -> Result<Vec<Entry>> {
+        let path = self.pack_path(id);
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "pack '{path}' in repository {}: {m}",
+                self.store.location()
+            ))
+        };
+        let size = self.store.size(&path).await?;
+        if size < (pack::PACK_HEADER_LEN + pack::FOOTER_LEN) as u64 {
+            return Err(bad(format!("truncated: {size} bytes")));
+        }
+        let footer = self
+            .store
+            .get_range(&path, size - pack::FOOTER_LEN as u64..size)
+            .await?;
+        let (tlen, start) = pack::parse_footer(&footer, size).map_err(bad)?;
+        let trailer = self
+            .store
+            .get_range(&path, start..start + tlen as u64)
+            .await?;
+        let plain = Opener::new()
+            .open(
+                &self.keys,
+                Kind::PackTrailer,
+                b"",
+                &trailer,
+                MAX_OBJECT_PLAINTEXT,
+            )
+            .map_err(|e| bad(format!("trailer: {e}")))?;
+        pack::decode_entries(&plain, start).map_err(bad)
+    }
+
+    /// Finds packs that no index segment names (left by a process killed between a pack upload
+    /// and its index segment) and indexes them from their trailers, so their blocks are reused
+    /// rather than uploaded again. Returns how many packs were adopted.
+    pub async fn adopt_orphan_packs(&self) -> Result<usize> {
+        self.refresh().await?;
+        let known: HashSet<BlockId> = self.indexed_packs().into_iter().collect();
+        let mut orphans = Vec::new();
+        for l in self.store.list(&format!("{}/pack", self.prefix)).await? {
+            let name = l.path.rsplit('/').next().unwrap_or("");
+            if let Ok(id) = super::format::hex_array::<32>(name, "pack name")
+                && !known.contains(&id)
+            {
+                orphans.push(id);
+            }
+        }
+        let mut found = Vec::new();
+        for id in &orphans {
+            // A torn or foreign pack is skipped, not fatal: adoption is an optimisation.
+            match self.read_trailer(id).await {
+                Ok(entries) => found.push(PackEntries { pack: *id, entries }),
+                Err(e) => log::warn!("not adopting {}: {e}", self.pack_path(id)),
+            }
+        }
+        if !found.is_empty() {
+            self.write_segment(&found).await?;
+        }
+        Ok(found.len())
+    }
+
+    async fn write_segment(&self, packs: &[PackEntries]) -> Result<()> {
+        let plain = index::encode_segment(packs);
+        let sealed = Sealer::new(Some(3)).seal(&self.keys, Kind::Index, b"", &plain);
+        let name = blake3::hash(&sealed).to_hex().to_string();
+        let path = self.segment_path(&name);
+        self.store.put_new(&path, sealed.into()).await?;
+        let mut idx = self.index.write().unwrap();
+        for p in packs {
+            idx.add(p);
+        }
+        idx.segments.insert(path);
+        Ok(())
+    }
+}
+
+/// Adds blocks to the store. Dedups against the index and against itself; nothing it adds is
+/// visible to readers until [`BlockWriter::finish`] (or a periodic segment) has written the index.
+pub struct BlockWriter {
+    bs: BlockStore,
+    sealer: Sealer,
+    pack: PackBuilder,
+    pending: HashSet<BlockId>,
+    done: Vec<PackEntries>,
+    uploads: JoinSet<Result<()>>,
+    stats: WriteStats,
+}
+
+impl BlockWriter {
+    /// Stores `data` unless a block with the same id exists; returns the id.
+    pub async fn add(&mut self, data: &[u8]) -> Result<BlockId> {
+        let id = self.bs.keys.block_id(data);
+        self.stats.blocks += 1;
+        self.stats.bytes += data.len() as u64;
+        if self.pending.contains(&id) || self.bs.contains(&id) {
+            return Ok(id);
+        }
+        if self.pack.is_empty() {
+            self.pack.reserve(self.bs.pack_size + (64 << 10));
+        }
+        let before = self.pack.len();
+        self.pack.add(&mut self.sealer, &self.bs.keys, id, data);
+        self.pending.insert(id);
+        self.stats.new_blocks += 1;
+        self.stats.new_bytes += data.len() as u64;
+        self.stats.stored_bytes += (self.pack.len() - before) as u64;
+        if self.pack.len() >= self.bs.pack_size {
+            self.seal_pack().await?;
+        }
+        Ok(id)
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    async fn seal_pack(&mut self) -> Result<()> {
+        let builder = std::mem::take(&mut self.pack);
+        let (bytes, id, entries) = builder.finish(&mut self.sealer, &self.bs.keys);
+        self.done.push(PackEntries { pack: id, entries });
+        self.stats.packs += 1;
+        let (store, path) = (self.bs.store.clone(), self.bs.pack_path(&id));
+        self.uploads.spawn(async move {
+            // A pack's name is the hash of its bytes, so one already there holds the same bytes.
+            let _: Put = store.put_new(&path, bytes.into()).await?;
+            Ok(())
+        });
+        while self.uploads.len() >= UPLOADS_IN_FLIGHT {
+            self.join_one().await?;
+        }
+        if self.done.len() >= PACKS_PER_SEGMENT {
+            self.flush_segment().await?;
+        }
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        match self.uploads.join_next().await {
+            Some(r) => r.map_err(|e| Error::internal(format!("pack upload task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_segment(&mut self) -> Result<()> {
+        while !self.uploads.is_empty() {
+            self.join_one().await?;
+        }
+        if self.done.is_empty() {
+            return Ok(());
+        }
+        let done = std::mem::take(&mut self.done);
+        self.bs.write_segment(&done).await?;
+        for p in &done {
+            for e in &p.entries {
+                self.pending.remove(&e.id);
+            }
+        }
+        self.stats.segments += 1;
+        Ok(())
+    }
+
+    /// Uploads what is buffered and writes the index segment. Every block added is durable and
+    /// readable once this returns.
+    pub async fn finish(mut self) -> Result<WriteStats> {
+        if !self.pack.is_empty() {
+            self.seal_pack().await?;
+        }
+        self.flush_segment().await?;
+        Ok(self.stats)
+    }
+}

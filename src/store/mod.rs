@@ -1,0 +1,325 @@
+//! The storage layer: a thin wrapper over `object_store` that knows paths and bytes, never
+//! repository format types. It maps every backend error once, naming the object and the
+//! repository, and gives the repository the two primitives it builds on: create-once writes and
+//! authenticated-elsewhere reads.
+
+use crate::error::{Error, ErrorKind, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Where a repository lives, parsed from `--repo` and the `repo-s3-*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    S3(S3Location),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub key: Option<String>,
+    pub key_secret: Option<String>,
+    /// true: `https://endpoint/bucket/key`; false: `https://bucket.endpoint/key`.
+    pub path_style: bool,
+}
+
+impl Location {
+    /// Parses `/path`, `file:///path` or `s3://bucket[/prefix]`. S3 settings are filled in by the
+    /// caller.
+    pub fn parse(repo: &str) -> Result<Location> {
+        if let Some(rest) = repo.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(
+                    Error::config(format!("repository '{repo}' names no bucket"))
+                        .hint("write it as s3://BUCKET or s3://BUCKET/PREFIX"),
+                );
+            }
+            return Ok(Location::S3(S3Location {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+                endpoint: None,
+                region: None,
+                key: None,
+                key_secret: None,
+                path_style: true,
+            }));
+        }
+        let path = repo.strip_prefix("file://").unwrap_or(repo);
+        if path.contains("://") {
+            return Err(
+                Error::config(format!("repository '{repo}': unsupported scheme"))
+                    .hint("use a local path, file:///path or s3://bucket/prefix"),
+            );
+        }
+        if !path.starts_with('/') {
+            return Err(
+                Error::config(format!("repository path '{repo}' is not absolute"))
+                    .hint("give the full path, e.g. /var/lib/pgfrost"),
+            );
+        }
+        Ok(Location::Local(path.into()))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(s) if s.prefix.is_empty() => write!(f, "s3://{}", s.bucket),
+            Location::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.prefix),
+        }
+    }
+}
+
+/// Result of a create-once write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    /// Something is already stored under that name; it was left untouched.
+    AlreadyExists,
+}
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    location: Location,
+}
+
+impl Store {
+    /// Connects to the repository's storage. For local disk, `create` makes the directory (only
+    /// `repo-create` passes true: every other command must find the repository where it was).
+    pub fn open(location: &Location, create: bool) -> Result<Store> {
+        let inner: Arc<dyn ObjectStore> = match location {
+            Location::Local(dir) => {
+                if create {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::storage(format!(
+                            "cannot create repository directory {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                } else if !dir.is_dir() {
+                    return Err(Error::new(
+                        ErrorKind::RepoMissing,
+                        format!(
+                            "no repository at {}: the directory does not exist",
+                            dir.display()
+                        ),
+                    )
+                    .hint("check --repo, or create the repository with 'pgfrost repo-create'"));
+                }
+                // fsync on: a write that returned is on disk, file and directory entry both; the
+                // WAL archive's contract with PostgreSQL depends on it.
+                let fs = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| Error::storage(format!("repository {}: {e}", dir.display())))?
+                    .with_fsync(true);
+                Arc::new(fs)
+            }
+            Location::S3(s3) => {
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(&s3.bucket);
+                if let Some(ep) = &s3.endpoint {
+                    let ep = if ep.contains("://") {
+                        ep.clone()
+                    } else {
+                        format!("https://{ep}")
+                    };
+                    b = b
+                        .with_allow_http(ep.starts_with("http://"))
+                        .with_endpoint(ep);
+                }
+                b = b.with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()));
+                if let Some(k) = &s3.key {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &s3.key_secret {
+                    b = b.with_secret_access_key(k);
+                }
+                b = b.with_virtual_hosted_style_request(!s3.path_style);
+                let s = b.build().map_err(|e| {
+                    Error::config(format!("repository {location}: {}", chain(&e)))
+                        .hint("check repo-s3-endpoint, repo-s3-region, repo-s3-key and repo-s3-key-secret")
+                })?;
+                if s3.prefix.is_empty() {
+                    Arc::new(s)
+                } else {
+                    Arc::new(PrefixStore::new(s, s3.prefix.as_str()))
+                }
+            }
+        };
+        Ok(Store {
+            inner,
+            location: location.clone(),
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn err(&self, op: &str, path: &str, e: object_store::Error) -> Error {
+        let msg = format!(
+            "{op} '{path}' in repository {}: {}",
+            self.location,
+            chain(&e)
+        );
+        match e {
+            object_store::Error::NotFound { .. } => Error::new(ErrorKind::NotFound, msg),
+            object_store::Error::AlreadyExists { .. } => Error::new(ErrorKind::Conflict, msg),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                Error::storage(msg).hint("check the repository's permissions or credentials")
+            }
+            _ => Error::storage(msg),
+        }
+    }
+
+    /// Writes `bytes` under `path` unless something is already there. Never overwrites: on local
+    /// disk a hard link of a fully written, fsynced temporary file; on S3 `If-None-Match: *`.
+    pub async fn put_new(&self, path: &str, bytes: Bytes) -> Result<Put> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(path), PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Put::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::AlreadyExists),
+            Err(e) => Err(self.err("cannot write", path, e)),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Bytes> {
+        let r = self
+            .inner
+            .get(&Path::from(path))
+            .await
+            .map_err(|e| self.err("cannot read", path, e))?;
+        r.bytes()
+            .await
+            .map_err(|e| self.err("cannot read", path, e))
+    }
+
+    /// Like [`Store::get`], but a missing object is `None` rather than an error.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get_ranges(&self, path: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner
+            .get_ranges(&Path::from(path), ranges)
+            .await
+            .map_err(|e| self.err("cannot read", path, e))
+    }
+
+    pub async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner
+            .get_range(&Path::from(path), range)
+            .await
+            .map_err(|e| self.err("cannot read", path, e))
+    }
+
+    pub async fn size(&self, path: &str) -> Result<u64> {
+        let m = self
+            .inner
+            .head(&Path::from(path))
+            .await
+            .map_err(|e| self.err("cannot stat", path, e))?;
+        Ok(m.size)
+    }
+
+    /// Every object under `prefix` (a folder name without trailing slash; "" for all).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let p = if prefix.is_empty() {
+            None
+        } else {
+            Some(Path::from(prefix))
+        };
+        let mut out: Vec<Listed> = self
+            .inner
+            .list(p.as_ref())
+            .map_ok(|m| Listed {
+                path: m.location.to_string(),
+                size: m.size,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.err("cannot list", prefix, e))?;
+        // The local store stages writes under hidden names; they are not objects yet.
+        out.retain(|l| !l.path.rsplit('/').next().unwrap_or("").starts_with('.'));
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("cannot delete", path, e)),
+        }
+    }
+}
+
+/// An error with its sources, one line: backend errors bury the useful part (ENOSPC, a 403)
+/// several levels down.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_locations() {
+        assert_eq!(Location::parse("/r").unwrap(), Location::Local("/r".into()));
+        assert_eq!(
+            Location::parse("file:///r/x").unwrap(),
+            Location::Local("/r/x".into())
+        );
+        match Location::parse("s3://b/p/q/").unwrap() {
+            Location::S3(s) => {
+                assert_eq!(s.bucket, "b");
+                assert_eq!(s.prefix, "p/q");
+            }
+            l => panic!("{l:?}"),
+        }
+        assert!(Location::parse("relative").is_err());
+        assert!(Location::parse("s3://").is_err());
+        assert!(Location::parse("gs://x").is_err());
+    }
+}
