@@ -1,0 +1,408 @@
+//! The binary as operators and scripts use it: exit codes, messages, options, key management.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn repo_create(home: &Path, repo: &Path) -> Run {
+    let mut c = pgfrost(home);
+    c.args(["repo-create", "--repo"])
+        .arg(repo)
+        .env("PGFROST_PASSPHRASE", PASS);
+    run(c)
+}
+
+#[test]
+fn create_exists_missing_wrong_passphrase() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    let r = repo_create(home.path(), &repo);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("created repository"), "{r:?}");
+    let config_before = std::fs::read(repo.join("config")).unwrap();
+
+    // Already exists: its own exit code, and nothing is touched.
+    let r = repo_create(home.path(), &repo);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains("ERROR: a repository already exists at"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("HINT:"), "{r:?}");
+    assert_eq!(std::fs::read(repo.join("config")).unwrap(), config_before);
+    assert_eq!(std::fs::read_dir(repo.join("keys")).unwrap().count(), 1);
+
+    // Missing repository.
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(home.path().join("nope"))
+        .env("PGFROST_PASSPHRASE", PASS);
+    let r = run(c);
+    assert_eq!(r.code, 10, "{r:?}");
+    assert!(r.stderr.contains("no repository at"), "{r:?}");
+    // A directory that exists but holds no repository.
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(home.path())
+        .env("PGFROST_PASSPHRASE", PASS);
+    assert_eq!(run(c).code, 10);
+
+    // Wrong passphrase: one ERROR line, a hint, exit 12.
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(&repo)
+        .env("PGFROST_PASSPHRASE", "not it");
+    let r = run(c);
+    assert_eq!(r.code, 12, "{r:?}");
+    let errors: Vec<_> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{r:?}");
+    assert!(errors[0].contains("wrong passphrase"), "{r:?}");
+    assert!(r.stderr.contains("HINT:"), "{r:?}");
+
+    // No passphrase source and no terminal: a clear config error, not a hang.
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(&repo);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("PGFROST_PASSPHRASE"), "{r:?}");
+
+    // Passphrase from a file (trailing newline ignored).
+    let pf = home.path().join("pass");
+    std::fs::write(&pf, format!("{PASS}\n")).unwrap();
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(&repo)
+        .arg("--passphrase-file")
+        .arg(&pf);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn key_slots_add_change_remove() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let with = |pw: &str, args: &[&str]| {
+        let mut c = pgfrost(home.path());
+        c.args(args)
+            .arg("--repo")
+            .arg(&repo)
+            .env("PGFROST_PASSPHRASE", pw);
+        c
+    };
+    let list = || {
+        let r = run(with(PASS, &["key", "list", "--output", "json"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = list();
+    assert_eq!(first.len(), 1);
+
+    // Add a second passphrase; both open the repository.
+    let mut c = with(PASS, &["key", "add", "--key-comment", "dr site"]);
+    c.env("PGFROST_NEW_PASSPHRASE", "second passphrase here");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(list().len(), 2);
+    let r = run(with(
+        "second passphrase here",
+        &["dev", "check", "--stanza", "main"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Change the first passphrase: old one stops working, new one works, data untouched.
+    let data = home.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), b"some table data ".repeat(3000)).unwrap();
+    let r = run(with(
+        PASS,
+        &["dev", "put-dir", "--stanza", "main", data.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let catalog = home.path().join("catalog.json");
+    std::fs::write(&catalog, &r.stdout).unwrap();
+    let packs_before = files_under(&repo.join("main"));
+    let mut c = with(PASS, &["key", "change"]);
+    c.env("PGFROST_NEW_PASSPHRASE", "third passphrase here");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        files_under(&repo.join("main")),
+        packs_before,
+        "a passphrase change touched data"
+    );
+    let r = run(with(PASS, &["dev", "check", "--stanza", "main"]));
+    assert_eq!(r.code, 12, "old passphrase still works: {r:?}");
+    let out = home.path().join("out");
+    let r = run(with(
+        "third passphrase here",
+        &[
+            "dev",
+            "get-dir",
+            "--stanza",
+            "main",
+            catalog.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read(out.join("f")).unwrap(),
+        std::fs::read(data.join("f")).unwrap()
+    );
+
+    // Remove: unknown slot, then a real one, then refuse the last one.
+    let r = run(with(
+        "third passphrase here",
+        &["key", "remove", "0123456789abcdef0123456789abcdef"],
+    ));
+    assert_eq!(r.code, 14, "{r:?}");
+    let slots = {
+        let r = run(with("x", &["key", "list", "--output", "json"]));
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["slots"].as_array().unwrap().clone()
+    };
+    let dr = slots.iter().find(|s| s["comment"] == "dr site").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = slots.iter().find(|s| s["comment"] != "dr site").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = run(with("third passphrase here", &["key", "remove", &dr]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(with("third passphrase here", &["key", "remove", &other]));
+    assert_eq!(r.code, 17, "{r:?}");
+    assert!(r.stderr.contains("only key slot"), "{r:?}");
+    assert!(repo.join("keys").join(&other).exists());
+}
+
+#[test]
+fn key_file_unlock_and_lock() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let mut c = pgfrost(home.path());
+    c.args(["key", "unlock", "--output", "json", "--repo"])
+        .arg(&repo)
+        .env("PGFROST_PASSPHRASE", PASS);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kf = Path::new(v["key_file"].as_str().unwrap()).to_path_buf();
+    assert!(
+        kf.starts_with(home.path().join(".config/pgfrost/keys")),
+        "{kf:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&kf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // No passphrase anywhere: the key file opens the repository.
+    let check = || {
+        let mut c = pgfrost(home.path());
+        c.args(["dev", "check", "--stanza", "main", "--repo"])
+            .arg(&repo);
+        run(c)
+    };
+    let r = check();
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // A key file others can read is refused, with the fix in the hint.
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = check();
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(r.stderr.contains("HINT: chmod 600"), "{r:?}");
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A key file of another repository is refused, naming both.
+    let repo2 = home.path().join("repo2");
+    assert_eq!(repo_create(home.path(), &repo2).code, 0);
+    let mut c = pgfrost(home.path());
+    c.args(["dev", "check", "--stanza", "main", "--repo"])
+        .arg(&repo2)
+        .arg("--key-file")
+        .arg(&kf);
+    let r = run(c);
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(r.stderr.contains("belongs to repository"), "{r:?}");
+
+    // lock removes it; then the passphrase is needed again.
+    let mut c = pgfrost(home.path());
+    c.args(["key", "lock", "--repo"]).arg(&repo);
+    assert_eq!(run(c).code, 0);
+    assert!(!kf.exists());
+    assert_eq!(check().code, 3);
+}
+
+#[test]
+fn options_from_file_env_and_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b, c_) = (
+        home.path().join("a"),
+        home.path().join("b"),
+        home.path().join("c"),
+    );
+    for r in [&a, &b, &c_] {
+        assert_eq!(repo_create(home.path(), r).code, 0);
+    }
+    let cfg = home.path().join("pgfrost.toml");
+    std::fs::write(
+        &cfg,
+        format!("[global]\nrepo = '{}'\nlog-level = 'warn'\n", a.display()),
+    )
+    .unwrap();
+    let repo_id = |r: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(r.join("config")).unwrap()).unwrap();
+        v["repo_id"].as_str().unwrap().to_string()
+    };
+    let unlock = |extra: &[(&str, &Path)], env: &[(&str, &Path)]| {
+        let mut c = pgfrost(home.path());
+        c.args(["key", "unlock", "--output", "json"])
+            .env("PGFROST_PASSPHRASE", PASS)
+            .env("PGFROST_CONFIG", &cfg);
+        for (k, v) in extra {
+            c.arg(k).arg(v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let r = run(c);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout
+    };
+    // The key file is named after the repository id, which tells us which repository was used.
+    assert!(unlock(&[], &[]).contains(&repo_id(&a)));
+    assert!(unlock(&[], &[("PGFROST_REPO", &b)]).contains(&repo_id(&b)));
+    assert!(unlock(&[("--repo", &c_)], &[("PGFROST_REPO", &b)]).contains(&repo_id(&c_)));
+    // --config on the command line beats PGFROST_CONFIG.
+    let cfg2 = home.path().join("other.toml");
+    std::fs::write(&cfg2, format!("repo = '{}'\n", b.display())).unwrap();
+    assert!(unlock(&[("--config", &cfg2)], &[]).contains(&repo_id(&b)));
+
+    // Bad values name where they came from.
+    let mut c = pgfrost(home.path());
+    c.args(["key", "list", "--repo"])
+        .arg(&a)
+        .env("PGFROST_PROCESS_MAX", "lots");
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("PGFROST_PROCESS_MAX"), "{r:?}");
+    std::fs::write(&cfg, "[global]\nrepo-path = '/x'\n").unwrap();
+    let mut c = pgfrost(home.path());
+    c.args(["key", "list"]).env("PGFROST_CONFIG", &cfg);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("unknown option 'repo-path'"), "{r:?}");
+    let mut c = pgfrost(home.path());
+    c.args(["key", "list"]);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("option repo is required") && r.stderr.contains("PGFROST_REPO"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn help_describes_options() {
+    let home = tempfile::tempdir().unwrap();
+    let mut c = pgfrost(home.path());
+    c.arg("help");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    for o in pgfrost::config::OPTIONS
+        .iter()
+        .filter(|o| o.commands.is_empty())
+    {
+        assert!(
+            r.stdout.contains(&format!("--{}", o.name)),
+            "help lacks --{}:\n{}",
+            o.name,
+            r.stdout
+        );
+    }
+    assert!(
+        r.stdout.contains("repo-create") && r.stdout.contains("key"),
+        "{r:?}"
+    );
+    let mut c = pgfrost(home.path());
+    c.args(["key", "add", "--help"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("--new-passphrase-file") && r.stdout.contains("PGFROST_NEW_PASSPHRASE"),
+        "{r:?}"
+    );
+    // No passphrase option exists on the command line at all.
+    assert!(!r.stdout.contains("--passphrase "), "{r:?}");
+}
+
+#[test]
+fn s3_repository_from_the_cli() {
+    let server = S3Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = pgfrost(home.path());
+        c.args(args).env("PGFROST_PASSPHRASE", PASS);
+        server.args(&mut c, "cli/repo");
+        c
+    };
+    let r = run(cmd(&["repo-create"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(run(cmd(&["repo-create"])).code, 11);
+    let data = home.path().join("data");
+    std::fs::create_dir_all(data.join("base/1")).unwrap();
+    for i in 0..5 {
+        std::fs::write(
+            data.join(format!("base/1/{i}")),
+            format!("row {i};").repeat(5000),
+        )
+        .unwrap();
+    }
+    let r = run(cmd(&[
+        "dev",
+        "put-dir",
+        "--stanza",
+        "main",
+        data.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let catalog = home.path().join("catalog.json");
+    std::fs::write(&catalog, &r.stdout).unwrap();
+    let out = home.path().join("out");
+    let r = run(cmd(&[
+        "dev",
+        "get-dir",
+        "--stanza",
+        "main",
+        catalog.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    for i in 0..5 {
+        let p = format!("base/1/{i}");
+        assert_eq!(
+            std::fs::read(out.join(&p)).unwrap(),
+            std::fs::read(data.join(&p)).unwrap()
+        );
+    }
+    assert!(server.bucket_dir().join("cli/repo/config").is_file());
+}

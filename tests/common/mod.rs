@@ -1,0 +1,210 @@
+//! Shared fixtures for the integration tests: the built binary, scratch repositories, and a real
+//! S3-compatible server (s3s-fs) on 127.0.0.1 that the tests start themselves.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASS: &str = "correct horse battery staple";
+
+/// The pgfrost binary built for this test run.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgfrost")
+}
+
+/// A command for the binary with a clean environment: no config file, no inherited PGFROST_*,
+/// a private HOME (so key files land in the test's directory), cheap KDF for speed.
+pub fn pgfrost(home: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("PGFROST_CONFIG", home.join("none.toml"))
+        .env("PGFROST_KDF_MEMORY", "1024")
+        .env("PGFROST_KDF_ITERATIONS", "1")
+        .stdin(Stdio::null());
+    // An absent config file named by PGFROST_CONFIG is an error; create an empty one.
+    let _ = std::fs::write(home.join("none.toml"), "");
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut c: Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("run pgfrost");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running s3s-fs server with one bucket. Killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub root: tempfile::TempDir,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+pub const S3_KEY: &str = "pgfrost-test-key";
+pub const S3_SECRET: &str = "pgfrost-test-secret";
+
+fn find_s3s_fs() -> PathBuf {
+    if let Some(p) = std::env::var_os("PGFROST_S3S_FS") {
+        return p.into();
+    }
+    let mut candidates: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("s3s-fs"))
+            .collect();
+    if let Some(h) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(h).join(".cargo/bin/s3s-fs"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "s3s-fs is not installed; the S3 tests need a real S3-compatible server.\n\
+             Install it with: cargo install s3s-fs --version 0.14.1 --features binary --locked\n\
+             (or run bash .ci/setup, which does it)"
+            )
+        })
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let exe = find_s3s_fs();
+        let root = tempfile::tempdir().unwrap();
+        let bucket = "pgfrost-test".to_string();
+        std::fs::create_dir(root.path().join(&bucket)).unwrap();
+        let port = free_port();
+        let child = Command::new(exe)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                S3_KEY,
+                "--secret-key",
+                S3_SECRET,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen on 127.0.0.1:{port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server {
+            child,
+            root,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket,
+        }
+    }
+
+    /// The directory where s3s-fs keeps the bucket's objects (to prove traffic reached it).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root.path().join(&self.bucket)
+    }
+
+    pub fn location(&self, prefix: &str) -> pgfrost::store::Location {
+        pgfrost::store::Location::S3(pgfrost::store::S3Location {
+            bucket: self.bucket.clone(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            key: Some(S3_KEY.into()),
+            key_secret: Some(S3_SECRET.into()),
+            path_style: true,
+        })
+    }
+
+    /// Adds the options a pgfrost command needs to use this server.
+    pub fn args(&self, c: &mut Command, prefix: &str) {
+        c.arg("--repo")
+            .arg(format!("s3://{}/{prefix}", self.bucket))
+            .arg("--repo-s3-endpoint")
+            .arg(&self.endpoint)
+            .env("PGFROST_REPO_S3_KEY", S3_KEY)
+            .env("PGFROST_REPO_S3_KEY_SECRET", S3_SECRET);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn cheap() -> pgfrost::repo::keys::Cost {
+    pgfrost::repo::keys::Cost {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    }
+}
