@@ -25,8 +25,18 @@ struct CatalogFile {
 }
 
 #[derive(Serialize, Deserialize)]
+struct CatalogDir {
+    path: String,
+    mode: u32,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Catalog {
     stanza: String,
+    /// Directories, so that empty ones (PostgreSQL needs pg_wal/archive_status, pg_notify, ...)
+    /// come back too.
+    #[serde(default)]
+    dirs: Vec<CatalogDir>,
     files: Vec<CatalogFile>,
 }
 
@@ -65,11 +75,27 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
     let root = Path::new(dir);
     let mut writer = bs.writer();
     let mut files = Vec::new();
+    let mut dirs = Vec::new();
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut buf = vec![0u8; BLOCK];
     for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
         let entry = entry.map_err(|e| Error::storage(format!("cannot walk {dir}: {e}")))?;
+        if entry.file_type().is_dir() && entry.depth() > 0 {
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::storage(format!("cannot stat {rel}: {e}")))?;
+            dirs.push(CatalogDir {
+                path: rel,
+                mode: meta.permissions().mode() & 0o7777,
+            });
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -125,6 +151,7 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
     );
     let catalog = Catalog {
         stanza: stanza.into(),
+        dirs,
         files,
     };
     // The catalog is the command's output whatever --output says: get-dir reads it back.
@@ -157,9 +184,24 @@ async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings
     let cat: Catalog = serde_json::from_value(doc["catalog"].clone())
         .map_err(|e| Error::config(format!("catalog {catalog} does not parse: {e}")))?;
     let dest = Path::new(dest);
+    let unsafe_path = |p: &str| p.split('/').any(|c| c == ".." || c.is_empty());
+    for d in &cat.dirs {
+        if unsafe_path(&d.path) {
+            return Err(Error::config(format!(
+                "catalog {catalog} names an unsafe path '{}'",
+                d.path
+            )));
+        }
+        let target = dest.join(&d.path);
+        std::fs::create_dir_all(&target)
+            .and_then(|()| {
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(d.mode))
+            })
+            .map_err(|e| Error::storage(format!("cannot create {}: {e}", target.display())))?;
+    }
     let mut bytes = 0u64;
     for f in &cat.files {
-        if f.path.split('/').any(|c| c == ".." || c.is_empty()) {
+        if unsafe_path(&f.path) {
             return Err(Error::config(format!(
                 "catalog {catalog} names an unsafe path '{}'",
                 f.path

@@ -1,0 +1,326 @@
+//! The test vectors in proto/vectors/ and the byte layouts in proto/layouts.json are part of the
+//! format's definition: this test checks that the code still produces and accepts exactly them.
+//!
+//! Regenerate (only on a deliberate format change, with docs/format.md updated in the same
+//! commit): `PGFROST_WRITE_VECTORS=1 cargo test --test vectors`.
+
+use pgfrost::repo::crypto::{self, Keys, Kind, MasterKey, Opener};
+use pgfrost::repo::format::{KeySlot, RepoConfig};
+use pgfrost::repo::index::{self, Entry, PackEntries};
+use pgfrost::repo::keys::{self, Cost, SlotOpen, SlotRandom, SlotSpec};
+use pgfrost::repo::pack;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto")
+}
+
+fn seq(n: usize, mul: u8, add: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(mul).wrapping_add(add))
+        .collect()
+}
+
+fn arr<const N: usize>(mul: u8, add: u8) -> [u8; N] {
+    seq(N, mul, add).try_into().unwrap()
+}
+
+fn h(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+fn seal(
+    keys: &Keys,
+    kind: Kind,
+    name: &[u8],
+    compression: u8,
+    nonce: &[u8; 24],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    crypto::seal_raw(keys, kind, name, compression, nonce, payload, &mut out);
+    out
+}
+
+/// Builds every vector from fixed inputs. `zstd_frame` is the compressed payload of the
+/// compressed-object vector: taken from the stored file when checking (zstd's output may differ
+/// between library versions; the format only requires a valid frame with its content size).
+fn build(zstd_frame: Option<Vec<u8>>) -> Value {
+    let master = MasterKey::from_bytes(arr(1, 0));
+    let keys = Keys::new(&master);
+    let derived = json!({
+        "block_id_key": h(&*master.derive(crypto::CTX_BLOCK_ID)),
+        "seal_key": h(&*master.derive(crypto::CTX_SEAL)),
+        "key_check_key": h(&*master.derive(crypto::CTX_KEY_CHECK)),
+    });
+    let block_a = b"pgfrost test vector block".to_vec();
+    let block_b = seq(8192, 7, 3);
+    let block_ids = json!([
+        {"plaintext": "", "id": h(&keys.block_id(b""))},
+        {"plaintext": h(&block_a), "id": h(&keys.block_id(&block_a))},
+        {"plaintext": h(&block_b), "id": h(&keys.block_id(&block_b))},
+    ]);
+
+    // Sealed objects: one raw block, one zstd-compressed index segment.
+    let id_a = keys.block_id(&block_a);
+    let nonce1: [u8; 24] = arr(3, 1);
+    let sealed_block = seal(
+        &keys,
+        Kind::Block,
+        &id_a,
+        crypto::COMPRESSION_NONE,
+        &nonce1,
+        &block_a,
+    );
+    let plain_b =
+        b"a compressible payload, a compressible payload, a compressible payload".repeat(4);
+    let frame = zstd_frame.unwrap_or_else(|| zstd::bulk::compress(&plain_b, 3).unwrap());
+    let nonce2: [u8; 24] = arr(5, 2);
+    let sealed_z = seal(
+        &keys,
+        Kind::Index,
+        b"",
+        crypto::COMPRESSION_ZSTD,
+        &nonce2,
+        &frame,
+    );
+    let sealed = json!([
+        {"kind": Kind::Block as u8, "name": h(&id_a), "compression": 0, "nonce": h(&nonce1),
+         "payload": h(&block_a), "plaintext": h(&block_a), "sealed": h(&sealed_block)},
+        {"kind": Kind::Index as u8, "name": "", "compression": 1, "nonce": h(&nonce2),
+         "payload": h(&frame), "plaintext": h(&plain_b), "sealed": h(&sealed_z)},
+    ]);
+
+    // A pack of two blocks (uncompressed, fixed nonces) and its trailer.
+    let id_b = keys.block_id(&block_b);
+    let mut p = Vec::new();
+    p.extend_from_slice(&pack::PACK_MAGIC);
+    p.extend_from_slice(&[pack::PACK_VERSION, 0, 0, 0]);
+    let mut entries = Vec::new();
+    for (i, (id, data)) in [(id_a, &block_a), (id_b, &block_b)].into_iter().enumerate() {
+        let off = p.len();
+        p.extend(seal(&keys, Kind::Block, &id, 0, &arr(11, i as u8), data));
+        entries.push(Entry {
+            id,
+            offset: off as u32,
+            length: (p.len() - off) as u32,
+            raw_length: data.len() as u32,
+        });
+    }
+    let trailer_plain = pack::encode_entries(&entries);
+    let tstart = p.len();
+    p.extend(seal(
+        &keys,
+        Kind::PackTrailer,
+        b"",
+        0,
+        &arr(13, 9),
+        &trailer_plain,
+    ));
+    let tlen = (p.len() - tstart) as u32;
+    p.extend_from_slice(&tlen.to_le_bytes());
+    p.extend_from_slice(&pack::FOOTER_MAGIC);
+    let pack_id = *blake3::hash(&p).as_bytes();
+    let ej = |e: &Entry| json!({"id": h(&e.id), "offset": e.offset, "length": e.length, "raw_length": e.raw_length});
+    let pack_v = json!({
+        "name": h(&pack_id),
+        "bytes": h(&p),
+        "trailer_plaintext": h(&trailer_plain),
+        "entries": entries.iter().map(ej).collect::<Vec<_>>(),
+        "blocks": [h(&block_a), h(&block_b)],
+    });
+
+    // An index segment naming that pack, sealed uncompressed with a fixed nonce.
+    let seg_plain = index::encode_segment(&[PackEntries {
+        pack: pack_id,
+        entries: entries.clone(),
+    }]);
+    let seg_sealed = seal(&keys, Kind::Index, b"", 0, &arr(17, 4), &seg_plain);
+    let index_v = json!({
+        "name": blake3::hash(&seg_sealed).to_hex().to_string(),
+        "sealed": h(&seg_sealed),
+        "plaintext": h(&seg_plain),
+        "packs": [{"pack": h(&pack_id), "entries": entries.iter().map(ej).collect::<Vec<_>>()}],
+    });
+
+    // config, a key slot with a cheap KDF, and a key file.
+    let repo_id: [u8; 16] = arr(9, 5);
+    let config = RepoConfig {
+        format: "pgfrost-repository".into(),
+        version: 1,
+        repo_id: h(&repo_id),
+        created: "2026-11-21T00:00:00Z".into(),
+        key_check: h(&master.key_check(&repo_id)),
+    };
+    let mut config_bytes = serde_json::to_vec_pretty(&config).unwrap();
+    config_bytes.push(b'\n');
+    let passphrase = "vector passphrase";
+    let slot = keys::make_slot(
+        &master,
+        passphrase.as_bytes(),
+        &config,
+        &config_bytes,
+        SlotSpec {
+            cost: Cost {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            comment: "test vector".into(),
+            created: "2026-11-21T00:00:00Z".into(),
+            random: SlotRandom {
+                slot_id: arr(19, 1),
+                salt: arr(23, 2),
+                nonce: arr(29, 3),
+            },
+        },
+    )
+    .unwrap();
+    let kek = keys::derive_kek(passphrase.as_bytes(), &slot.kdf).unwrap();
+    let key_file = keys::key_file_for(&master, &config, &config_bytes);
+    json!({
+        "format": "pgfrost-test-vectors",
+        "version": 1,
+        "master_key": h(master.as_bytes()),
+        "contexts": {"block_id": crypto::CTX_BLOCK_ID, "seal": crypto::CTX_SEAL, "key_check": crypto::CTX_KEY_CHECK},
+        "derived": derived,
+        "block_ids": block_ids,
+        "sealed": sealed,
+        "pack": pack_v,
+        "index_segment": index_v,
+        "config": {"bytes": String::from_utf8(config_bytes).unwrap()},
+        "key_slot": {"passphrase": passphrase, "kek": h(&*kek), "slot": slot},
+        "key_file": key_file,
+    })
+}
+
+#[test]
+fn vectors_match() {
+    let path = dir().join("vectors/v1.json");
+    if std::env::var_os("PGFROST_WRITE_VECTORS").is_some() {
+        let v = build(None);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    }
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("proto/vectors/v1.json")).unwrap();
+    let frame = hex::decode(stored["sealed"][1]["payload"].as_str().unwrap()).unwrap();
+    let built = build(Some(frame));
+    assert!(
+        built == stored,
+        "the code no longer produces proto/vectors/v1.json; a format change?"
+    );
+
+    // And the reading side accepts them, independently of how they were built.
+    let master = MasterKey::from_bytes(
+        hex::decode(stored["master_key"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let keys = Keys::new(&master);
+    let mut o = Opener::new();
+    for s in stored["sealed"].as_array().unwrap() {
+        let kind = Kind::from_u8(s["kind"].as_u64().unwrap() as u8).unwrap();
+        let name = hex::decode(s["name"].as_str().unwrap()).unwrap();
+        let sealed = hex::decode(s["sealed"].as_str().unwrap()).unwrap();
+        let plain = hex::decode(s["plaintext"].as_str().unwrap()).unwrap();
+        assert_eq!(o.open(&keys, kind, &name, &sealed, 1 << 20).unwrap(), plain);
+    }
+    let p = hex::decode(stored["pack"]["bytes"].as_str().unwrap()).unwrap();
+    let entries = pack::parse_pack(&keys, &mut o, &p).unwrap();
+    for (e, b) in entries
+        .iter()
+        .zip(stored["pack"]["blocks"].as_array().unwrap())
+    {
+        let blob = &p[e.offset as usize..(e.offset + e.length) as usize];
+        assert_eq!(
+            h(
+                &o.open_exact(&keys, Kind::Block, &e.id, blob, e.raw_length as usize)
+                    .unwrap()
+            ),
+            b.as_str().unwrap()
+        );
+    }
+    let seg = hex::decode(stored["index_segment"]["sealed"].as_str().unwrap()).unwrap();
+    let seg_plain = o.open(&keys, Kind::Index, b"", &seg, 1 << 20).unwrap();
+    assert_eq!(
+        index::decode_segment(&seg_plain).unwrap()[0].entries,
+        entries
+    );
+    let config_bytes = stored["config"]["bytes"].as_str().unwrap().as_bytes();
+    let config: RepoConfig = serde_json::from_slice(config_bytes).unwrap();
+    let slot: KeySlot = serde_json::from_value(stored["key_slot"]["slot"].clone()).unwrap();
+    let pw = stored["key_slot"]["passphrase"].as_str().unwrap();
+    match keys::open_slot(&slot, pw.as_bytes(), &config, config_bytes, "vector").unwrap() {
+        SlotOpen::Opened(m) => assert_eq!(m.as_bytes(), master.as_bytes()),
+        SlotOpen::WrongPassphrase => panic!("vector slot refused its passphrase"),
+    }
+    assert!(keys::master_matches(&master, &config).unwrap());
+}
+
+/// proto/layouts.json describes the binary objects field by field; the constants of the code must
+/// agree with it.
+#[test]
+fn layouts_match_code() {
+    let l: Value =
+        serde_json::from_slice(&std::fs::read(dir().join("layouts.json")).unwrap()).unwrap();
+    let size = |obj: &str| -> usize {
+        l[obj]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["size"].as_u64().unwrap() as usize)
+            .sum()
+    };
+    let magic = |obj: &str| {
+        l[obj]["fields"][0]["value"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    };
+    assert_eq!(size("sealed_header"), crypto::HEADER_LEN);
+    assert_eq!(magic("sealed_header"), crypto::MAGIC);
+    assert_eq!(
+        l["sealed_object"]["fields"][1]["size"].as_u64().unwrap() as usize,
+        crypto::NONCE_LEN
+    );
+    assert_eq!(
+        l["sealed_object"]["overhead"].as_u64().unwrap() as usize,
+        crypto::OVERHEAD
+    );
+    assert_eq!(size("pack_header"), pack::PACK_HEADER_LEN);
+    assert_eq!(magic("pack_header"), pack::PACK_MAGIC);
+    assert_eq!(size("pack_footer"), pack::FOOTER_LEN);
+    assert_eq!(
+        l["pack_footer"]["fields"][1]["value"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        pack::FOOTER_MAGIC
+    );
+    assert_eq!(size("index_entry"), pack::ENTRY_LEN);
+    let kinds = &l["sealed_header"]["kinds"];
+    for k in [Kind::Block, Kind::PackTrailer, Kind::Index] {
+        assert_eq!(
+            kinds[k.name()].as_u64().unwrap() as u8,
+            k as u8,
+            "{}",
+            k.name()
+        );
+    }
+    let contexts = &l["key_derivation"];
+    assert_eq!(contexts["block_id"], crypto::CTX_BLOCK_ID);
+    assert_eq!(contexts["seal"], crypto::CTX_SEAL);
+    assert_eq!(contexts["key_check"], crypto::CTX_KEY_CHECK);
+    assert_eq!(
+        contexts["slot_ad_prefix"],
+        std::str::from_utf8(keys::SLOT_AD_PREFIX).unwrap()
+    );
+    assert_eq!(
+        contexts["slot_check_message"],
+        std::str::from_utf8(keys::SLOT_CHECK_MSG).unwrap()
+    );
+}
