@@ -211,8 +211,7 @@ fn every_kind_of_object_refuses_a_flipped_byte() {
         let e = bs
             .read_blocks(&f.ids)
             .await
-            .err()
-            .expect("block flip accepted");
+            .expect_err("block flip accepted");
         assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
         assert!(
             e.message.contains(&pack_name) && e.message.contains("block "),
@@ -235,8 +234,7 @@ fn every_kind_of_object_refuses_a_flipped_byte() {
         let e = bs
             .read_trailer(&pack_id)
             .await
-            .err()
-            .expect("trailer flip accepted");
+            .expect_err("trailer flip accepted");
         assert!(e.message.contains(&pack_name), "{e}");
         std::fs::write(&pack, orig).unwrap();
 
@@ -274,8 +272,7 @@ fn truncated_objects_are_refused() {
         let e = bs
             .read_blocks(&f.ids)
             .await
-            .err()
-            .expect("read past a truncation accepted");
+            .expect_err("read past a truncation accepted");
         assert!(
             matches!(e.kind, ErrorKind::Corrupt | ErrorKind::Storage),
             "{e}"
