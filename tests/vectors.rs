@@ -62,7 +62,7 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         {"plaintext": h(&block_b), "id": h(&keys.block_id(&block_b))},
     ]);
 
-    // Sealed objects: one raw block, one zstd-compressed index segment.
+    // Sealed objects: one raw block, one zstd-compressed block.
     let id_a = keys.block_id(&block_a);
     let nonce1: [u8; 24] = arr(3, 1);
     let sealed_block = seal(
@@ -73,14 +73,14 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         &nonce1,
         &block_a,
     );
-    let plain_b =
-        b"a compressible payload, a compressible payload, a compressible payload".repeat(4);
-    let frame = zstd_frame.unwrap_or_else(|| zstd::bulk::compress(&plain_b, 3).unwrap());
+    let plain_c = b"a compressible block, a compressible block, a compressible block".repeat(4);
+    let id_c = keys.block_id(&plain_c);
+    let frame = zstd_frame.unwrap_or_else(|| zstd::bulk::compress(&plain_c, 3).unwrap());
     let nonce2: [u8; 24] = arr(5, 2);
     let sealed_z = seal(
         &keys,
-        Kind::Index,
-        b"",
+        Kind::Block,
+        &id_c,
         crypto::COMPRESSION_ZSTD,
         &nonce2,
         &frame,
@@ -88,8 +88,8 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
     let sealed = json!([
         {"kind": Kind::Block as u8, "name": h(&id_a), "compression": 0, "nonce": h(&nonce1),
          "payload": h(&block_a), "plaintext": h(&block_a), "sealed": h(&sealed_block)},
-        {"kind": Kind::Index as u8, "name": "", "compression": 1, "nonce": h(&nonce2),
-         "payload": h(&frame), "plaintext": h(&plain_b), "sealed": h(&sealed_z)},
+        {"kind": Kind::Block as u8, "name": h(&id_c), "compression": 1, "nonce": h(&nonce2),
+         "payload": h(&frame), "plaintext": h(&plain_c), "sealed": h(&sealed_z)},
     ]);
 
     // A pack of two blocks (uncompressed, fixed nonces) and its trailer.
@@ -127,6 +127,7 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         "name": h(&pack_id),
         "bytes": h(&p),
         "trailer_plaintext": h(&trailer_plain),
+        "trailer_nonce": h(&arr::<24>(13, 9)),
         "entries": entries.iter().map(ej).collect::<Vec<_>>(),
         "blocks": [h(&block_a), h(&block_b)],
     });
@@ -136,9 +137,12 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         pack: pack_id,
         entries: entries.clone(),
     }]);
-    let seg_sealed = seal(&keys, Kind::Index, b"", 0, &arr(17, 4), &seg_plain);
+    let seg_nonce: [u8; 24] = arr(17, 4);
+    let seg_sealed = seal(&keys, Kind::Index, b"", 0, &seg_nonce, &seg_plain);
     let index_v = json!({
         "name": blake3::hash(&seg_sealed).to_hex().to_string(),
+        "compression": 0,
+        "nonce": h(&seg_nonce),
         "sealed": h(&seg_sealed),
         "plaintext": h(&seg_plain),
         "packs": [{"pack": h(&pack_id), "entries": entries.iter().map(ej).collect::<Vec<_>>()}],

@@ -79,6 +79,11 @@ pub struct KeyFile {
 
 /// Decodes fixed-length hex, naming the field on failure.
 pub fn hex_array<const N: usize>(s: &str, field: &str) -> Result<[u8; N], String> {
+    // Upper case would decode to the same bytes; refusing it keeps one spelling per value, so a
+    // changed document is always a changed value.
+    if !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!("field {field}: not lower-case hex"));
+    }
     let v = hex::decode(s).map_err(|e| format!("field {field}: not hex ({e})"))?;
     v.try_into()
         .map_err(|v: Vec<u8>| format!("field {field}: {} bytes, {N} expected", v.len()))

@@ -205,7 +205,15 @@ pub fn open_slot(
         ))
         .hint("restore 'config' and 'keys/' from a copy of the repository, or use another key slot")
     })?;
-    Ok(SlotOpen::Opened(MasterKey::from_bytes(*key)))
+    let master = MasterKey::from_bytes(*key);
+    // The slot authenticated, so this only fails if the config's key_check was forged together
+    // with a matching slot: still, a key that does not match the repository is never used.
+    if !master_matches(&master, config)? {
+        return Err(Error::corrupt(format!(
+            "key slot '{slot_name}' opens to a key that does not match the repository's key_check"
+        )));
+    }
+    Ok(SlotOpen::Opened(master))
 }
 
 /// Checks that `master` belongs to the repository described by `config`.

@@ -104,8 +104,8 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// Parses a trailer's plaintext. Every entry must lie inside the blob area `[8, blobs_end)`,
-/// must not overlap the one before it, and must be at least a sealed object long.
+/// Parses a trailer's plaintext. The entries must tile the blob area `[8, blobs_end)` exactly,
+/// in order, each at least a sealed object long: a pack holds nothing its trailer does not list.
 pub fn decode_entries(b: &[u8], blobs_end: u64) -> Result<Vec<Entry>, String> {
     let mut r = super::index::Reader::new(b);
     let n = r.u32()? as usize;
@@ -122,7 +122,7 @@ pub fn decode_entries(b: &[u8], blobs_end: u64) -> Result<Vec<Entry>, String> {
     for _ in 0..n {
         let e = Entry::decode(&mut r)?;
         let (start, end) = (e.offset as u64, e.offset as u64 + e.length as u64);
-        if start < prev_end || end > blobs_end || (e.length as usize) < super::crypto::OVERHEAD {
+        if start != prev_end || end > blobs_end || (e.length as usize) < super::crypto::OVERHEAD {
             return Err(format!(
                 "entry at offset {} length {} is out of place",
                 e.offset, e.length
@@ -130,6 +130,12 @@ pub fn decode_entries(b: &[u8], blobs_end: u64) -> Result<Vec<Entry>, String> {
         }
         prev_end = end;
         out.push(e);
+    }
+    if prev_end != blobs_end {
+        return Err(format!(
+            "{} bytes between the last block and the trailer are unlisted",
+            blobs_end - prev_end
+        ));
     }
     Ok(out)
 }
