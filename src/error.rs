@@ -27,6 +27,8 @@ pub enum ErrorKind {
     KeyFile,
     /// The operation would overwrite or conflict with something already stored.
     Conflict,
+    /// PostgreSQL refused a connection or a query, or the cluster is not what the stanza says.
+    Postgres,
     /// A bug: an invariant that should hold did not.
     Internal,
 }
@@ -44,6 +46,7 @@ impl ErrorKind {
             ErrorKind::Storage => 15,
             ErrorKind::KeyFile => 16,
             ErrorKind::Conflict => 17,
+            ErrorKind::Postgres => 20,
             ErrorKind::Internal => 70,
         }
     }
@@ -122,6 +125,7 @@ mod tests {
             ErrorKind::Storage,
             ErrorKind::KeyFile,
             ErrorKind::Conflict,
+            ErrorKind::Postgres,
             ErrorKind::Internal,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();

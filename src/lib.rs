@@ -9,5 +9,6 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod passphrase;
+pub mod pg;
 pub mod repo;
 pub mod store;

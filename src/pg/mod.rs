@@ -1,0 +1,5 @@
+//! PostgreSQL: connections, the control file, WAL names and headers.
+
+pub mod conn;
+pub mod control;
+pub mod wal;
