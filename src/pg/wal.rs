@@ -259,19 +259,19 @@ pub fn check_segment(
     seg_size: u64,
 ) -> Result<(), SegmentProblem> {
     let h = long_header(bytes).ok_or(SegmentProblem::TooShort(bytes.len()))?;
-    if let Some(expected) = page_magic(major) {
-        if h.magic != expected {
-            // Any known magic means WAL of another version; anything else is not WAL at all.
-            let known = (13..=18).filter_map(page_magic).any(|m| m == h.magic);
-            return Err(if known {
-                SegmentProblem::OtherVersion {
-                    magic: h.magic,
-                    expected,
-                }
-            } else {
-                SegmentProblem::NotWal { magic: h.magic }
-            });
-        }
+    if let Some(expected) = page_magic(major)
+        && h.magic != expected
+    {
+        // Any known magic means WAL of another version; anything else is not WAL at all.
+        let known = (13..=18).filter_map(page_magic).any(|m| m == h.magic);
+        return Err(if known {
+            SegmentProblem::OtherVersion {
+                magic: h.magic,
+                expected,
+            }
+        } else {
+            SegmentProblem::NotWal { magic: h.magic }
+        });
     }
     if h.info & XLP_LONG_HEADER == 0 {
         return Err(SegmentProblem::NoLongHeader);
