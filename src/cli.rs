@@ -96,7 +96,51 @@ pub fn build() -> Command {
             Command::new("check")
                 .about("Read and authenticate every pack and index segment of the stanza"),
         );
-    root.subcommand(repo_create).subcommand(key).subcommand(dev)
+    let stanza_create = Command::new("stanza-create")
+        .about("Register the cluster as --stanza: its system identifier and major version, read from the running cluster and from pg_control")
+        .long_about(
+            "Register the cluster as --stanza. Connects to the running cluster (pg-host/pg-socket-path, pg-port, pg-user) \
+             and reads global/pg_control under pg-path; both must agree. Running it again for the same cluster does nothing; \
+             for another cluster it refuses.",
+        );
+    let stanza_upgrade = Command::new("stanza-upgrade")
+        .about("After pg_upgrade: record the new cluster (system identifier, major version) for --stanza, keeping the history");
+    let archive_push = with_options(
+        Command::new("archive-push")
+            .about("archive_command: store one WAL file, durably, and exit 0 only then")
+            .long_about(
+                "Use as archive_command = 'pgfrost archive-push %p'. Checks the file belongs to the stanza's cluster, compresses, \
+                 encrypts and stores it, and exits 0 only once it is durable. A file already stored with the same content is \
+                 success; with different content it is an error naming both checksums.",
+            )
+            .arg(Arg::new("wal").required(true).value_name("WAL_PATH").help("%p: the WAL file's path")),
+        "archive-push",
+    );
+    let archive_get = with_options(
+        Command::new("archive-get")
+            .about("restore_command: fetch one WAL file from the repository; exit 1 if it is not there")
+            .long_about(
+                "Use as restore_command = 'pgfrost archive-get %f \"%p\"'. Exit 0: the file was written to %p, authenticated and \
+                 checked. Exit 1: it is not in the repository (PostgreSQL ends recovery there). During targeted recovery any \
+                 other failure exits with 128 + the error's code, which makes PostgreSQL stop recovery instead of ending it early; \
+                 on a standby (standby.signal) the plain code is used and PostgreSQL retries.",
+            )
+            .arg(Arg::new("name").required(true).value_name("WAL_NAME").help("%f: the file PostgreSQL wants"))
+            .arg(Arg::new("dest").required(true).value_name("DEST_PATH").help("%p: where to write it")),
+        "archive-get",
+    );
+    let check = with_options(
+        Command::new("check").about("Switch WAL on the cluster and wait for the segment to reach the repository; explain what is wrong if it does not"),
+        "check",
+    );
+    root.subcommand(repo_create)
+        .subcommand(key)
+        .subcommand(stanza_create)
+        .subcommand(stanza_upgrade)
+        .subcommand(archive_push)
+        .subcommand(archive_get)
+        .subcommand(check)
+        .subcommand(dev)
 }
 
 /// The options given on the command line, from every level of subcommand.

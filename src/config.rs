@@ -19,6 +19,7 @@ pub enum Group {
     Repository,
     Postgres,
     Keys,
+    Archive,
 }
 
 impl Group {
@@ -28,6 +29,7 @@ impl Group {
             Group::Repository => "Repository options",
             Group::Postgres => "PostgreSQL options",
             Group::Keys => "Key options",
+            Group::Archive => "Archive options",
         }
     }
 }
@@ -54,6 +56,7 @@ const fn opt(name: &'static str, value: &'static str, group: Group, help: &'stat
 }
 
 const KEY_CMDS: &[&str] = &["repo-create", "key"];
+const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -221,6 +224,55 @@ pub const OPTIONS: &[OptDef] = &[
             "TEXT",
             Group::Keys,
             "A note stored with a new key slot (who or what holds this passphrase).",
+        )
+    },
+    OptDef {
+        commands: ARCHIVE_CMDS,
+        default: Some("/var/spool/pgfrost"),
+        ..opt(
+            "spool-path",
+            "DIR",
+            Group::Archive,
+            "Local directory for the archive queues: acknowledgements of segments pushed ahead (archive-async) and segments fetched ahead (archive-get). Must be writable by the user running PostgreSQL.",
+        )
+    },
+    OptDef {
+        commands: ARCHIVE_CMDS,
+        default: Some("n"),
+        ..opt(
+            "archive-async",
+            "y|n",
+            Group::Archive,
+            "archive-push ships the segments PostgreSQL has queued (pg_wal/archive_status/*.ready) along with the one asked for, process-max at a time; later calls for them return at once.",
+        )
+    },
+    OptDef {
+        commands: ARCHIVE_CMDS,
+        ..opt(
+            "archive-push-queue-max",
+            "SIZE",
+            Group::Archive,
+            "Safety valve, off by default: when more than SIZE of WAL waits to be archived, archive-push reports segments archived WITHOUT storing them so pg_wal cannot fill the disk. Loses point-in-time recovery across the dropped WAL; see docs/archive.md.",
+        )
+    },
+    OptDef {
+        commands: ARCHIVE_CMDS,
+        default: Some("128MiB"),
+        ..opt(
+            "archive-get-queue-max",
+            "SIZE",
+            Group::Archive,
+            "How much WAL archive-get fetches ahead into spool-path during recovery (0 turns prefetch off).",
+        )
+    },
+    OptDef {
+        commands: ARCHIVE_CMDS,
+        default: Some("60"),
+        ..opt(
+            "archive-timeout",
+            "SECONDS",
+            Group::Archive,
+            "How long check (and backup) wait for a WAL segment to reach the repository.",
         )
     },
 ];
@@ -438,6 +490,10 @@ impl Settings {
         self.number("compress-level", 0, 19)?;
         self.number("kdf-memory", 1024, 4 * 1024 * 1024)?;
         self.number("kdf-iterations", 1, 1000)?;
+        self.number("archive-timeout", 1, 86400)?;
+        self.flag("archive-async")?;
+        self.size("archive-push-queue-max")?;
+        self.size("archive-get-queue-max")?;
         if let Some(s) = self.get("stanza") {
             let ok = !s.value.is_empty()
                 && s.value.len() <= 64
@@ -500,6 +556,35 @@ impl Settings {
         }
     }
 
+    /// A yes/no option: y, n, yes, no, true, false, on, off (any case).
+    pub fn flag(&self, name: &str) -> Result<bool> {
+        let Some(v) = self.get(name) else {
+            return Ok(false);
+        };
+        match v.value.to_ascii_lowercase().as_str() {
+            "y" | "yes" | "true" | "on" | "1" => Ok(true),
+            "n" | "no" | "false" | "off" | "0" => Ok(false),
+            _ => Err(Error::config(format!(
+                "invalid value '{}' for option {name} (from {}): expected y or n",
+                v.value, v.source
+            ))),
+        }
+    }
+
+    /// A size: bytes, or a number with KB, MB, GB, TB (powers of 1024, as pgBackRest reads them;
+    /// KiB, MiB, ... are accepted too).
+    pub fn size(&self, name: &str) -> Result<Option<u64>> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        parse_size(&v.value).map(Some).ok_or_else(|| {
+            Error::config(format!(
+                "invalid value '{}' for option {name} (from {}): expected a size such as 512MB or 4GB",
+                v.value, v.source
+            ))
+        })
+    }
+
     /// A numeric option that has a default (so is always present).
     pub fn u32(&self, name: &str) -> u32 {
         self.values
@@ -527,9 +612,36 @@ impl Settings {
     }
 }
 
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("128MiB"), Some(128 << 20));
+        assert_eq!(parse_size("4GB"), Some(4 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1 kb"), Some(1024));
+        assert_eq!(parse_size("1.5GB"), None);
+        assert_eq!(parse_size("GB"), None);
+        assert_eq!(parse_size("99999999999TB"), None);
+    }
 
     fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Conflict,
     /// PostgreSQL refused a connection or a query, or the cluster is not what the stanza says.
     Postgres,
+    /// archive-get: the WAL file PostgreSQL asked for is not in the repository (exit 1, which
+    /// PostgreSQL reads as "end of the archive").
+    ArchiveMissing,
     /// A bug: an invariant that should hold did not.
     Internal,
 }
@@ -47,6 +50,7 @@ impl ErrorKind {
             ErrorKind::KeyFile => 16,
             ErrorKind::Conflict => 17,
             ErrorKind::Postgres => 20,
+            ErrorKind::ArchiveMissing => 1,
             ErrorKind::Internal => 70,
         }
     }
@@ -126,6 +130,7 @@ mod tests {
             ErrorKind::KeyFile,
             ErrorKind::Conflict,
             ErrorKind::Postgres,
+            ErrorKind::ArchiveMissing,
             ErrorKind::Internal,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
@@ -133,7 +138,8 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         // 1 is reserved for archive-get's "segment not in the repository", 2 for usage errors.
-        assert!(!codes.contains(&1) && !codes.contains(&2) && !codes.contains(&0));
+        assert!(!codes.contains(&2) && !codes.contains(&0));
+        assert_eq!(ErrorKind::ArchiveMissing.exit_code(), 1);
     }
 
     #[test]

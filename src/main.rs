@@ -1,5 +1,6 @@
 //! The `pgfrost` binary: parse, set up logging, run, map errors to the documented exit codes.
 
+use pgfrost::error::ErrorKind;
 use pgfrost::{cli, commands, config::Settings, logging};
 use std::collections::HashMap;
 
@@ -8,15 +9,35 @@ fn main() {
     let matches = cli::build().get_matches();
     let code = match run(&matches) {
         Ok(()) => 0,
+        Err(e) if e.kind == ErrorKind::ArchiveMissing => {
+            // Not an error for PostgreSQL: the end of the archive. Said once, quietly.
+            eprintln!("INFO: {}", e.message);
+            1
+        }
         Err(e) => {
             eprintln!("ERROR: {}", e.message);
             if let Some(h) = &e.hint {
                 eprintln!("HINT: {h}");
             }
-            e.kind.exit_code()
+            let code = e.kind.exit_code();
+            if matches.subcommand_name() == Some("archive-get") && !standby() {
+                // PostgreSQL reads exit codes 1..=125 from restore_command as "no such file" and
+                // would end targeted recovery early, promoting a cluster that lacks the rest of the
+                // archive. Above 125 it stops recovery instead: an error must never be taken for
+                // the end of the archive.
+                128 + code
+            } else {
+                code
+            }
         }
     };
     std::process::exit(code);
+}
+
+/// restore_command runs in the data directory: a standby keeps retrying after a failure, so
+/// there the ordinary exit codes are right.
+fn standby() -> bool {
+    std::path::Path::new("standby.signal").exists()
 }
 
 fn run(matches: &clap::ArgMatches) -> pgfrost::error::Result<()> {

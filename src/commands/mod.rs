@@ -1,9 +1,12 @@
 //! One module per command: orchestration only. Formats, crypto and storage live in repo/ and
 //! store/.
 
+pub mod archive;
+pub mod check;
 pub mod dev;
 pub mod key;
 pub mod repo_create;
+pub mod stanza;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -16,6 +19,11 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
         ["repo-create"] => repo_create::run(settings).await,
+        ["stanza-create"] => stanza::run(false, settings).await,
+        ["stanza-upgrade"] => stanza::run(true, settings).await,
+        ["archive-push"] => archive::push(settings, arg(leaf, "wal")).await,
+        ["archive-get"] => archive::get(settings, arg(leaf, "name"), arg(leaf, "dest")).await,
+        ["check"] => check::run(settings).await,
         ["key", sub] => key::run(sub, leaf, settings).await,
         ["dev", sub] => dev::run(sub, leaf, settings).await,
         _ => Err(Error::internal(format!(
@@ -23,6 +31,12 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
             path.join(" ")
         ))),
     }
+}
+
+fn arg<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
+    m.get_one::<String>(name)
+        .map(String::as_str)
+        .expect("required by clap")
 }
 
 /// Opens the repository: through the key file when one exists for it, else with the passphrase.

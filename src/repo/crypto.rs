@@ -32,6 +32,10 @@ pub enum Kind {
     Block = 1,
     PackTrailer = 2,
     Index = 3,
+    /// A WAL file (segment, partial segment, timeline or backup history file).
+    Wal = 4,
+    /// A stanza's database record (system identifier, major version) in `<stanza>/db/`.
+    StanzaDb = 5,
 }
 
 impl Kind {
@@ -40,6 +44,8 @@ impl Kind {
             1 => Some(Kind::Block),
             2 => Some(Kind::PackTrailer),
             3 => Some(Kind::Index),
+            4 => Some(Kind::Wal),
+            5 => Some(Kind::StanzaDb),
             _ => None,
         }
     }
@@ -48,6 +54,8 @@ impl Kind {
             Kind::Block => "block",
             Kind::PackTrailer => "pack trailer",
             Kind::Index => "index segment",
+            Kind::Wal => "wal file",
+            Kind::StanzaDb => "stanza db record",
         }
     }
 }

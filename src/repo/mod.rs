@@ -13,6 +13,7 @@ pub mod format;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod stanza;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Put, Store};

@@ -1,0 +1,517 @@
+//! archive-push and archive-get: PostgreSQL's archive_command and restore_command.
+//!
+//! PostgreSQL recycles a WAL segment once archive_command exits 0, so archive-push returns 0 only
+//! after the segment is durable in the repository (fsynced file and directory on local disk, a
+//! completed PUT on object storage), and never overwrites what is stored.
+
+use super::open_repo;
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::wal::{self, WalFile};
+use crate::repo::Repository;
+use crate::repo::crypto::{Kind, Opener, Sealer};
+use crate::repo::stanza::{self, StanzaDb};
+use crate::store::Put;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most segments one archive-push call ships ahead in async mode (1 GiB of 16 MiB segments).
+const ASYNC_BATCH_MAX: usize = 64;
+/// Largest WAL file accepted (PostgreSQL allows segments up to 1 GiB).
+const MAX_WAL_FILE: u64 = 1 << 30;
+
+/// Where a WAL file is stored: segment-like files under their timeline+log directory.
+pub fn object_path(stanza: &str, db: &StanzaDb, file: &WalFile) -> String {
+    match file.directory() {
+        Some(d) => format!("{stanza}/wal/{}/{d}/{file}", db.dir()),
+        None => format!("{stanza}/wal/{}/{file}", db.dir()),
+    }
+}
+
+fn parse_name(name: &str) -> Result<WalFile> {
+    WalFile::parse(name).ok_or_else(|| {
+        Error::config(format!(
+            "'{name}' is not a WAL file name (segment, .partial, .history or .backup)"
+        ))
+        .hint("archive_command must pass %p and restore_command %f and %p")
+    })
+}
+
+fn spool_dir(settings: &Settings, stanza: &str, queue: &str) -> PathBuf {
+    PathBuf::from(
+        settings
+            .string("spool-path")
+            .unwrap_or("/var/spool/pgfrost"),
+    )
+    .join(stanza)
+    .join(queue)
+}
+
+/// The plain BLAKE3 of a WAL file, as operators can compute it themselves (`b3sum`).
+fn checksum(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
+struct Pusher {
+    repo: Repository,
+    stanza: String,
+    db: StanzaDb,
+    level: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Stored,
+    AlreadyThere,
+}
+
+impl Pusher {
+    async fn push(self: &Arc<Self>, path: &Path) -> Result<(Pushed, String)> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let file = parse_name(name)?;
+        let bytes = read_wal(path).await?;
+        let me = Arc::clone(self);
+        let obj = object_path(&self.stanza, &self.db, &file);
+        let (obj2, file2) = (obj.clone(), file.clone());
+        // Checking, hashing, compressing and sealing 16 MiB is CPU work: off the async threads.
+        let (sum, sealed) = tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>)> {
+            if file2.has_pages() {
+                wal::check_segment(
+                    &file2,
+                    &bytes,
+                    me.db.pg_major,
+                    me.db.system_id(),
+                    me.db.wal_segment_size,
+                )
+                .map_err(|p| refused(&file2, &me.stanza, p.to_string()))?;
+            }
+            let sealed =
+                Sealer::new(me.level).seal(&me.repo.keys, Kind::Wal, obj2.as_bytes(), &bytes);
+            Ok((checksum(&bytes), sealed))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("sealing task failed: {e}")))??;
+        match self.repo.store.put_new(&obj, sealed.into()).await? {
+            Put::Created => Ok((Pushed::Stored, sum)),
+            Put::AlreadyExists => {
+                let stored = self.open_stored(&obj, &file).await?;
+                let theirs = checksum(&stored);
+                if theirs == sum {
+                    log::warn!(
+                        "WAL file {file} was already archived with the same content (BLAKE3 {sum}); nothing stored"
+                    );
+                    Ok((Pushed::AlreadyThere, sum))
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "WAL file {file} is already archived with different content: repository has BLAKE3 {theirs}, {} has {sum}; the stored copy was left untouched",
+                            path.display()
+                        ),
+                    )
+                    .hint("two clusters may be archiving into one stanza, or the cluster was restored without a new timeline; check archive_command and the stanza"))
+                }
+            }
+        }
+    }
+
+    async fn open_stored(&self, obj: &str, file: &WalFile) -> Result<Vec<u8>> {
+        let sealed = self.repo.store.get(obj).await?;
+        open_wal(&self.repo, obj, file, &sealed)
+    }
+}
+
+fn open_wal(repo: &Repository, obj: &str, file: &WalFile, sealed: &[u8]) -> Result<Vec<u8>> {
+    Opener::new()
+        .open(&repo.keys, Kind::Wal, obj.as_bytes(), sealed, MAX_WAL_FILE)
+        .map_err(|e| {
+            Error::corrupt(format!(
+                "WAL file {file} (object '{obj}' in repository {}): {e}",
+                repo.store.location()
+            ))
+        })
+}
+
+fn refused(file: &WalFile, stanza: &str, why: String) -> Error {
+    Error::new(ErrorKind::Conflict, format!("refusing WAL file {file} for stanza '{stanza}': {why}; nothing was stored")).hint(
+        "archive_command may name the wrong stanza or repository; after pg_upgrade or a re-initialised cluster run 'pgfrost stanza-upgrade'",
+    )
+}
+
+async fn read_wal(path: &Path) -> Result<Vec<u8>> {
+    tokio::fs::read(path).await.map_err(|e| {
+        Error::storage(format!("cannot read WAL file {}: {e}", path.display()))
+            .hint("archive_command must pass %p; PostgreSQL runs it from the data directory")
+    })
+}
+
+/// An acknowledgement left in the spool for a segment pushed ahead: its checksum, size and the
+/// repository, so a file that merely has the same name is never taken for it.
+fn ack_line(sum: &str, size: u64, settings: &Settings) -> String {
+    format!("{sum} {size} {}\n", settings.string("repo").unwrap_or(""))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
+    let stanza_name = settings.required("stanza")?.to_string();
+    let path = PathBuf::from(wal_path);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(wal_path)
+        .to_string();
+    parse_name(&name)?;
+    let started = Instant::now();
+    let async_mode = settings.flag("archive-async")?;
+    let ack_dir = spool_dir(settings, &stanza_name, "push");
+
+    // Fast path: an earlier call shipped this file ahead and left an acknowledgement.
+    if async_mode {
+        let ack = ack_dir.join(format!("{name}.ok"));
+        if let Ok(line) = std::fs::read_to_string(&ack) {
+            let bytes = read_wal(&path).await?;
+            let _ = std::fs::remove_file(&ack);
+            if line == ack_line(&checksum(&bytes), bytes.len() as u64, settings) {
+                log::info!("archive-push: {name} was already archived ahead (async)");
+                return Ok(());
+            }
+            log::warn!(
+                "archive-push: the acknowledgement for {name} does not match the file; pushing it again"
+            );
+        }
+    }
+
+    let status_dir = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("archive_status");
+    let ready = ready_files(&status_dir, &name);
+    if let Some(max) = settings.size("archive-push-queue-max")? {
+        // Every queued segment is the size of this one (history files are tiny).
+        let seg = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(16 << 20);
+        let queued = (ready.len() as u64 + 1) * seg;
+        if queued > max {
+            // The documented trade-off (docs/archive.md): keep PostgreSQL alive, lose PITR across
+            // this WAL. Loud, and recorded where check can see it.
+            log::error!(
+                "archive-push: {} of WAL waits to be archived, more than archive-push-queue-max ({max} bytes): \
+                 DROPPING {name} WITHOUT ARCHIVING IT; point-in-time recovery across it is no longer possible \
+                 and backups older than it cannot be recovered past it",
+                queued
+            );
+            let dropped = spool_dir(settings, &stanza_name, "dropped");
+            let _ = std::fs::create_dir_all(&dropped)
+                .and_then(|()| std::fs::write(dropped.join(&name), b""));
+            return Ok(());
+        }
+    }
+
+    let repo = open_repo(settings).await?;
+    let db = stanza::current(&repo, &stanza_name).await?;
+    let level = settings.u32("compress-level") as i32;
+    let pusher = Arc::new(Pusher {
+        repo,
+        stanza: stanza_name.clone(),
+        db,
+        level: (level > 0).then_some(level),
+    });
+    let (outcome, _) = pusher.push(&path).await?;
+    log::info!(
+        "archive-push: {name} {} in {:.0} ms",
+        if outcome == Pushed::Stored {
+            "stored"
+        } else {
+            "was already stored"
+        },
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    if async_mode && !ready.is_empty() {
+        push_ahead(settings, &pusher, &path, ready, &ack_dir).await;
+    }
+    Ok(())
+}
+
+/// Names with a `.ready` file, in archiving order, without `skip`; history files first, as
+/// PostgreSQL's archiver orders them.
+fn ready_files(status_dir: &Path, skip: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(status_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".ready"))
+                .map(str::to_string)
+        })
+        .filter(|n| n != skip && WalFile::parse(n).is_some())
+        .collect();
+    names.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+    names
+}
+
+/// Ships queued files in parallel and acknowledges each one once it is durable. Failures here
+/// are not the caller's failure: PostgreSQL will ask for those files itself and get the error.
+async fn push_ahead(
+    settings: &Settings,
+    pusher: &Arc<Pusher>,
+    path: &Path,
+    ready: Vec<String>,
+    ack_dir: &Path,
+) {
+    if let Err(e) = std::fs::create_dir_all(ack_dir) {
+        log::warn!(
+            "archive-push: cannot use spool-path {}: {e}; async mode needs it (HINT: create it, writable by the user running PostgreSQL)",
+            ack_dir.display()
+        );
+        return;
+    }
+    clean_stale(ack_dir, Duration::from_secs(3600));
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let workers = settings.u32("process-max") as usize;
+    let started = Instant::now();
+    let n = ready.len().min(ASYNC_BATCH_MAX);
+    let results: Vec<(String, Result<(Pushed, String)>)> =
+        futures::stream::iter(ready.into_iter().take(n))
+            .map(|name| {
+                let p = Arc::clone(pusher);
+                let file = dir.join(&name);
+                async move { (name, p.push(&file).await) }
+            })
+            .buffer_unordered(workers)
+            .collect()
+            .await;
+    let mut shipped = 0u64;
+    for (name, r) in results {
+        match r {
+            Ok((_, sum)) => {
+                let size = std::fs::metadata(dir.join(&name))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                if write_atomic(
+                    &ack_dir.join(format!("{name}.ok")),
+                    ack_line(&sum, size, settings).as_bytes(),
+                )
+                .is_ok()
+                {
+                    shipped += size;
+                }
+            }
+            Err(e) => log::warn!("archive-push: could not ship {name} ahead: {e}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    log::info!(
+        "archive-push: shipped {n} queued file(s) ahead, {:.0} MiB in {secs:.2} s ({:.0} MiB/s)",
+        shipped as f64 / 1048576.0,
+        shipped as f64 / 1048576.0 / secs.max(1e-6)
+    );
+}
+
+fn clean_stale(dir: &Path, age: Duration) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > age)
+            .unwrap_or(false);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// archive-get's "this file is not in the repository": PostgreSQL ends recovery (or, on a
+/// standby, tries streaming and asks again later).
+pub fn missing(name: &str, repo: &str) -> Error {
+    Error::new(
+        ErrorKind::ArchiveMissing,
+        format!("WAL file {name} is not in the repository {repo}"),
+    )
+}
+
+pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
+    let stanza_name = settings.required("stanza")?.to_string();
+    let file = parse_name(name)?;
+    let dest = PathBuf::from(dest);
+    let spool = spool_dir(settings, &stanza_name, "get");
+    let queue_max = settings.size("archive-get-queue-max")?.unwrap_or(0);
+
+    if queue_max > 0 {
+        let spooled = spool.join(name);
+        if spooled.is_file() {
+            move_into(&spooled, &dest)?;
+            log::info!("archive-get: {name} from the prefetch queue");
+            return Ok(());
+        }
+    }
+
+    let repo = open_repo(settings).await?;
+    let history = stanza::history(&repo, &stanza_name).await?;
+    if history.is_empty() {
+        stanza::current(&repo, &stanza_name).await?;
+    }
+    let started = Instant::now();
+    let Some((db, bytes)) = fetch(&repo, &stanza_name, &history, &file).await? else {
+        return Err(missing(name, &repo.store.location().to_string()));
+    };
+    write_file(&dest, &bytes)?;
+    log::info!(
+        "archive-get: {name} in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    if let WalFile::Segment { tli, .. } = file
+        && queue_max > 0
+    {
+        let seg = db.wal_segment_size;
+        let ahead = (queue_max / seg).min(64) as u64;
+        if ahead > 0 {
+            prefetch(
+                settings,
+                &repo,
+                &stanza_name,
+                &history,
+                &spool,
+                tli,
+                file.segno(seg).unwrap(),
+                seg,
+                ahead,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// Looks a file up under every cluster the stanza has had, newest first, and returns it
+/// authenticated and checked.
+async fn fetch(
+    repo: &Repository,
+    stanza: &str,
+    history: &[StanzaDb],
+    file: &WalFile,
+) -> Result<Option<(StanzaDb, Vec<u8>)>> {
+    for db in history.iter().rev() {
+        let obj = object_path(stanza, db, file);
+        let Some(sealed) = repo.store.get_opt(&obj).await? else {
+            continue;
+        };
+        let bytes = open_wal(repo, &obj, file, &sealed)?;
+        if file.has_pages() {
+            wal::check_segment(
+                file,
+                &bytes,
+                db.pg_major,
+                db.system_id(),
+                db.wal_segment_size,
+            )
+            .map_err(|p| {
+                Error::corrupt(format!(
+                    "WAL file {file} (object '{obj}') authenticated but does not check out: {p}"
+                ))
+            })?;
+        }
+        return Ok(Some((db.clone(), bytes)));
+    }
+    Ok(None)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn prefetch(
+    settings: &Settings,
+    repo: &Repository,
+    stanza: &str,
+    history: &[StanzaDb],
+    spool: &Path,
+    tli: u32,
+    segno: u64,
+    seg: u64,
+    ahead: u64,
+) {
+    if let Err(e) = std::fs::create_dir_all(spool) {
+        log::warn!(
+            "archive-get: no prefetch, cannot use spool-path {}: {e}",
+            spool.display()
+        );
+        return;
+    }
+    // Files for segments already replayed will never be asked for again.
+    if let Ok(rd) = std::fs::read_dir(spool) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let stale = e
+                .file_name()
+                .to_str()
+                .and_then(WalFile::parse)
+                .and_then(|f| f.segno(seg))
+                .is_none_or(|n| n <= segno);
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let wanted: Vec<WalFile> = (1..=ahead)
+        .map(|i| WalFile::parse(&wal::segment_name(tli, segno + i, seg)).unwrap())
+        .filter(|f| !spool.join(f.to_string()).exists())
+        .collect();
+    let workers = (settings.u32("process-max") as usize * 2).max(4);
+    let got: Vec<_> = futures::stream::iter(wanted)
+        .map(|f| async move {
+            let r = fetch(repo, stanza, history, &f).await;
+            (f, r)
+        })
+        .buffer_unordered(workers)
+        .collect()
+        .await;
+    let mut n = 0;
+    for (f, r) in got {
+        match r {
+            Ok(Some((_, bytes))) => {
+                if write_file(&spool.join(f.to_string()), &bytes).is_ok() {
+                    n += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("archive-get: prefetch of {f} failed: {e}"),
+        }
+    }
+    log::debug!("archive-get: prefetched {n} segment(s)");
+}
+
+/// Writes through a temporary name in the destination directory and renames, so PostgreSQL never
+/// sees a partial file.
+fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = dest.with_file_name(format!(
+        ".{}.pgfrost-tmp",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
+    ));
+    let io = |e: std::io::Error| Error::storage(format!("cannot write {}: {e}", dest.display()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, dest).map_err(io)
+}
+
+fn move_into(from: &Path, dest: &Path) -> Result<()> {
+    if std::fs::rename(from, dest).is_ok() {
+        return Ok(());
+    }
+    // Across file systems (spool on another disk): copy, then drop the spooled file.
+    let bytes = std::fs::read(from)
+        .map_err(|e| Error::storage(format!("cannot read {}: {e}", from.display())))?;
+    write_file(dest, &bytes)?;
+    let _ = std::fs::remove_file(from);
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! check: proves that archiving works end to end, and says in plain words what is wrong if not.
+
+use super::{emit, open_repo};
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::conn;
+use crate::pg::wal::WalFile;
+use crate::repo::stanza;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let name = settings.required("stanza")?.to_string();
+    let target = conn::Target::from_settings(settings)?;
+    let client = conn::connect(&target).await?;
+    let setting = |n: &'static str| {
+        let client = &client;
+        async move { conn::query_one::<String>(client, &format!("SELECT current_setting('{n}')")).await }
+    };
+    let archive_mode = setting("archive_mode").await?;
+    let archive_command = setting("archive_command").await?;
+    let wal_level = setting("wal_level").await?;
+    let in_recovery: bool = conn::query_one(&client, "SELECT pg_is_in_recovery()").await?;
+    let pg = |m: String, h: &str| Err(Error::new(ErrorKind::Postgres, m).hint(h.to_string()));
+    if in_recovery {
+        return pg(
+            format!(
+                "the cluster at {} is a standby; check must run against the primary",
+                target.describe()
+            ),
+            "point pg-host/pg-port at the primary",
+        );
+    }
+    if wal_level == "minimal" {
+        return pg(
+            "wal_level is 'minimal': WAL cannot be archived".into(),
+            "set wal_level = replica (or logical) and restart PostgreSQL",
+        );
+    }
+    if archive_mode == "off" {
+        return pg(
+            "archive_mode is off: PostgreSQL archives nothing".into(),
+            "set archive_mode = on and restart PostgreSQL",
+        );
+    }
+    if !(archive_command.contains("pgfrost") && archive_command.contains("archive-push")) {
+        return pg(
+            format!(
+                "archive_command is '{archive_command}': it does not call pgfrost archive-push"
+            ),
+            "set archive_command = 'pgfrost archive-push %p' (with --stanza or a config file naming it) and reload PostgreSQL",
+        );
+    }
+    if !archive_command.contains("%p") {
+        return pg(
+            format!("archive_command '{archive_command}' does not pass %p"),
+            "archive_command = 'pgfrost archive-push %p'",
+        );
+    }
+
+    let repo = open_repo(settings).await?;
+    let db = stanza::current(&repo, &name).await?;
+    let sysid: i64 =
+        conn::query_one(&client, "SELECT system_identifier FROM pg_control_system()").await?;
+    if db.system_id() != sysid as u64 {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "stanza '{name}' belongs to system identifier {}, the cluster is {}",
+                db.system_id, sysid as u64
+            ),
+        )
+        .hint("check --stanza; after pg_upgrade run stanza-upgrade"));
+    }
+
+    let failed_before: i64 =
+        conn::query_one(&client, "SELECT failed_count FROM pg_stat_archiver").await?;
+    // A switch with no WAL written since the last one switches nothing: write a record first.
+    client
+        .batch_execute("SELECT pg_logical_emit_message(false, 'pgfrost', 'check')")
+        .await
+        .map_err(|e| conn::pg_err("cannot write a WAL record", e))?;
+    let segment: String =
+        conn::query_one(&client, "SELECT pg_walfile_name(pg_switch_wal())").await?;
+    let file = WalFile::parse(&segment)
+        .ok_or_else(|| Error::internal(format!("unexpected segment name {segment}")))?;
+    let obj = super::archive::object_path(&name, &db, &file);
+    let timeout = Duration::from_secs(settings.u32("archive-timeout") as u64);
+    let started = Instant::now();
+    log::info!(
+        "check: switched WAL; waiting up to {}s for {segment} to reach the repository",
+        timeout.as_secs()
+    );
+    loop {
+        if repo.store.get_opt(&obj).await?.is_some() {
+            break;
+        }
+        if started.elapsed() > timeout {
+            let row = client
+                .query_one(
+                    "SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
+                     coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+                    &[],
+                )
+                .await
+                .map_err(|e| conn::pg_err("cannot read pg_stat_archiver", e))?;
+            let (failed, last_failed, when, last_ok): (i64, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let why = if failed > failed_before {
+                format!(
+                    "archive_command failed {} time(s) meanwhile, last for {last_failed} at {when}",
+                    failed - failed_before
+                )
+            } else {
+                format!(
+                    "PostgreSQL reports no failure; the last segment it archived is '{last_ok}'"
+                )
+            };
+            return Err(Error::new(
+                ErrorKind::Postgres,
+                format!("WAL segment {segment} did not reach stanza '{name}' in repository {} within {}s: {why}", repo.store.location(), timeout.as_secs()),
+            )
+            .hint(if failed > failed_before {
+                "PostgreSQL's log holds archive-push's error message; run the archive_command by hand as the postgres user to see it"
+            } else {
+                "archive_command may archive into another repository or stanza than this check reads: compare their options"
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    emit(
+        settings,
+        &format!("WAL segment {segment} reached stanza '{name}' in {secs:.1}s: archiving works"),
+        json!({"stanza": name, "segment": segment, "seconds": secs}),
+    );
+    Ok(())
+}
