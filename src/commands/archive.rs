@@ -379,7 +379,7 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
         && queue_max > 0
     {
         let seg = db.wal_segment_size;
-        let ahead = (queue_max / seg).min(64) as u64;
+        let ahead = (queue_max / seg).min(64);
         if ahead > 0 {
             prefetch(
                 settings,
