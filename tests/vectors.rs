@@ -43,6 +43,16 @@ fn seal(
     out
 }
 
+const STANZA_DB: &str = r#"{"format":"pgfrost-stanza-db","version":1,"id":1,"system_id":"7710549730298423552","pg_major":15,"pg_version_num":150018,"wal_segment_size":16777216,"control_version":1300,"catalog_version":202209061,"created":"2026-11-21T00:00:00Z"}"#;
+
+/// A sealed object named by its path (WAL files, stanza records), uncompressed, fixed nonce.
+fn named(keys: &Keys, kind: Kind, path: &str, plain: &[u8], nonce_seed: u8) -> Value {
+    let nonce: [u8; 24] = arr(nonce_seed, 1);
+    let sealed = seal(keys, kind, path.as_bytes(), 0, &nonce, plain);
+    json!({"kind": kind as u8, "name": h(path.as_bytes()), "path": path, "compression": 0, "nonce": h(&nonce),
+           "payload": h(plain), "plaintext": h(plain), "sealed": h(&sealed)})
+}
+
 /// Builds every vector from fixed inputs. `zstd_frame` is the compressed payload of the
 /// compressed-object vector: taken from the stored file when checking (zstd's output may differ
 /// between library versions; the format only requires a valid frame with its content size).
@@ -90,6 +100,8 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
          "payload": h(&block_a), "plaintext": h(&block_a), "sealed": h(&sealed_block)},
         {"kind": Kind::Block as u8, "name": h(&id_c), "compression": 1, "nonce": h(&nonce2),
          "payload": h(&frame), "plaintext": h(&plain_c), "sealed": h(&sealed_z)},
+        named(&keys, Kind::Wal, "main/wal/0001/00000002.history", b"1\t0/3000060\tno recovery target specified\n", 31),
+        named(&keys, Kind::StanzaDb, "main/db/0001", STANZA_DB.as_bytes(), 37),
     ]);
 
     // A pack of two blocks (uncompressed, fixed nonces) and its trailer.
@@ -307,7 +319,13 @@ fn layouts_match_code() {
     );
     assert_eq!(size("index_entry"), pack::ENTRY_LEN);
     let kinds = &l["sealed_header"]["kinds"];
-    for k in [Kind::Block, Kind::PackTrailer, Kind::Index] {
+    for k in [
+        Kind::Block,
+        Kind::PackTrailer,
+        Kind::Index,
+        Kind::Wal,
+        Kind::StanzaDb,
+    ] {
         assert_eq!(
             kinds[k.name()].as_u64().unwrap() as u8,
             k as u8,
