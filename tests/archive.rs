@@ -1,0 +1,661 @@
+//! WAL archiving against real PostgreSQL clusters (15 and 18), with the repository on local disk
+//! and on a real S3-compatible server: archive_command = pgfrost archive-push, restore_command =
+//! pgfrost archive-get.
+
+mod common;
+
+use common::pg::*;
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+enum Repo<'a> {
+    Local,
+    S3(&'a S3Server),
+}
+
+/// A repository, a pgfrost config file naming it, and a key file, all usable by `postgres`.
+struct Archive {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    bin: PathBuf,
+    location: pgfrost::store::Location,
+}
+
+impl Archive {
+    fn new(repo: Repo, extra: &[(&str, &str)]) -> Archive {
+        let dir = postgres_dir();
+        let d = dir.path().display().to_string();
+        let mut toml = format!(
+            "stanza = 'main'\nspool-path = '{d}/spool'\nkey-file = '{d}/key.json'\nlog-level = 'info'\n\
+             kdf-memory = 1024\nkdf-iterations = 1\n"
+        );
+        let location = match repo {
+            Repo::Local => {
+                toml.push_str(&format!("repo = '{d}/repo'\n"));
+                pgfrost::store::Location::Local(dir.path().join("repo"))
+            }
+            Repo::S3(s) => {
+                let prefix = dir
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                toml.push_str(&format!(
+                    "repo = 's3://{}/{prefix}'\nrepo-s3-endpoint = '{}'\nrepo-s3-key = '{S3_KEY}'\nrepo-s3-key-secret = '{S3_SECRET}'\n",
+                    s.bucket, s.endpoint
+                ));
+                s.location(&prefix)
+            }
+        };
+        for (k, v) in extra {
+            toml.push_str(&format!("{k} = '{v}'\n"));
+        }
+        let cfg = dir.path().join("pgfrost.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        give_to_postgres(&cfg);
+        let a = Archive {
+            dir,
+            cfg,
+            bin: pgfrost_for_postgres(),
+            location,
+        };
+        for args in [&["repo-create"][..], &["key", "unlock"]] {
+            let mut c = a.cmd(args);
+            c.env("PGFROST_PASSPHRASE", PASS);
+            let r = run(c);
+            assert!(r.code == 0, "{args:?}: {r:?}");
+        }
+        a
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = as_postgres(&self.bin);
+        c.arg("--config")
+            .arg(&self.cfg)
+            .args(args)
+            .env_remove("PGFROST_PASSPHRASE")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn archive_command(&self) -> String {
+        format!(
+            "'{} --config {} archive-push %p'",
+            self.bin.display(),
+            self.cfg.display()
+        )
+    }
+
+    fn restore_command(&self) -> String {
+        format!(
+            "'{} --config {} archive-get %f \"%p\"'",
+            self.bin.display(),
+            self.cfg.display()
+        )
+    }
+
+    fn pg_args(c: &Cluster) -> Vec<String> {
+        vec![
+            "--pg-socket-path".into(),
+            c.socket_dir.display().to_string(),
+            "--pg-port".into(),
+            c.port.to_string(),
+            "--pg-user".into(),
+            "postgres".into(),
+            "--pg-path".into(),
+            c.data.display().to_string(),
+        ]
+    }
+
+    fn on(&self, c: &Cluster, args: &[&str]) -> Run {
+        let mut cmd = self.cmd(args);
+        cmd.args(Self::pg_args(c));
+        run(cmd)
+    }
+
+    /// archive-get NAME into a scratch file; returns (exit code, bytes).
+    fn get(&self, name: &str) -> (Run, Option<Vec<u8>>) {
+        let out = self.dir.path().join("out");
+        let _ = std::fs::create_dir(&out);
+        give_to_postgres(&out);
+        let dest = out.join(name);
+        let _ = std::fs::remove_file(&dest);
+        let r = run(self.cmd(&["archive-get", name, dest.to_str().unwrap()]));
+        let bytes = std::fs::read(&dest).ok();
+        (r, bytes)
+    }
+
+    fn delete_object(&self, path: &str) {
+        let store = pgfrost::store::Store::open(&self.location, false).unwrap();
+        rt().block_on(store.delete(path)).unwrap();
+    }
+}
+
+fn archive_settings(a: &Archive) -> Vec<(&'static str, String)> {
+    vec![
+        ("archive_mode", "on".into()),
+        ("archive_command", a.archive_command()),
+        // Keep archived segments in pg_wal so the test can compare them with the archive.
+        ("wal_keep_size", "'1GB'".into()),
+        ("archive_timeout", "0".into()),
+    ]
+}
+
+fn cluster(bin: &PgBin, a: &Archive) -> Cluster {
+    let s = archive_settings(a);
+    let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = Cluster::init(bin, &s);
+    c.start();
+    let r = a.on(&c, &["stanza-create"]);
+    assert_eq!(r.code, 0, "stanza-create: {r:?}");
+    c
+}
+
+fn status_files(c: &Cluster, suffix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(c.wal_dir().join("archive_status"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(suffix)
+                .map(str::to_string)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_archived(c: &Cluster) {
+    let ok = wait_until(Duration::from_secs(90), || {
+        status_files(c, ".ready").is_empty()
+    });
+    assert!(
+        ok,
+        "segments still waiting: {:?}\n{}",
+        status_files(c, ".ready"),
+        c.log_tail(30)
+    );
+}
+
+/// Writes some WAL and switches segment, `n` times.
+fn switch_segments(c: &Cluster, n: usize) {
+    c.sql("CREATE TABLE IF NOT EXISTS churn(i int, t text)");
+    for i in 0..n {
+        c.sql(&format!("INSERT INTO churn SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g; SELECT pg_switch_wal(); -- {i}"));
+    }
+}
+
+fn segments(names: &[String]) -> Vec<String> {
+    names.iter().filter(|n| n.len() == 24).cloned().collect()
+}
+
+#[test]
+fn archive_push_then_get_byte_for_byte_local_and_s3() {
+    let server = S3Server::start();
+    for bin in versions_under_test() {
+        for repo in [Repo::Local, Repo::S3(&server)] {
+            let label = format!(
+                "PG{} {}",
+                bin.major,
+                if matches!(repo, Repo::Local) {
+                    "local"
+                } else {
+                    "s3"
+                }
+            );
+            let a = Archive::new(repo, &[]);
+            let c = cluster(&bin, &a);
+            c.pgbench_init(3);
+            c.pgbench(&["-T", "2", "-c", "2"]);
+            c.sql("SELECT pg_switch_wal()");
+            switch_segments(&c, 2);
+            wait_archived(&c);
+            let done = status_files(&c, ".done");
+            let segs = segments(&done);
+            assert!(segs.len() >= 4, "{label}: only {done:?} archived");
+            // Every file PostgreSQL completed reached the repository and comes back exact.
+            for name in &done {
+                let (r, got) = a.get(name);
+                assert_eq!(r.code, 0, "{label} {name}: {r:?}");
+                let orig = c.wal_dir().join(name);
+                if orig.exists() {
+                    assert!(
+                        got.unwrap() == std::fs::read(&orig).unwrap(),
+                        "{label}: {name} differs"
+                    );
+                }
+            }
+            // Stored compressed and encrypted: nothing in the repository is a plain segment.
+            if let pgfrost::store::Location::Local(dir) = &a.location {
+                let stored: u64 = files_under(&dir.join("main/wal"))
+                    .iter()
+                    .map(|p| p.metadata().unwrap().len())
+                    .sum();
+                assert!(
+                    stored < segs.len() as u64 * (16 << 20) / 2,
+                    "{label}: WAL not compressed ({stored} bytes)"
+                );
+            }
+            // Not in the repository: exit 1, which PostgreSQL reads as the end of the archive.
+            let (r, _) = a.get("0000000100000000000000FE");
+            assert_eq!(r.code, 1, "{label}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn recovery_replays_the_archive() {
+    let server = S3Server::start();
+    let runs: Vec<(PgBin, bool)> = versions_under_test()
+        .into_iter()
+        .map(|b| (b, false))
+        .chain([(PgBin::pg15(), true)])
+        .collect();
+    for (bin, s3) in runs {
+        let a = Archive::new(
+            if s3 { Repo::S3(&server) } else { Repo::Local },
+            &[("archive-get-queue-max", "64MB")],
+        );
+        let mut c = cluster(&bin, &a);
+        c.pgbench_init(2);
+        let base = postgres_dir();
+        let base_data = base.path().join("data");
+        c.basebackup(&base_data);
+        // Work after the base backup, only in the archive.
+        c.pgbench(&["-t", "500", "-c", "2"]);
+        switch_segments(&c, 4);
+        c.sql("CREATE TABLE marker AS SELECT 42 AS v");
+        let q = "SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts";
+        let expected = c.sql(q);
+        // check switches WAL and waits until that segment is in the repository.
+        let r = a.on(&c, &["check"]);
+        assert_eq!(r.code, 0, "check: {r:?}\n{}", c.log_tail(20));
+        assert!(r.stdout.contains("archiving works"), "{r:?}");
+        c.stop();
+
+        std::fs::write(base_data.join("recovery.signal"), "").unwrap();
+        let settings = archive_settings(&a);
+        let mut s: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let rc = a.restore_command();
+        s.push(("restore_command", &rc));
+        let mut r = Cluster::from_data_dir(&bin, &base_data, &s);
+        r.start();
+        let promoted = wait_until(Duration::from_secs(120), || {
+            r.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
+        });
+        assert!(
+            promoted,
+            "PG{}: recovery did not finish\n{}",
+            bin.major,
+            r.log_tail(40)
+        );
+        assert_eq!(
+            r.sql(q),
+            expected,
+            "PG{}: recovered data differs",
+            bin.major
+        );
+        assert_eq!(r.sql("SELECT v FROM marker"), "42");
+        let log = std::fs::read_to_string(r.server_log()).unwrap();
+        assert!(
+            log.contains("from the prefetch queue"),
+            "PG{}: prefetch never served a segment",
+            bin.major
+        );
+        // The promoted cluster archives its new timeline's history file into the same stanza.
+        let got = wait_until(Duration::from_secs(60), || {
+            a.get("00000002.history").0.code == 0
+        });
+        assert!(
+            got,
+            "PG{}: 00000002.history not archived\n{}",
+            bin.major,
+            r.log_tail(20)
+        );
+        r.stop();
+    }
+}
+
+#[test]
+fn duplicate_mismatched_foreign_and_corrupt() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let mut c = cluster(&bin, &a);
+    c.pgbench_init(1);
+    c.basebackup(&postgres_dir().path().join("b"));
+    switch_segments(&c, 2);
+    wait_archived(&c);
+    let done = status_files(&c, ".done");
+    assert!(
+        done.iter().any(|n| n.ends_with(".backup")),
+        "no backup history file archived: {done:?}"
+    );
+    let seg = segments(&done)[0].clone();
+    let orig = std::fs::read(c.wal_dir().join(&seg)).unwrap();
+
+    let work = a.dir.path().join("pg_wal");
+    std::fs::create_dir_all(&work).unwrap();
+    give_to_postgres(&work);
+    let put = |bytes: &[u8], name: &str| {
+        let p = work.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        give_to_postgres(&p);
+        run(a.cmd(&["archive-push", p.to_str().unwrap()]))
+    };
+
+    // The same content again: success, with a warning.
+    let r = put(&orig, &seg);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("already archived with the same content"),
+        "{r:?}"
+    );
+
+    // Other content under the same name: refused, both checksums named, stored copy untouched.
+    let mut changed = orig.clone();
+    changed[1 << 20] ^= 0xff;
+    let r = put(&changed, &seg);
+    assert_eq!(r.code, 17, "{r:?}");
+    let (a_sum, b_sum) = (
+        blake3::hash(&orig).to_hex().to_string(),
+        blake3::hash(&changed).to_hex().to_string(),
+    );
+    assert!(
+        r.stderr.contains(&a_sum) && r.stderr.contains(&b_sum),
+        "{r:?}"
+    );
+    assert!(a.get(&seg).1.unwrap() == orig);
+
+    // A segment of another cluster: refused before anything is stored.
+    let mut other = Cluster::init(&bin, &[]);
+    other.start();
+    other.sql("SELECT pg_switch_wal()");
+    let foreign_name = "0000000100000000000000A0";
+    let first = std::fs::read_dir(other.wal_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().len() == 24)
+        .min()
+        .unwrap();
+    let foreign = std::fs::read(first).unwrap();
+    other.stop();
+    let r = put(&foreign, foreign_name);
+    assert_eq!(r.code, 17, "{r:?}");
+    assert!(
+        r.stderr.contains("system identifier") && r.stderr.contains("nothing was stored"),
+        "{r:?}"
+    );
+    assert_eq!(a.get(foreign_name).0.code, 1);
+    // Not WAL at all, and a renamed segment of this cluster.
+    let r = put(&vec![7u8; 16 << 20], "0000000100000000000000A1");
+    assert_eq!(r.code, 17, "{r:?}");
+    assert!(r.stderr.contains("WAL page header"), "{r:?}");
+    let r = put(&orig, "0000000100000000000000A2");
+    assert_eq!(r.code, 17, "{r:?}");
+    assert!(r.stderr.contains("its name says"), "{r:?}");
+    assert_eq!(a.get("0000000100000000000000A2").0.code, 1);
+
+    // A corrupt object: during recovery archive-get must not look like "end of archive".
+    let obj = files_under(&a.dir.path().join("repo/main/wal"))
+        .into_iter()
+        .find(|p| p.ends_with(&seg))
+        .unwrap();
+    let stored = std::fs::read(&obj).unwrap();
+    let mut bad = stored.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 1;
+    std::fs::write(&obj, &bad).unwrap();
+    let (r, got) = a.get(&seg);
+    assert_eq!(r.code, 128 + 13, "{r:?}");
+    assert!(got.is_none(), "a corrupt segment was handed over");
+    assert!(
+        r.stderr.contains(&seg) && r.stderr.contains("authentication failed"),
+        "{r:?}"
+    );
+    // On a standby (standby.signal in the working directory) the plain code lets it retry.
+    std::fs::write(a.dir.path().join("standby.signal"), "").unwrap();
+    assert_eq!(a.get(&seg).0.code, 13);
+    std::fs::remove_file(a.dir.path().join("standby.signal")).unwrap();
+    std::fs::write(&obj, &stored).unwrap();
+    assert!(a.get(&seg).1.unwrap() == orig);
+    c.stop();
+}
+
+#[test]
+fn sigkill_at_random_points_never_leaves_a_bad_segment() {
+    let server = S3Server::start();
+    let bin = PgBin::pg15();
+    for repo in [Repo::Local, Repo::S3(&server)] {
+        let a = Archive::new(repo, &[]);
+        let mut c = cluster(&bin, &a);
+        c.pgbench_init(2);
+        switch_segments(&c, 2);
+        wait_archived(&c);
+        let segs = segments(&status_files(&c, ".done"));
+        let work = a.dir.path().join("pg_wal");
+        std::fs::create_dir_all(&work).unwrap();
+        give_to_postgres(&work);
+        let mut copies = Vec::new();
+        for s in segs.iter().take(3) {
+            let p = work.join(s);
+            std::fs::copy(c.wal_dir().join(s), &p).unwrap();
+            give_to_postgres(&p);
+            copies.push((s.clone(), p, std::fs::read(c.wal_dir().join(s)).unwrap()));
+        }
+        c.stop();
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("sigkill seed {seed}");
+        let mut killed_mid_way = 0;
+        for i in 0..18 {
+            let (name, path, bytes) = &copies[i % copies.len()];
+            let obj = format!("main/wal/0001/{}/{name}", &name[..16]);
+            a.delete_object(&obj);
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let delay = Duration::from_millis(seed % 400);
+            let mut cmd = a.cmd(&["archive-push", path.to_str().unwrap()]);
+            // A process group of its own, so the kill reaches pgfrost and not only runuser.
+            cmd.process_group(0)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let mut child = cmd.spawn().unwrap();
+            std::thread::sleep(delay);
+            let finished = child.try_wait().unwrap().is_some();
+            // SAFETY: kill(2) on the child's process group; no memory is involved.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            if !finished {
+                killed_mid_way += 1;
+            }
+            // Either nothing is stored, or the whole segment is.
+            let (r, got) = a.get(name);
+            match r.code {
+                1 => {}
+                0 => assert!(
+                    got.as_ref() == Some(bytes),
+                    "killed after {delay:?}: stored segment differs"
+                ),
+                _ => panic!("killed after {delay:?}: archive-get says {r:?}"),
+            }
+            // PostgreSQL's retry succeeds.
+            let r = run(a.cmd(&["archive-push", path.to_str().unwrap()]));
+            assert_eq!(r.code, 0, "retry after a kill at {delay:?}: {r:?}");
+            assert!(a.get(name).1.as_ref() == Some(bytes));
+        }
+        assert!(
+            killed_mid_way >= 3,
+            "only {killed_mid_way} kills landed before the push finished"
+        );
+        // No temporary files left visible as objects.
+        if let pgfrost::store::Location::Local(dir) = &a.location {
+            for f in files_under(dir) {
+                let n = f.file_name().unwrap().to_string_lossy().to_string();
+                assert!(
+                    !n.starts_with('.') || f.parent().unwrap().ends_with("0000000100000000"),
+                    "{}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn async_mode_ships_the_backlog_and_queue_max_drops_it_loudly() {
+    let bin = PgBin::pg15();
+    for (extra, drop) in [
+        (vec![("archive-async", "y")], false),
+        (vec![("archive-push-queue-max", "20MB")], true),
+    ] {
+        let a = Archive::new(Repo::Local, &extra);
+        // A backlog: archiving fails until the command is switched to pgfrost.
+        let mut c = Cluster::init(
+            &bin,
+            &[
+                ("archive_mode", "on"),
+                ("archive_command", "'/bin/false'"),
+                ("wal_keep_size", "'1GB'"),
+            ],
+        );
+        c.start();
+        assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+        switch_segments(&c, 6);
+        assert!(
+            status_files(&c, ".ready").len() >= 5,
+            "{:?}",
+            status_files(&c, ".ready")
+        );
+        let backlog = segments(&status_files(&c, ".ready"));
+        c.sql(&format!(
+            "ALTER SYSTEM SET archive_command = {}",
+            a.archive_command()
+        ));
+        c.sql("SELECT pg_reload_conf()");
+        wait_archived(&c);
+        let log = std::fs::read_to_string(c.server_log()).unwrap();
+        if drop {
+            assert!(log.contains("DROPPING"), "queue-max never fired");
+            let dropped: Vec<_> = std::fs::read_dir(a.dir.path().join("spool/main/dropped"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            assert!(!dropped.is_empty());
+            for d in &dropped {
+                assert_eq!(a.get(d).0.code, 1, "dropped {d} is in the repository");
+            }
+        } else {
+            assert!(
+                log.contains("shipped") && log.contains("already archived ahead"),
+                "async path not taken:\n{log}"
+            );
+            for s in &backlog {
+                let (r, got) = a.get(s);
+                assert_eq!(r.code, 0, "{s}: {r:?}");
+                assert!(got.unwrap() == std::fs::read(c.wal_dir().join(s)).unwrap());
+            }
+        }
+        c.stop();
+    }
+}
+
+#[test]
+fn check_explains_what_is_wrong() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let mut off = Cluster::init(&bin, &[]);
+    off.start();
+    assert_eq!(a.on(&off, &["stanza-create"]).code, 0);
+    let r = a.on(&off, &["check"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(
+        r.stderr.contains("archive_mode is off") && r.stderr.contains("HINT:"),
+        "{r:?}"
+    );
+    off.stop();
+
+    let mut other = Cluster::init(
+        &bin,
+        &[("archive_mode", "on"), ("archive_command", "'/bin/true'")],
+    );
+    other.start();
+    let r = a.on(&other, &["check"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(
+        r.stderr.contains("does not call pgfrost archive-push"),
+        "{r:?}"
+    );
+    // stanza-create for a different cluster on the same stanza is refused.
+    let r = a.on(&other, &["stanza-create"]);
+    assert_eq!(r.code, 17, "{r:?}");
+    assert!(r.stderr.contains("stanza-upgrade"), "{r:?}");
+    other.stop();
+
+    // An archive_command that calls pgfrost but fails (wrong stanza): check times out and says so.
+    let b = Archive::new(Repo::Local, &[("archive-timeout", "5")]);
+    let bad_cmd = format!(
+        "'{} --config {} --stanza nosuch archive-push %p'",
+        b.bin.display(),
+        b.cfg.display()
+    );
+    let mut c = Cluster::init(
+        &bin,
+        &[("archive_mode", "on"), ("archive_command", &bad_cmd)],
+    );
+    c.start();
+    assert_eq!(b.on(&c, &["stanza-create"]).code, 0);
+    let r = b.on(&c, &["check"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(r.stderr.contains("archive_command failed"), "{r:?}");
+    c.stop();
+}
+
+#[test]
+fn stanza_upgrade_keeps_the_history() {
+    let a = Archive::new(Repo::Local, &[]);
+    let mut old = cluster(&PgBin::pg15(), &a);
+    switch_segments(&old, 4);
+    wait_archived(&old);
+    let old_segs = segments(&status_files(&old, ".done"));
+    let last_old = old_segs.last().unwrap().clone();
+    let last_old_bytes = std::fs::read(old.wal_dir().join(&last_old)).unwrap();
+    old.stop();
+
+    // "pg_upgrade": a new cluster of another major version takes over the stanza.
+    let settings = archive_settings(&a);
+    let s: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut new = Cluster::init(&PgBin::pg18(), &s);
+    new.start();
+    let r = a.on(&new, &["stanza-create"]);
+    assert_eq!(r.code, 17, "{r:?}");
+    let r = a.on(&new, &["stanza-upgrade", "--output", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["db_id"], 2);
+    assert_eq!(v["pg_major"], 18);
+    assert_eq!(
+        a.on(&new, &["stanza-upgrade"]).code,
+        0,
+        "a second upgrade must be a no-op"
+    );
+    let r = a.on(&new, &["check"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", new.log_tail(20));
+    assert!(files_under(&a.dir.path().join("repo/main/wal/0002")).len() >= 1);
+    // The old cluster's WAL is still there, found under its own record.
+    let (r, got) = a.get(&last_old);
+    assert_eq!(r.code, 0, "{r:?}");
+    if !new.wal_dir().join(&last_old).exists() {
+        assert!(got.unwrap() == last_old_bytes);
+    }
+    new.stop();
+}
