@@ -5,6 +5,13 @@ use pgfrost::{cli, commands, config::Settings, logging};
 use std::collections::HashMap;
 
 fn main() {
+    // Repository files, key files and spool files are nobody else's business: group may read
+    // (a backup operators' group), others nothing. PostgreSQL's own umask (0077) is stricter and
+    // archive-push inherits it.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(libc::umask(0o027) | 0o027);
+    }
     logging::init();
     let matches = cli::build().get_matches();
     let code = match run(&matches) {
