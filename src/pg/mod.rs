@@ -2,4 +2,5 @@
 
 pub mod conn;
 pub mod control;
+pub mod page;
 pub mod wal;
