@@ -133,7 +133,19 @@ pub fn build() -> Command {
         Command::new("check").about("Switch WAL on the cluster and wait for the segment to reach the repository; explain what is wrong if it does not"),
         "check",
     );
+    let backup = with_options(
+        Command::new("backup")
+            .about("Take a full, differential or incremental base backup (--type full|diff|incr; default incr)")
+            .long_about(
+                "Take a base backup through pg_backup_start/pg_backup_stop on one session. full reads every file; diff reuses files \
+                 unchanged since the last full, incr since the last backup (same size and modification time). Every block is \
+                 stored once per stanza whatever the type. Page checksums are verified while reading when the cluster has them. \
+                 The backup is recorded (its manifest written) only once the WAL it needs is in the repository.",
+            ),
+        "backup",
+    );
     root.subcommand(repo_create)
+        .subcommand(backup)
         .subcommand(key)
         .subcommand(stanza_create)
         .subcommand(stanza_upgrade)

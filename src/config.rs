@@ -20,6 +20,7 @@ pub enum Group {
     Postgres,
     Keys,
     Archive,
+    Backup,
 }
 
 impl Group {
@@ -30,6 +31,7 @@ impl Group {
             Group::Postgres => "PostgreSQL options",
             Group::Keys => "Key options",
             Group::Archive => "Archive options",
+            Group::Backup => "Backup and restore options",
         }
     }
 }
@@ -56,7 +58,7 @@ const fn opt(name: &'static str, value: &'static str, group: Group, help: &'stat
 }
 
 const KEY_CMDS: &[&str] = &["repo-create", "key"];
-const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check"];
+const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check", "backup"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -273,6 +275,35 @@ pub const OPTIONS: &[OptDef] = &[
             "SECONDS",
             Group::Archive,
             "How long check (and backup) wait for a WAL segment to reach the repository.",
+        )
+    },
+    OptDef {
+        commands: &["backup"],
+        ..opt(
+            "type",
+            "TYPE",
+            Group::Backup,
+            "backup: full, diff (files changed since the last full) or incr (since the last backup); a full is taken when none exists. restore: default, immediate, time, xid, lsn, name or standby.",
+        )
+    },
+    OptDef {
+        commands: &["backup"],
+        default: Some("n"),
+        ..opt(
+            "start-fast",
+            "y|n",
+            Group::Backup,
+            "Ask PostgreSQL for an immediate checkpoint instead of waiting for the next one.",
+        )
+    },
+    OptDef {
+        commands: &["backup"],
+        default: Some("n"),
+        ..opt(
+            "fail-on-page-error",
+            "y|n",
+            Group::Backup,
+            "Exit non-zero (13) when page checksums fail; the backup is kept either way and the pages are listed in its manifest.",
         )
     },
 ];

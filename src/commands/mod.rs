@@ -2,6 +2,7 @@
 //! store/.
 
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod dev;
 pub mod key;
@@ -24,6 +25,7 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
         ["archive-push"] => archive::push(settings, arg(leaf, "wal")).await,
         ["archive-get"] => archive::get(settings, arg(leaf, "name"), arg(leaf, "dest")).await,
         ["check"] => check::run(settings).await,
+        ["backup"] => backup::run(settings).await,
         ["key", sub] => key::run(sub, leaf, settings).await,
         ["dev", sub] => dev::run(sub, leaf, settings).await,
         _ => Err(Error::internal(format!(

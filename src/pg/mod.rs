@@ -2,5 +2,6 @@
 
 pub mod conn;
 pub mod control;
+pub mod layout;
 pub mod page;
 pub mod wal;

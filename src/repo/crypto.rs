@@ -36,6 +36,8 @@ pub enum Kind {
     Wal = 4,
     /// A stanza's database record (system identifier, major version) in `<stanza>/db/`.
     StanzaDb = 5,
+    /// A backup's manifest in `<stanza>/backup/`.
+    Manifest = 6,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             3 => Some(Kind::Index),
             4 => Some(Kind::Wal),
             5 => Some(Kind::StanzaDb),
+            6 => Some(Kind::Manifest),
             _ => None,
         }
     }
@@ -56,6 +59,7 @@ impl Kind {
             Kind::Index => "index segment",
             Kind::Wal => "wal file",
             Kind::StanzaDb => "stanza db record",
+            Kind::Manifest => "manifest",
         }
     }
 }

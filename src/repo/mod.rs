@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod format;
 pub mod index;
 pub mod keys;
+pub mod manifest;
 pub mod pack;
 pub mod stanza;
 

@@ -244,6 +244,15 @@ impl Store {
             .map_err(|e| self.err("cannot read", path, e))
     }
 
+    /// Whether an object exists, without reading it.
+    pub async fn exists(&self, path: &str) -> Result<bool> {
+        match self.inner.head(&Path::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err("cannot stat", path, e)),
+        }
+    }
+
     pub async fn size(&self, path: &str) -> Result<u64> {
         let m = self
             .inner

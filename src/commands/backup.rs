@@ -1,0 +1,787 @@
+//! backup: full, differential and incremental base backups through pg_backup_start /
+//! pg_backup_stop, held on one session, with block-level dedup against the whole stanza.
+//!
+//! Order is what makes a backup trustworthy: blocks (packs, then index segments) are durable
+//! first, then the WAL from the start to the stop segment is confirmed in the repository, and only
+//! then is the manifest written. A backup killed or disconnected at any point before that has no
+//! manifest, so it does not exist; the blocks it stored are reused by the next run.
+
+use super::{archive, emit, open_repo};
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::layout::{self, Include, RelFile};
+use crate::pg::page::{self, BLCKSZ, PageCheck};
+use crate::pg::wal::{self, WalFile};
+use crate::pg::{conn, control};
+use crate::repo::blockstore::{BlockStore, BlockWriter, WriteStats, hex_id};
+use crate::repo::format::now_rfc3339;
+use crate::repo::manifest::{
+    self, BackupType, ChecksumError, DirEntry, FileEntry, LinkEntry, Manifest, Stats, Tablespace,
+};
+use crate::repo::stanza;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes read from a file per system call: large enough to amortise the call, small enough
+/// that process-max workers stay within a few MiB.
+const READ_CHUNK: usize = 1 << 20;
+
+/// One file to back up, as the walk found it.
+#[derive(Debug, Clone)]
+struct Task {
+    rel: String,
+    abs: PathBuf,
+    size: u64,
+    mtime: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+struct Walk {
+    tasks: Vec<Task>,
+    dirs: Vec<DirEntry>,
+    links: Vec<LinkEntry>,
+    tablespaces: Vec<(u32, String)>,
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
+    Error::storage(format!("cannot {what} {}: {e}", p.display()))
+}
+
+/// Lists what the backup copies: the data directory, and each tablespace's directory for this
+/// major version, under `pg_tblspc/<oid>/`.
+fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
+    let mut w = Walk {
+        tasks: Vec::new(),
+        dirs: Vec::new(),
+        links: Vec::new(),
+        tablespaces: Vec::new(),
+    };
+    let mut roots: Vec<(PathBuf, String)> = vec![(pg_path.to_path_buf(), String::new())];
+    let tblspc = pg_path.join("pg_tblspc");
+    if let Ok(rd) = std::fs::read_dir(&tblspc) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(oid) = name.parse::<u32>() else {
+                continue;
+            };
+            let link = e.path();
+            let target = std::fs::read_link(&link)
+                .map_err(|err| io_err("read tablespace link", &link, err))?;
+            w.tablespaces.push((oid, target.display().to_string()));
+            w.links.push(LinkEntry {
+                path: format!("pg_tblspc/{name}"),
+                target: target.display().to_string(),
+            });
+            // Only this major version's directory: after pg_upgrade the old one may still be there.
+            let prefix = format!("PG_{major}_");
+            for v in std::fs::read_dir(&target)
+                .map_err(|err| io_err("read tablespace", &target, err))?
+                .filter_map(|e| e.ok())
+            {
+                let vname = v.file_name().to_string_lossy().to_string();
+                if vname.starts_with(&prefix) {
+                    roots.push((v.path(), format!("pg_tblspc/{name}/{vname}")));
+                }
+            }
+        }
+    }
+    for (root, prefix) in roots {
+        if !prefix.is_empty() {
+            let m = std::fs::metadata(&root).map_err(|e| io_err("stat", &root, e))?;
+            w.dirs.push(DirEntry {
+                path: prefix.clone(),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+        }
+        let mut it = walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(entry) = it.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                // Files and directories vanish while a live cluster is being read: normal.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::storage(format!(
+                        "cannot read {}: {e}",
+                        root.display()
+                    )));
+                }
+            };
+            if entry.depth() == 0 {
+                continue;
+            }
+            let sub = entry
+                .path()
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let rel = if prefix.is_empty() {
+                sub
+            } else {
+                format!("{prefix}/{sub}")
+            };
+            let ft = entry.file_type();
+            if ft.is_symlink() {
+                if !rel.starts_with("pg_tblspc/") {
+                    let target = std::fs::read_link(entry.path())
+                        .map_err(|e| io_err("read link", entry.path(), e))?;
+                    w.links.push(LinkEntry {
+                        path: rel,
+                        target: target.display().to_string(),
+                    });
+                }
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            if ft.is_dir() {
+                match layout::include(&rel, true) {
+                    Include::No => {
+                        it.skip_current_dir();
+                        continue;
+                    }
+                    Include::EmptyDir => it.skip_current_dir(),
+                    Include::Yes => {}
+                }
+                w.dirs.push(DirEntry {
+                    path: rel,
+                    mode: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                });
+                continue;
+            }
+            if !ft.is_file() || layout::include(&rel, false) != Include::Yes {
+                continue;
+            }
+            w.tasks.push(Task {
+                rel,
+                abs: entry.path().to_path_buf(),
+                size: meta.len(),
+                mtime: meta.mtime(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+    }
+    // Unlogged relations: keep only their init forks.
+    let init: HashSet<(String, u64)> = w
+        .tasks
+        .iter()
+        .filter_map(|t| RelFile::parse(&t.rel))
+        .filter(|r| r.fork == layout::Fork::Init)
+        .map(|r| (r.dir, r.relfilenode))
+        .collect();
+    if !init.is_empty() {
+        w.tasks.retain(|t| !layout::unlogged_skip(&t.rel, &init));
+    }
+    Ok(w)
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+struct Shared {
+    queue: Mutex<Vec<Task>>,
+    done_bytes: AtomicU64,
+    start_lsn: u64,
+    checksums: bool,
+    rt: tokio::runtime::Handle,
+}
+
+struct WorkerOut {
+    files: Vec<FileEntry>,
+    errors: Vec<ChecksumError>,
+    stats: WriteStats,
+    read_bytes: u64,
+}
+
+/// One worker: takes files off the queue, reads them in 1 MiB chunks, verifies page checksums,
+/// and adds their 8 KiB blocks to its own writer (so sealing runs on process-max cores).
+fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
+    let mut out = WorkerOut {
+        files: Vec::new(),
+        errors: Vec::new(),
+        stats: WriteStats::default(),
+        read_bytes: 0,
+    };
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let Some(t) = shared.queue.lock().unwrap().pop() else {
+            break;
+        };
+        let mut f = match std::fs::File::open(&t.abs) {
+            Ok(f) => f,
+            // Dropped or truncated away since the walk (a dropped table): WAL replay agrees.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("open", &t.abs, e)),
+        };
+        let rel = RelFile::parse(&t.rel).filter(|r| !r.temp);
+        let mut ids: Vec<u8> = Vec::new();
+        let mut size = 0u64;
+        let mut block_no = rel.as_ref().map_or(0, |r| r.first_block());
+        loop {
+            let n = read_full(&mut f, &mut buf).map_err(|e| io_err("read", &t.abs, e))?;
+            if n == 0 {
+                break;
+            }
+            for chunk in buf[..n].chunks(BLCKSZ) {
+                if shared.checksums && rel.is_some() && chunk.len() == BLCKSZ {
+                    check_page(&shared, &t, &mut f, size, chunk, block_no, &mut out.errors);
+                }
+                let id = shared.rt.block_on(writer.add(chunk))?;
+                ids.extend_from_slice(&id);
+                size += chunk.len() as u64;
+                block_no = block_no.wrapping_add(1);
+            }
+            shared.done_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if n < buf.len() {
+                break;
+            }
+        }
+        out.read_bytes += size;
+        let list = if ids.is_empty() {
+            String::new()
+        } else {
+            hex_id(&shared.rt.block_on(writer.add(&ids))?)
+        };
+        out.files.push(FileEntry {
+            path: t.rel,
+            size,
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            mtime: t.mtime,
+            list,
+            blocks: (ids.len() / 32) as u32,
+            reused: false,
+        });
+    }
+    out.stats = shared.rt.block_on(writer.finish())?;
+    Ok(out)
+}
+
+/// A page that fails is read again once before it is reported: PostgreSQL may have been writing
+/// it at the moment we read it (a torn read), in which case the second read shows either the
+/// complete page or an LSN past the backup start.
+fn check_page(
+    shared: &Shared,
+    t: &Task,
+    f: &mut std::fs::File,
+    offset: u64,
+    chunk: &[u8],
+    blkno: u32,
+    errors: &mut Vec<ChecksumError>,
+) {
+    let PageCheck::Bad { .. } = page::verify(chunk, blkno, shared.start_lsn) else {
+        return;
+    };
+    let mut again = vec![0u8; BLCKSZ];
+    let pos = f.stream_position().ok();
+    let reread = f.seek(SeekFrom::Start(offset)).is_ok() && f.read_exact(&mut again).is_ok();
+    if let Some(p) = pos {
+        let _ = f.seek(SeekFrom::Start(p));
+    }
+    let verdict = if reread {
+        page::verify(&again, blkno, shared.start_lsn)
+    } else {
+        page::verify(chunk, blkno, shared.start_lsn)
+    };
+    if let PageCheck::Bad { expected, found } = verdict {
+        log::warn!(
+            "page checksum failure: {} block {} (file offset {offset}): stored {found:#06x}, computed {expected:#06x}",
+            t.rel,
+            blkno
+        );
+        errors.push(ChecksumError {
+            file: t.rel.clone(),
+            block: blkno,
+            expected,
+            found,
+        });
+    }
+}
+
+fn label_stamp(t: SystemTime) -> String {
+    // RFC 3339 "2026-11-21T09:26:06Z" -> "20261121-092606" (UTC).
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    format!(
+        "{}{}{}-{}{}{}",
+        &s[0..4],
+        &s[5..7],
+        &s[8..10],
+        &s[11..13],
+        &s[14..16],
+        &s[17..19]
+    )
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Reports progress: a bar on a terminal, a log line every 10 s otherwise.
+fn progress(shared: Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("template"),
+            );
+            loop {
+                bar.set_position(shared.done_bytes.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } else {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let done = shared.done_bytes.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                let rate = done as f64 / secs.max(0.001);
+                let eta = if rate > 0.0 {
+                    (total.saturating_sub(done)) as f64 / rate
+                } else {
+                    0.0
+                };
+                log::info!(
+                    "backup: {} of {} MiB read ({:.0}%), {:.0} MiB/s, ETA {:.0}s",
+                    done >> 20,
+                    total >> 20,
+                    100.0 * done as f64 / total.max(1) as f64,
+                    rate / 1048576.0,
+                    eta
+                );
+            }
+        }
+    })
+}
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    let stanza_name = settings.required("stanza")?.to_string();
+    let mut kind = match settings.string("type").unwrap_or("incr") {
+        "full" => BackupType::Full,
+        "diff" => BackupType::Diff,
+        "incr" => BackupType::Incr,
+        other => {
+            return Err(Error::config(format!("invalid backup type '{other}'"))
+                .hint("use --type full, diff or incr"));
+        }
+    };
+    let repo = open_repo(settings).await?;
+    let db = stanza::current(&repo, &stanza_name).await?;
+    let target = conn::Target::from_settings(settings)?;
+    let client = conn::connect(&target).await?;
+    let sysid: i64 =
+        conn::query_one(&client, "SELECT system_identifier FROM pg_control_system()").await?;
+    let version_num: i32 =
+        conn::query_one(&client, "SELECT current_setting('server_version_num')::int").await?;
+    if sysid as u64 != db.system_id() || version_num as u32 / 10000 != db.pg_major {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "stanza '{stanza_name}' belongs to system identifier {} (PostgreSQL {}), the cluster at {} is {} (PostgreSQL {})",
+                db.system_id,
+                db.pg_major,
+                target.describe(),
+                sysid as u64,
+                version_num / 10000
+            ),
+        )
+        .hint("check --stanza and the pg-* options; after pg_upgrade run stanza-upgrade"));
+    }
+    if conn::query_one::<bool>(&client, "SELECT pg_is_in_recovery()").await? {
+        return Err(Error::new(
+            ErrorKind::Postgres,
+            "backups from a standby are not supported yet",
+        )
+        .hint("point pg-host/pg-port at the primary"));
+    }
+    let pg_path = match settings.string("pg-path") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(
+            conn::query_one::<String>(&client, "SELECT current_setting('data_directory')").await?,
+        ),
+    };
+    if control::read_control(&pg_path)?.system_id != sysid as u64 {
+        return Err(Error::new(
+            ErrorKind::Postgres,
+            format!(
+                "pg-path {} is not the data directory of the connected cluster",
+                pg_path.display()
+            ),
+        ));
+    }
+    let checksums = conn::query_one::<String>(&client, "SELECT current_setting('data_checksums')")
+        .await?
+        == "on";
+
+    // The parent: incr builds on the newest backup, diff on the newest full, of this cluster.
+    let labels = manifest::list(&repo, &stanza_name).await?;
+    let mut parent: Option<Manifest> = None;
+    if kind != BackupType::Full {
+        for l in labels.iter().rev() {
+            let m = manifest::read(&repo, &stanza_name, l).await?;
+            if m.db_id == db.id && (kind == BackupType::Incr || m.kind == BackupType::Full) {
+                parent = Some(m);
+                break;
+            }
+        }
+        if parent.is_none() {
+            log::warn!(
+                "no earlier full backup of this cluster in stanza '{stanza_name}': taking a full backup"
+            );
+            kind = BackupType::Full;
+        }
+    }
+    let level = settings.u32("compress-level") as i32;
+    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone())
+        .await?
+        .with_compression((level > 0).then_some(level));
+    let adopted = bs.adopt_orphan_packs().await?;
+    if adopted > 0 {
+        log::info!("backup: reusing {adopted} pack(s) left by an interrupted run");
+    }
+
+    let start_time = SystemTime::now();
+    let stamp = label_stamp(start_time);
+    let label = match &parent {
+        None => format!("{stamp}F"),
+        Some(p) => format!(
+            "{}_{stamp}{}",
+            p.label.split('_').next().unwrap(),
+            kind.letter()
+        ),
+    };
+    if labels.contains(&label) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("backup {label} already exists"),
+        )
+        .hint("wait a second and run the backup again"));
+    }
+    let fast = settings.flag("start-fast")?;
+    let start_sql = if db.pg_major >= 15 {
+        "SELECT pg_backup_start($1, $2)::text"
+    } else {
+        "SELECT pg_start_backup($1, $2, false)::text"
+    };
+    log::info!(
+        "backup {label}: starting ({} backup{})",
+        kind.name(),
+        if fast {
+            ", immediate checkpoint"
+        } else {
+            ", waiting for the next checkpoint"
+        }
+    );
+    let start_lsn_text: String = client
+        .query_one(start_sql, &[&label, &fast])
+        .await
+        .map_err(|e| conn::pg_err("pg_backup_start failed", e))?
+        .get(0);
+    let start_lsn = wal::parse_lsn(&start_lsn_text)
+        .ok_or_else(|| Error::internal(format!("bad start LSN {start_lsn_text}")))?;
+    let start_wal: String = client
+        .query_one(
+            "SELECT pg_walfile_name($1::text::pg_lsn)",
+            &[&start_lsn_text],
+        )
+        .await
+        .map_err(|e| conn::pg_err("pg_walfile_name failed", e))?
+        .get(0);
+    let timeline = u32::from_str_radix(&start_wal[0..8], 16).unwrap_or(1);
+
+    let walked = tokio::task::spawn_blocking({
+        let p = pg_path.clone();
+        move || walk(&p, db.pg_major)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("walk failed: {e}")))??;
+
+    // diff/incr: an unchanged file (same size, same mtime, and last modified before the parent
+    // started, so the parent's copy cannot predate a change made in the same second) is not read.
+    let mut reused: Vec<FileEntry> = Vec::new();
+    let mut to_read: Vec<Task> = Vec::new();
+    let parent_files: HashMap<&str, &FileEntry> = parent
+        .as_ref()
+        .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .unwrap_or_default();
+    for t in walked.tasks {
+        match parent_files.get(t.rel.as_str()) {
+            Some(f)
+                if f.size == t.size
+                    && f.mtime == t.mtime
+                    && t.mtime < parent.as_ref().unwrap().start_unix =>
+            {
+                let mut e = (*f).clone();
+                e.reused = true;
+                e.mode = t.mode;
+                e.uid = t.uid;
+                e.gid = t.gid;
+                reused.push(e);
+            }
+            _ => to_read.push(t),
+        }
+    }
+    let total: u64 = to_read.iter().map(|t| t.size).sum();
+    log::info!(
+        "backup {label}: {} files to read ({} MiB), {} unchanged files reused",
+        to_read.len(),
+        total >> 20,
+        reused.len()
+    );
+    // Largest last: workers pop from the end, so big files start first and the tail is short.
+    to_read.sort_by_key(|t| t.size);
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(to_read),
+        done_bytes: AtomicU64::new(0),
+        start_lsn,
+        checksums,
+        rt: tokio::runtime::Handle::current(),
+    });
+    let reporter = progress(Arc::clone(&shared), total);
+    let workers = settings.u32("process-max") as usize;
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (s, w) = (Arc::clone(&shared), bs.writer());
+        handles.push(tokio::task::spawn_blocking(move || worker(s, w)));
+    }
+    let mut files = reused;
+    let mut errors = Vec::new();
+    let mut stats = Stats::default();
+    let mut first_err = None;
+    for h in handles {
+        match h
+            .await
+            .map_err(|e| Error::internal(format!("backup worker failed: {e}")))?
+        {
+            Ok(o) => {
+                files.extend(o.files);
+                errors.extend(o.errors);
+                stats.read_bytes += o.read_bytes;
+                stats.new_blocks += o.stats.new_blocks;
+                stats.new_bytes += o.stats.new_bytes;
+                stats.stored_bytes += o.stats.stored_bytes;
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    reporter.abort();
+    if let Some(e) = first_err {
+        // Leaving the session aborts the non-exclusive backup on the server.
+        return Err(e.context(format!(
+            "backup {label} failed (nothing was recorded; blocks already stored will be reused)"
+        )));
+    }
+
+    let stop_sql = if db.pg_major >= 15 {
+        "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+    } else {
+        "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+    };
+    let row = client
+        .query_one(stop_sql, &[])
+        .await
+        .map_err(|e| conn::pg_err("pg_backup_stop failed", e))?;
+    let (stop_lsn_text, backup_label, spcmap): (String, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    let stop_time = SystemTime::now();
+    let stop_wal: String = client
+        .query_one(
+            "SELECT pg_walfile_name($1::text::pg_lsn)",
+            &[&stop_lsn_text],
+        )
+        .await
+        .map_err(|e| conn::pg_err("pg_walfile_name failed", e))?
+        .get(0);
+    let names: HashMap<u32, String> = client
+        .query("SELECT oid, spcname FROM pg_tablespace", &[])
+        .await
+        .map_err(|e| conn::pg_err("cannot list tablespaces", e))?
+        .into_iter()
+        .map(|r| (r.get::<_, u32>(0), r.get::<_, String>(1)))
+        .collect();
+
+    wait_for_wal(
+        settings,
+        &repo,
+        &stanza_name,
+        &db,
+        &start_wal,
+        &stop_wal,
+        &label,
+    )
+    .await?;
+
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    stats.files = files.len() as u64;
+    stats.logical_bytes = files.iter().map(|f| f.size).sum();
+    stats.reused_files = files.iter().filter(|f| f.reused).count() as u64;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    errors.sort_by(|a, b| (&a.file, a.block).cmp(&(&b.file, b.block)));
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: 1,
+        label: label.clone(),
+        kind,
+        parent: parent.as_ref().map(|p| p.label.clone()),
+        db_id: db.id,
+        system_id: db.system_id.clone(),
+        pg_major: db.pg_major,
+        pg_version_num: version_num as u32,
+        timeline,
+        start_lsn: start_lsn_text,
+        stop_lsn: stop_lsn_text,
+        start_wal,
+        stop_wal,
+        start_time: humantime::format_rfc3339_seconds(start_time).to_string(),
+        stop_time: now_rfc3339(),
+        start_unix: unix(start_time),
+        stop_unix: unix(stop_time),
+        backup_label,
+        tablespace_map: spcmap.filter(|s| !s.is_empty()),
+        checksums,
+        tablespaces: walked
+            .tablespaces
+            .iter()
+            .map(|(oid, loc)| Tablespace {
+                oid: *oid,
+                name: names.get(oid).cloned().unwrap_or_default(),
+                location: loc.clone(),
+            })
+            .collect(),
+        dirs: walked.dirs,
+        links: walked.links,
+        files,
+        checksum_errors: errors,
+        stats,
+    };
+    manifest::write(&repo, &stanza_name, &m).await?;
+    let s = &m.stats;
+    log::info!(
+        "backup {label} complete: {} files, {:.1} MiB, {:.1} MiB read, {:.1} MiB new, {:.1} MiB stored, in {:.1}s",
+        s.files,
+        s.logical_bytes as f64 / 1048576.0,
+        s.read_bytes as f64 / 1048576.0,
+        s.new_bytes as f64 / 1048576.0,
+        s.stored_bytes as f64 / 1048576.0,
+        s.duration_ms as f64 / 1000.0
+    );
+    let mut text = format!(
+        "backup {label} ({}): {} files, {:.1} MiB; {:.1} MiB new, {:.1} MiB added to the repository; WAL {}..{}",
+        kind.name(),
+        s.files,
+        s.logical_bytes as f64 / 1048576.0,
+        s.new_bytes as f64 / 1048576.0,
+        s.stored_bytes as f64 / 1048576.0,
+        m.start_wal,
+        m.stop_wal
+    );
+    for e in &m.checksum_errors {
+        text.push_str(&format!(
+            "\npage checksum failure: {} block {}",
+            e.file, e.block
+        ));
+    }
+    emit(
+        settings,
+        &text,
+        json!({"label": label, "type": kind.name(), "parent": m.parent, "stats": m.stats, "start_wal": m.start_wal,
+               "stop_wal": m.stop_wal, "checksum_errors": m.checksum_errors}),
+    );
+    if !m.checksum_errors.is_empty() && settings.flag("fail-on-page-error")? {
+        return Err(Error::corrupt(format!(
+            "backup {label} found {} page(s) with checksum failures (listed above and in its manifest)",
+            m.checksum_errors.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until every WAL segment from the backup's start to its stop is in the repository:
+/// without them the backup cannot be restored to a consistent state.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for_wal(
+    settings: &Settings,
+    repo: &crate::repo::Repository,
+    stanza: &str,
+    db: &stanza::StanzaDb,
+    start_wal: &str,
+    stop_wal: &str,
+    label: &str,
+) -> Result<()> {
+    let seg = db.wal_segment_size;
+    let (first, last) = (WalFile::parse(start_wal), WalFile::parse(stop_wal));
+    let (Some(first), Some(last)) = (first, last) else {
+        return Err(Error::internal(format!(
+            "unexpected WAL names {start_wal}..{stop_wal}"
+        )));
+    };
+    let tli = last.tli();
+    let timeout = Duration::from_secs(settings.u32("archive-timeout") as u64);
+    let started = Instant::now();
+    let from = first.segno(seg).unwrap();
+    let to = last.segno(seg).unwrap();
+    for n in from..=to {
+        let name = wal::segment_name(tli, n, seg);
+        let obj = archive::object_path(stanza, db, &WalFile::parse(&name).unwrap());
+        loop {
+            if repo.store.exists(&obj).await? {
+                break;
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::new(
+                    ErrorKind::Postgres,
+                    format!(
+                        "backup {label} is not complete: WAL segment {name}, needed to make it consistent, did not reach the repository within {}s; the backup was not recorded",
+                        timeout.as_secs()
+                    ),
+                )
+                .hint("run 'pgfrost check' to see whether archive_command works; raise archive-timeout if archiving is just slow"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    log::info!("backup {label}: WAL {start_wal}..{stop_wal} is in the repository");
+    Ok(())
+}
