@@ -16,7 +16,11 @@ fn option_arg(o: &config::OptDef) -> Arg {
         .value_name(o.value)
         .help(help)
         .help_heading(o.group.heading())
-        .action(ArgAction::Set)
+        .action(if o.multi {
+            ArgAction::Append
+        } else {
+            ArgAction::Set
+        })
 }
 
 fn with_options(mut cmd: Command, name: &str) -> Command {
@@ -144,8 +148,20 @@ pub fn build() -> Command {
             ),
         "backup",
     );
+    let restore = with_options(
+        Command::new("restore")
+            .about("Restore a backup into --pg-path and configure recovery (--type default|immediate|time|xid|lsn|name|standby)")
+            .long_about(
+                "Restore a backup (--set, default the newest that can reach the target) into --pg-path, which must be empty unless \
+                 --delta or --force. Writes backup_label, tablespace_map, restore_command calling pgfrost archive-get, the recovery \
+                 target and recovery.signal (standby.signal for --type standby), and global/pg_control last, so a restore that \
+                 stops halfway leaves a directory that will not start.",
+            ),
+        "restore",
+    );
     root.subcommand(repo_create)
         .subcommand(backup)
+        .subcommand(restore)
         .subcommand(key)
         .subcommand(stanza_create)
         .subcommand(stanza_upgrade)
@@ -163,7 +179,14 @@ pub fn given_options(m: &ArgMatches) -> HashMap<String, String> {
         // The table's options carry no clap defaults (defaults are applied after the environment
         // and the file), so any value clap holds was typed on the command line.
         for o in OPTIONS {
-            if let Ok(Some(v)) = level.try_get_one::<String>(o.name) {
+            if o.multi {
+                if let Ok(Some(vs)) = level.try_get_many::<String>(o.name) {
+                    out.insert(
+                        o.name.to_string(),
+                        vs.cloned().collect::<Vec<_>>().join(","),
+                    );
+                }
+            } else if let Ok(Some(v)) = level.try_get_one::<String>(o.name) {
                 out.insert(o.name.to_string(), v.clone());
             }
         }

@@ -44,6 +44,8 @@ pub struct OptDef {
     pub default: Option<&'static str>,
     /// Commands the option appears on; empty means every command.
     pub commands: &'static [&'static str],
+    /// May be given several times on the command line; the values are joined with commas.
+    pub multi: bool,
 }
 
 const fn opt(name: &'static str, value: &'static str, group: Group, help: &'static str) -> OptDef {
@@ -54,11 +56,13 @@ const fn opt(name: &'static str, value: &'static str, group: Group, help: &'stat
         group,
         default: None,
         commands: &[],
+        multi: false,
     }
 }
 
 const KEY_CMDS: &[&str] = &["repo-create", "key"];
 const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check", "backup"];
+const RESTORE: &[&str] = &["restore"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -278,7 +282,83 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
-        commands: &["backup"],
+        commands: RESTORE,
+        ..opt(
+            "set",
+            "LABEL",
+            Group::Backup,
+            "The backup to restore (default: the newest that can reach the target).",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        ..opt(
+            "target",
+            "VALUE",
+            Group::Backup,
+            "Recovery target for --type time (a timestamp with time zone), xid, lsn or name.",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        ..opt(
+            "target-action",
+            "ACTION",
+            Group::Backup,
+            "What PostgreSQL does at the target: pause (PostgreSQL's default), promote or shutdown.",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        default: Some("n"),
+        ..opt(
+            "target-exclusive",
+            "y|n",
+            Group::Backup,
+            "Stop just before the target instead of just after it.",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        ..opt(
+            "target-timeline",
+            "TLI",
+            Group::Backup,
+            "Timeline to follow: current, latest (PostgreSQL's default) or a number.",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        default: Some("n"),
+        ..opt(
+            "delta",
+            "y|n",
+            Group::Backup,
+            "Restore over an existing data directory: rewrite only blocks that differ, remove files that do not belong.",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        default: Some("n"),
+        ..opt(
+            "force",
+            "y|n",
+            Group::Backup,
+            "Restore into a non-empty directory, overwriting every file (the server must be stopped).",
+        )
+    },
+    OptDef {
+        commands: RESTORE,
+        multi: true,
+        ..opt(
+            "tablespace-map",
+            "OID=DIR",
+            Group::Backup,
+            "Restore tablespace OID into DIR instead of its original location (repeatable, or comma-separated).",
+        )
+    },
+    OptDef {
+        commands: &["backup", "restore"],
         ..opt(
             "type",
             "TYPE",

@@ -7,6 +7,7 @@ pub mod check;
 pub mod dev;
 pub mod key;
 pub mod repo_create;
+pub mod restore;
 pub mod stanza;
 
 use crate::config::Settings;
@@ -26,6 +27,7 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
         ["archive-get"] => archive::get(settings, arg(leaf, "name"), arg(leaf, "dest")).await,
         ["check"] => check::run(settings).await,
         ["backup"] => backup::run(settings).await,
+        ["restore"] => restore::run(settings).await,
         ["key", sub] => key::run(sub, leaf, settings).await,
         ["dev", sub] => dev::run(sub, leaf, settings).await,
         _ => Err(Error::internal(format!(

@@ -443,6 +443,9 @@ impl BlockWriter {
             let _: Put = store.put_new(&path, bytes.into()).await?;
             Ok(())
         });
+        // Let the upload start now: on a current-thread runtime it would otherwise wait until
+        // the next pack is sealed, and writing would not overlap sealing at all.
+        tokio::task::yield_now().await;
         while self.uploads.len() >= UPLOADS_IN_FLIGHT {
             self.join_one().await?;
         }

@@ -1,0 +1,687 @@
+//! restore: rebuild a data directory from a backup and configure recovery.
+//!
+//! Every block is authenticated and its id recomputed as it is written. `global/pg_control` is
+//! written last, after everything else has been synced to disk: a restore that stops halfway
+//! leaves a directory PostgreSQL refuses to start, never one that starts with missing files.
+
+use super::{emit, open_repo};
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::page::BLCKSZ;
+use crate::repo::Repository;
+use crate::repo::blockstore::{BlockId, BlockStore};
+use crate::repo::format::hex_array;
+use crate::repo::manifest::{self, Manifest};
+use crate::repo::stanza;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+const PG_CONTROL: &str = "global/pg_control";
+/// Blocks fetched per request while writing one file (8 MiB).
+const BATCH: usize = 1024;
+
+/// Parses a PostgreSQL-style timestamp: `2026-11-21 09:30:00[.123456][Z|+HH[:MM]|-HH[:MM]]`
+/// (or with `T`). Without a zone it is taken as UTC. Returns Unix seconds (fractions dropped).
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.len() < 19 {
+        return None;
+    }
+    let (date, rest) = s.split_at(10);
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('T'))?;
+    let (time, mut zone) = rest.split_at(8);
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return None;
+    }
+    if let Some(z) = zone.strip_prefix('.') {
+        zone = z.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match zone.trim() {
+        "" | "Z" | "UTC" | "+00" | "+00:00" => 0,
+        z => {
+            let sign = match z.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (d[0] - (d[1] <= 2) as i64, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+}
+
+fn dir_is_empty(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(true)
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
+    let hint = (e.kind() == std::io::ErrorKind::StorageFull)
+        .then_some("free space on the target file system and run the restore again");
+    let err = Error::storage(format!("cannot {what} {}: {e}", p.display()));
+    match hint {
+        Some(h) => err.hint(h),
+        None => err,
+    }
+}
+
+/// Picks the backup: `--set`, else the newest that can reach the target (for a time target, the
+/// newest that finished before it).
+async fn choose(
+    repo: &Repository,
+    stanza: &str,
+    settings: &Settings,
+    kind: &str,
+) -> Result<Manifest> {
+    if let Some(set) = settings.string("set") {
+        return manifest::read(repo, stanza, set).await;
+    }
+    let labels = manifest::list(repo, stanza).await?;
+    if labels.is_empty() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("stanza '{stanza}' has no backups"),
+        )
+        .hint(format!("take one with 'pgfrost backup --stanza {stanza}'")));
+    }
+    let before = if kind == "time" {
+        let t = settings.required("target")?;
+        Some(parse_time(t).ok_or_else(|| {
+            Error::config(format!("cannot read the target time '{t}'"))
+                .hint("write it as 2026-11-21 09:30:00+00")
+        })?)
+    } else {
+        None
+    };
+    for l in labels.iter().rev() {
+        let m = manifest::read(repo, stanza, l).await?;
+        match before {
+            Some(t) if m.stop_unix >= t => continue,
+            _ => return Ok(m),
+        }
+    }
+    Err(Error::new(ErrorKind::NotFound, format!("no backup of stanza '{stanza}' finished before the target time")).hint(
+        "choose a later target, or a backup with --set (recovery cannot go back before the end of a backup)",
+    ))
+}
+
+struct Job {
+    path: PathBuf,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    list: String,
+}
+
+struct Shared {
+    jobs: Mutex<Vec<Job>>,
+    bs: BlockStore,
+    rt: tokio::runtime::Handle,
+    delta: bool,
+    chown: bool,
+    written: AtomicU64,
+}
+
+fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
+    if !bs_list.len().is_multiple_of(32) {
+        return Err(Error::corrupt(
+            "a file's block list is not a whole number of ids",
+        ));
+    }
+    Ok(bs_list
+        .chunks_exact(32)
+        .map(|c| c.try_into().unwrap())
+        .collect())
+}
+
+fn restore_file(sh: &Shared, j: &Job) -> Result<()> {
+    let ids: Vec<BlockId> = if j.list.is_empty() {
+        Vec::new()
+    } else {
+        let list_id = hex_array::<32>(&j.list, "list").map_err(Error::corrupt)?;
+        ids_of(&sh.rt.block_on(sh.bs.read_block(&list_id))?)?
+    };
+    // --delta: keep the blocks that already match (compared by keyed hash), rewrite the rest.
+    let mut keep = vec![false; ids.len()];
+    let existing = if sh.delta {
+        std::fs::File::open(&j.path).ok()
+    } else {
+        None
+    };
+    if let Some(mut f) = existing {
+        let mut buf = vec![0u8; BLCKSZ];
+        for (i, id) in ids.iter().enumerate() {
+            let n = f.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            keep[i] = sh.bs.keys().block_id(&buf[..n]) == *id;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(!sh.delta)
+        .open(&j.path)
+        .map_err(|e| io("create", &j.path, e))?;
+    let mut offset = 0u64;
+    let mut i = 0;
+    while i < ids.len() {
+        let end = (i + BATCH).min(ids.len());
+        let want: Vec<(usize, BlockId)> = (i..end)
+            .filter(|k| !keep[*k])
+            .map(|k| (k, ids[k]))
+            .collect();
+        let fetched = sh.rt.block_on(
+            sh.bs
+                .read_blocks(&want.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
+        )?;
+        let mut got: HashMap<usize, Vec<u8>> =
+            want.into_iter().map(|(k, _)| k).zip(fetched).collect();
+        for k in i..end {
+            // Blocks are 8 KiB except a file's last; offsets follow from the lengths.
+            let len = if let Some(b) = got.get(&k) {
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| io("seek in", &j.path, e))?;
+                f.write_all(b).map_err(|e| io("write", &j.path, e))?;
+                sh.written.fetch_add(b.len() as u64, Ordering::Relaxed);
+                b.len() as u64
+            } else {
+                (j.size - offset).min(BLCKSZ as u64)
+            };
+            got.remove(&k);
+            offset += len;
+        }
+        i = end;
+    }
+    f.set_len(j.size).map_err(|e| io("truncate", &j.path, e))?;
+    if offset != j.size {
+        return Err(Error::corrupt(format!(
+            "{}: the backup's blocks add up to {offset} bytes, the manifest says {}",
+            j.path.display(),
+            j.size
+        )));
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(j.mode))
+        .map_err(|e| io("chmod", &j.path, e))?;
+    let mtime = UNIX_EPOCH + Duration::from_secs(j.mtime.max(0) as u64);
+    f.set_modified(mtime)
+        .map_err(|e| io("set the time of", &j.path, e))?;
+    if sh.chown {
+        std::os::unix::fs::fchown(&f, Some(j.uid), Some(j.gid))
+            .map_err(|e| io("chown", &j.path, e))?;
+    }
+    Ok(())
+}
+
+fn worker(sh: Arc<Shared>) -> Result<()> {
+    loop {
+        let Some(j) = sh.jobs.lock().unwrap().pop() else {
+            return Ok(());
+        };
+        restore_file(&sh, &j)?;
+    }
+}
+
+/// The path a manifest path lands on: tablespace files go to the tablespace's location.
+fn target_of(rel: &str, pg_path: &Path, spc: &HashMap<u32, PathBuf>) -> PathBuf {
+    if let Some(rest) = rel.strip_prefix("pg_tblspc/") {
+        let (oid, sub) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(loc) = oid.parse::<u32>().ok().and_then(|o| spc.get(&o)) {
+            return if sub.is_empty() {
+                loc.clone()
+            } else {
+                loc.join(sub)
+            };
+        }
+    }
+    pg_path.join(rel)
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The restore_command that fetches this stanza's WAL with the same repository and keys.
+fn restore_command(settings: &Settings, stanza: &str) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pgfrost".into());
+    let mut cmd = exe;
+    if let Some(cfg) = &settings.config_file {
+        cmd.push_str(&format!(" --config {}", cfg.display()));
+    }
+    cmd.push_str(&format!(" --stanza {stanza}"));
+    for o in [
+        "repo",
+        "repo-s3-endpoint",
+        "repo-s3-region",
+        "repo-s3-uri-style",
+        "key-file",
+        "spool-path",
+    ] {
+        if let Some(v) = settings.get(o)
+            && !matches!(
+                v.source,
+                crate::config::Source::Default | crate::config::Source::File(..)
+            )
+        {
+            cmd.push_str(&format!(" --{o} {}", v.value));
+        }
+    }
+    cmd.push_str(" archive-get %f \"%p\"");
+    cmd
+}
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    let stanza_name = settings.required("stanza")?.to_string();
+    let pg_path = PathBuf::from(settings.required("pg-path")?);
+    let kind = settings.string("type").unwrap_or("default").to_string();
+    let allowed = [
+        "default",
+        "immediate",
+        "time",
+        "xid",
+        "lsn",
+        "name",
+        "standby",
+    ];
+    if !allowed.contains(&kind.as_str()) {
+        return Err(Error::config(format!("invalid restore type '{kind}'"))
+            .hint(format!("use --type {}", allowed.join(", "))));
+    }
+    if ["time", "xid", "lsn", "name"].contains(&kind.as_str()) {
+        settings.required("target")?;
+    }
+    let delta = settings.flag("delta")?;
+    let force = settings.flag("force")?;
+    if pg_path.join("postmaster.pid").exists() {
+        let pid = std::fs::read_to_string(pg_path.join("postmaster.pid")).unwrap_or_default();
+        let pid: i32 = pid
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("PostgreSQL is running in {} (pid {pid})", pg_path.display()),
+            )
+            .hint("stop it first; pgfrost never restores under a running server"));
+        }
+    }
+    if !dir_is_empty(&pg_path) && !delta && !force {
+        return Err(Error::new(ErrorKind::Conflict, format!("{} is not empty", pg_path.display()))
+            .hint("restore into an empty directory, or give --delta (rewrite what differs) or --force (overwrite)"));
+    }
+
+    let repo = open_repo(settings).await?;
+    stanza::current(&repo, &stanza_name).await?;
+    let m = choose(&repo, &stanza_name, settings, &kind).await?;
+    log::info!(
+        "restore: backup {} ({}, finished {}) into {}",
+        m.label,
+        m.kind.name(),
+        m.stop_time,
+        pg_path.display()
+    );
+
+    // Tablespaces: their original locations unless mapped elsewhere.
+    let mut map: HashMap<u32, PathBuf> = HashMap::new();
+    if let Some(spec) = settings.string("tablespace-map") {
+        for pair in spec.split(',').filter(|p| !p.is_empty()) {
+            let (oid, dir) = pair
+                .split_once('=')
+                .ok_or_else(|| Error::config(format!("tablespace-map '{pair}' is not OID=DIR")))?;
+            let oid: u32 = oid.trim().parse().map_err(|_| {
+                Error::config(format!("tablespace-map '{pair}': '{oid}' is not an OID"))
+            })?;
+            if !m.tablespaces.iter().any(|t| t.oid == oid) {
+                return Err(Error::config(format!(
+                    "backup {} has no tablespace with OID {oid}",
+                    m.label
+                )));
+            }
+            map.insert(oid, PathBuf::from(dir.trim()));
+        }
+    }
+    let mut spc: HashMap<u32, PathBuf> = HashMap::new();
+    for t in &m.tablespaces {
+        let loc = map
+            .get(&t.oid)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(&t.location));
+        if !dir_is_empty(&loc) && !delta && !force {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "tablespace {} ({}) location {} is not empty",
+                    t.name,
+                    t.oid,
+                    loc.display()
+                ),
+            )
+            .hint("map it elsewhere with --tablespace-map OID=DIR, or give --delta or --force"));
+        }
+        spc.insert(t.oid, loc);
+    }
+
+    // SAFETY: geteuid cannot fail.
+    let chown = unsafe { libc::geteuid() } == 0;
+    std::fs::create_dir_all(&pg_path).map_err(|e| io("create", &pg_path, e))?;
+    std::fs::set_permissions(&pg_path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("chmod", &pg_path, e))?;
+    // pg_control goes first of all out of the way: until the restore ends, the directory must
+    // not look like a cluster that could be started.
+    let _ = std::fs::remove_file(pg_path.join(PG_CONTROL));
+
+    let wanted: HashSet<PathBuf> = m
+        .files
+        .iter()
+        .map(|f| target_of(&f.path, &pg_path, &spc))
+        .chain(m.dirs.iter().map(|d| target_of(&d.path, &pg_path, &spc)))
+        .chain(m.links.iter().map(|l| pg_path.join(&l.path)))
+        .collect();
+    if delta || force {
+        // Whatever the backup does not have goes: stale WAL, dropped relations, old labels.
+        let mut roots = vec![pg_path.clone()];
+        roots.extend(spc.values().cloned());
+        let mut removed = 0;
+        for root in roots {
+            for e in walkdir::WalkDir::new(&root)
+                .follow_links(false)
+                .contents_first(true)
+                .into_iter()
+                .filter_map(|e| e.ok())
+            {
+                if e.depth() == 0 || wanted.contains(e.path()) {
+                    continue;
+                }
+                let r = if e.file_type().is_dir() {
+                    std::fs::remove_dir(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
+                if r.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        log::info!("restore: removed {removed} file(s) and directories the backup does not have");
+    }
+    for t in &m.tablespaces {
+        let loc = &spc[&t.oid];
+        std::fs::create_dir_all(loc).map_err(|e| io("create", loc, e))?;
+        let link = pg_path.join(format!("pg_tblspc/{}", t.oid));
+        std::fs::create_dir_all(link.parent().unwrap())
+            .map_err(|e| io("create", link.parent().unwrap(), e))?;
+        if std::fs::read_link(&link).ok().as_deref() != Some(loc.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(loc, &link).map_err(|e| io("link", &link, e))?;
+        }
+    }
+    for d in &m.dirs {
+        let p = target_of(&d.path, &pg_path, &spc);
+        std::fs::create_dir_all(&p).map_err(|e| io("create", &p, e))?;
+    }
+    for l in m.links.iter().filter(|l| !l.path.starts_with("pg_tblspc/")) {
+        let p = pg_path.join(&l.path);
+        if std::fs::read_link(&p)
+            .ok()
+            .map(|t| t.display().to_string())
+            .as_deref()
+            != Some(l.target.as_str())
+        {
+            let _ = std::fs::remove_file(&p);
+            std::os::unix::fs::symlink(&l.target, &p).map_err(|e| io("link", &p, e))?;
+        }
+    }
+
+    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone()).await?;
+    let mut jobs: Vec<Job> = m
+        .files
+        .iter()
+        .filter(|f| f.path != PG_CONTROL)
+        .map(|f| Job {
+            path: target_of(&f.path, &pg_path, &spc),
+            size: f.size,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            mtime: f.mtime,
+            list: f.list.clone(),
+        })
+        .collect();
+    jobs.sort_by_key(|j| j.size);
+    let total: u64 = m.stats.logical_bytes;
+    let sh = Arc::new(Shared {
+        jobs: Mutex::new(jobs),
+        bs: bs.clone(),
+        rt: tokio::runtime::Handle::current(),
+        delta,
+        chown,
+        written: AtomicU64::new(0),
+    });
+    let reporter = {
+        let sh = Arc::clone(&sh);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                log::info!(
+                    "restore: {} MiB written of {} MiB",
+                    sh.written.load(Ordering::Relaxed) >> 20,
+                    total >> 20
+                );
+            }
+        })
+    };
+    let mut hs = Vec::new();
+    for _ in 0..settings.u32("process-max") {
+        let s = Arc::clone(&sh);
+        hs.push(tokio::task::spawn_blocking(move || worker(s)));
+    }
+    let mut first = None;
+    for h in hs {
+        if let Err(e) = h
+            .await
+            .map_err(|e| Error::internal(format!("restore worker failed: {e}")))?
+        {
+            first.get_or_insert(e);
+        }
+    }
+    reporter.abort();
+    if let Some(e) = first {
+        return Err(e.context(format!(
+            "restore of {} into {} failed; the directory will not start",
+            m.label,
+            pg_path.display()
+        )));
+    }
+    // Directory modes and owners after their contents (a 0500 directory would refuse files).
+    for d in &m.dirs {
+        let p = target_of(&d.path, &pg_path, &spc);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(d.mode))
+            .map_err(|e| io("chmod", &p, e))?;
+        if chown {
+            std::os::unix::fs::lchown(&p, Some(d.uid), Some(d.gid))
+                .map_err(|e| io("chown", &p, e))?;
+        }
+    }
+
+    // Recovery: the backup's own label and map, then the settings, then the signal file.
+    let write = |rel: &str, text: &str| -> Result<()> {
+        let p = pg_path.join(rel);
+        std::fs::write(&p, text).map_err(|e| io("write", &p, e))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("chmod", &p, e))
+    };
+    write("backup_label", &m.backup_label)?;
+    if let Some(map_text) = &m.tablespace_map {
+        write("tablespace_map", map_text)?;
+    }
+    let mut conf = format!(
+        "\n# Recovery settings written by pgfrost restore of backup {} on {}\nrestore_command = {}\n",
+        m.label,
+        crate::repo::format::now_rfc3339(),
+        quote(&restore_command(settings, &stanza_name))
+    );
+    let target = settings.string("target").unwrap_or("");
+    match kind.as_str() {
+        "immediate" => conf.push_str("recovery_target = 'immediate'\n"),
+        "time" => conf.push_str(&format!("recovery_target_time = {}\n", quote(target))),
+        "xid" => conf.push_str(&format!("recovery_target_xid = {}\n", quote(target))),
+        "lsn" => conf.push_str(&format!("recovery_target_lsn = {}\n", quote(target))),
+        "name" => conf.push_str(&format!("recovery_target_name = {}\n", quote(target))),
+        _ => {}
+    }
+    if let Some(a) = settings.string("target-action") {
+        if !["pause", "promote", "shutdown"].contains(&a) {
+            return Err(Error::config(format!("invalid target-action '{a}'"))
+                .hint("use pause, promote or shutdown"));
+        }
+        conf.push_str(&format!("recovery_target_action = '{a}'\n"));
+    }
+    if settings.flag("target-exclusive")? {
+        conf.push_str("recovery_target_inclusive = off\n");
+    }
+    if let Some(t) = settings.string("target-timeline") {
+        conf.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
+    }
+    let auto = pg_path.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&auto)
+        .map_err(|e| io("open", &auto, e))?;
+    f.write_all(conf.as_bytes())
+        .map_err(|e| io("write", &auto, e))?;
+    let signal = if kind == "standby" {
+        "standby.signal"
+    } else {
+        "recovery.signal"
+    };
+    write(signal, "")?;
+    for p in [
+        "backup_label",
+        "tablespace_map",
+        signal,
+        "postgresql.auto.conf",
+    ] {
+        let p = pg_path.join(p);
+        if chown && p.exists() {
+            let owner = std::fs::metadata(&pg_path).map_err(|e| io("stat", &pg_path, e))?;
+            std::os::unix::fs::lchown(&p, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| io("chown", &p, e))?;
+        }
+    }
+
+    // Everything on disk before pg_control: syncfs flushes the whole file system of each root.
+    let mut roots = vec![pg_path.clone()];
+    roots.extend(spc.values().cloned());
+    for r in &roots {
+        let d = std::fs::File::open(r).map_err(|e| io("open", r, e))?;
+        // SAFETY: syncfs on a valid descriptor we own.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+            return Err(io("sync", r, std::io::Error::last_os_error()));
+        }
+    }
+    let ctl = m
+        .files
+        .iter()
+        .find(|f| f.path == PG_CONTROL)
+        .ok_or_else(|| Error::corrupt(format!("backup {} has no {PG_CONTROL}", m.label)))?;
+    let ctl_job = Job {
+        path: pg_path.join(PG_CONTROL),
+        size: ctl.size,
+        mode: ctl.mode,
+        uid: ctl.uid,
+        gid: ctl.gid,
+        mtime: ctl.mtime,
+        list: ctl.list.clone(),
+    };
+    let sh2 = Arc::clone(&sh);
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        restore_file(&sh2, &ctl_job)?;
+        std::fs::File::open(&ctl_job.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", &ctl_job.path, e))?;
+        let g = ctl_job.path.parent().unwrap();
+        std::fs::File::open(g)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", g, e))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("restore failed: {e}")))??;
+
+    let written = sh.written.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    log::info!(
+        "restore: {} restored in {secs:.1}s, {:.1} MiB written",
+        m.label,
+        written as f64 / 1048576.0
+    );
+    emit(
+        settings,
+        &format!(
+            "restored backup {} into {} ({:.1} MiB, {:.1} MiB written) in {secs:.1}s; start PostgreSQL to recover{}",
+            m.label,
+            pg_path.display(),
+            total as f64 / 1048576.0,
+            written as f64 / 1048576.0,
+            match kind.as_str() {
+                "default" => " to the end of the archive".to_string(),
+                "standby" => " as a standby".to_string(),
+                "immediate" => " to the end of the backup".to_string(),
+                k => format!(" to {k} {target}"),
+            }
+        ),
+        json!({"label": m.label, "pg_path": pg_path.display().to_string(), "bytes": total, "written_bytes": written,
+               "seconds": secs, "type": kind, "stop_time": m.stop_time}),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1970-01-01 00:00:00+00"), Some(0));
+        assert_eq!(
+            parse_time("2026-11-21 09:30:00.123456+00"),
+            Some(1795253400)
+        );
+        assert_eq!(parse_time("2026-11-21T10:30:00+01"), Some(1795253400));
+        assert_eq!(parse_time("2026-11-21 04:00:00-05:30"), Some(1795253400));
+        assert_eq!(parse_time("2026-11-21 09:30:00Z"), Some(1795253400));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}
