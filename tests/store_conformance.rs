@@ -233,11 +233,11 @@ fn local_disk() {
         let s = Store::open(&Location::Local(dir.path().join("b")), true).unwrap();
         block_store_suite(s).await;
     });
-    // Create-once writes stage under hidden names; none may be left behind.
+    // Create-once writes stage as `<name>#<n>`; completed writes leave none behind.
     for f in files_under(dir.path()) {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(
-            !name.starts_with('.'),
+            !name.contains('#'),
             "staging file left behind: {}",
             f.display()
         );

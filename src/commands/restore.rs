@@ -543,8 +543,14 @@ pub async fn run(settings: &Settings) -> Result<()> {
             .map_err(|e| io("chmod", &p, e))
     };
     write("backup_label", &m.backup_label)?;
-    if let Some(map_text) = &m.tablespace_map {
-        write("tablespace_map", map_text)?;
+    if m.tablespace_map.is_some() {
+        // PostgreSQL recreates pg_tblspc/<oid> from this file when recovery starts, so it must
+        // name where the tablespaces are now, not where they were.
+        let mut text = String::new();
+        for t in &m.tablespaces {
+            text.push_str(&format!("{} {}\n", t.oid, spc[&t.oid].display()));
+        }
+        write("tablespace_map", &text)?;
     }
     let mut conf = format!(
         "\n# Recovery settings written by pgfrost restore of backup {} on {}\nrestore_command = {}\n",

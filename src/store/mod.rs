@@ -279,7 +279,8 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| self.err("cannot list", prefix, e))?;
-        // The local store stages writes under hidden names; they are not objects yet.
+        // Dot-files are not objects (editor and tool droppings on a local repository). The local
+        // store's own staging files (`<name>#<n>`) are already hidden by object_store.
         out.retain(|l| !l.path.rsplit('/').next().unwrap_or("").starts_with('.'));
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)

@@ -1,0 +1,374 @@
+//! Base backups and restores against real PostgreSQL clusters (15 and 18), local disk and S3:
+//! full, incr and diff each restore to a cluster that starts and holds the data of that moment.
+
+mod common;
+
+use common::fixture::*;
+use common::pg::*;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const FINGERPRINT: &str = "SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) \
+     || '/' || (SELECT count(*) FROM pgbench_history) || '/' || (SELECT coalesce(sum(n), 0) FROM extra) FROM pgbench_accounts";
+
+fn backup(a: &Archive, c: &Cluster, kind: &str) -> serde_json::Value {
+    let r = a.on(
+        c,
+        &[
+            "backup",
+            "--type",
+            kind,
+            "--start-fast",
+            "y",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 0, "backup {kind}: {r:?}\n{}", c.log_tail(20));
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// Restores `label` into a fresh directory, to the end of that backup, starts it, and returns the
+/// running cluster.
+fn restore_at(
+    a: &Archive,
+    bin: &PgBin,
+    label: &str,
+    extra: &[&str],
+) -> (Cluster, tempfile::TempDir) {
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "restore",
+        "--set",
+        label,
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--type",
+        "immediate",
+        "--target-action",
+        "promote",
+    ];
+    args.extend_from_slice(extra);
+    let r = run(a.cmd(&args));
+    assert_eq!(r.code, 0, "restore {label}: {r:?}");
+    assert!(
+        data.join("global/pg_control").exists()
+            && data.join("backup_label").exists()
+            && data.join("recovery.signal").exists()
+    );
+    let mut c = Cluster::from_data_dir(bin, &data, &[("archive_mode", "off")]);
+    c.start();
+    let ok = wait_until(Duration::from_secs(120), || {
+        c.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    assert!(
+        ok,
+        "restored {label} did not finish recovery\n{}",
+        c.log_tail(40)
+    );
+    (c, dir)
+}
+
+#[test]
+fn full_incr_diff_each_restore_to_their_moment() {
+    let server = S3Server::start();
+    let runs: Vec<(PgBin, bool)> = versions_under_test()
+        .into_iter()
+        .map(|b| (b, false))
+        .chain([(PgBin::pg15(), true)])
+        .collect();
+    for (bin, s3) in runs {
+        let label = format!("PG{} {}", bin.major, if s3 { "s3" } else { "local" });
+        let a = Archive::new(if s3 { Repo::S3(&server) } else { Repo::Local }, &[]);
+        let c = cluster(&bin, &a);
+        c.pgbench_init(5);
+        c.sql("CREATE TABLE extra(n int); INSERT INTO extra SELECT generate_series(1, 1000)");
+        // An unlogged table: its data is not backed up, its definition (init fork) is.
+        c.sql("CREATE UNLOGGED TABLE scratch AS SELECT generate_series(1, 50000) AS n");
+
+        let full = backup(&a, &c, "full");
+        let f_full = c.sql(FINGERPRINT);
+        assert_eq!(full["type"], "full");
+        assert!(full["label"].as_str().unwrap().ends_with('F'));
+
+        c.pgbench(&["-t", "300", "-c", "2"]);
+        c.sql("INSERT INTO extra SELECT generate_series(1, 10)");
+        let incr = backup(&a, &c, "incr");
+        let f_incr = c.sql(FINGERPRINT);
+        assert_eq!(incr["parent"], full["label"]);
+        // Block-level dedup: far less new data than the cluster holds.
+        let (logical, new) = (
+            incr["stats"]["logical_bytes"].as_u64().unwrap(),
+            incr["stats"]["new_bytes"].as_u64().unwrap(),
+        );
+        assert!(
+            new * 4 < logical,
+            "{label}: incr stored {new} new bytes of {logical}"
+        );
+        assert!(
+            incr["stats"]["reused_files"].as_u64().unwrap() > 100,
+            "{label}: no unchanged file was reused"
+        );
+
+        c.pgbench(&["-t", "300", "-c", "2"]);
+        c.sql("UPDATE extra SET n = n + 1 WHERE n < 100");
+        let diff = backup(&a, &c, "diff");
+        let f_diff = c.sql(FINGERPRINT);
+        assert_eq!(
+            diff["parent"], full["label"],
+            "{label}: a diff builds on the last full"
+        );
+        assert!(diff["label"].as_str().unwrap().ends_with('D'));
+        assert!(f_full != f_incr && f_incr != f_diff);
+        assert!(
+            full["checksum_errors"].as_array().unwrap().is_empty(),
+            "{label}: {:?}",
+            full["checksum_errors"]
+        );
+
+        for (m, expected) in [(&full, &f_full), (&incr, &f_incr), (&diff, &f_diff)] {
+            let l = m["label"].as_str().unwrap();
+            let (r, _dir) = restore_at(&a, &bin, l, &[]);
+            assert_eq!(
+                &r.sql(FINGERPRINT),
+                expected,
+                "{label}: restore of {l} holds other data"
+            );
+            assert_eq!(
+                r.sql("SELECT count(*) FROM scratch"),
+                "0",
+                "{label}: unlogged table came back with data"
+            );
+            // Nothing PostgreSQL says to leave out came back.
+            assert!(!r.data.join("postmaster.opts").exists() || r.is_running());
+            drop(r);
+        }
+    }
+}
+
+#[test]
+fn corrupt_page_is_reported_by_file_and_block() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let mut c = cluster(&bin, &a);
+    c.sql("CREATE TABLE victim AS SELECT g AS id, repeat('v', 200) AS pad FROM generate_series(1, 20000) g");
+    c.sql("CHECKPOINT");
+    let rel = c.sql("SELECT pg_relation_filepath('victim')");
+    c.stop();
+    // Damage block 3 on disk while the cluster is stopped (a silent disk error).
+    let path = c.data.join(&rel);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3 * 8192 + 4000] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    c.start();
+    let r = a.on(
+        &c,
+        &[
+            "backup",
+            "--type",
+            "full",
+            "--start-fast",
+            "y",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(
+        r.code, 0,
+        "a checksum failure must not fail the backup by default: {r:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let errs = v["checksum_errors"].as_array().unwrap();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0]["file"], rel.as_str());
+    assert_eq!(errs[0]["block"], 3);
+    assert!(r.stderr.contains(&format!("{rel} block 3")), "{r:?}");
+    // Asked to, the backup fails (and is still recorded, with the page listed).
+    let r = a.on(
+        &c,
+        &[
+            "backup",
+            "--type",
+            "full",
+            "--start-fast",
+            "y",
+            "--fail-on-page-error",
+            "y",
+        ],
+    );
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(r.stderr.contains("checksum"), "{r:?}");
+}
+
+#[test]
+fn killed_backup_leaves_nothing_and_the_next_reuses_its_blocks() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[("process-max", "1")]);
+    let c = cluster(&bin, &a);
+    c.pgbench_init(2);
+    // Data that does not compress to nothing, so the backup spans several 32 MiB packs.
+    c.sql("CREATE TABLE rnd AS SELECT md5(random()::text) || md5(random()::text) || md5(random()::text) AS t FROM generate_series(1, 1500000)");
+    c.sql("CHECKPOINT");
+    let mut cmd = a.cmd(&["backup", "--type", "full", "--start-fast", "y"]);
+    cmd.args(Archive::pg_args(&c));
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its first pack is stored (before any index segment names it).
+    let repo = a.dir.path().join("repo/main");
+    // Complete packs only: the local store stages a write as `<name>#<n>` until it is whole.
+    let stored = || {
+        if !repo.join("pack").exists() {
+            return 0;
+        }
+        files_under(&repo.join("pack"))
+            .iter()
+            .filter(|p| p.file_name().unwrap().len() == 64)
+            .map(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
+    };
+    let reached = wait_until(Duration::from_secs(120), || {
+        stored() > 0 || child.try_wait().unwrap().is_some()
+    });
+    assert!(reached);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before it could be killed"
+    );
+    // SAFETY: kill(2) on the child's process group.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    let before = stored();
+    assert!(
+        !repo.join("backup").exists() || files_under(&repo.join("backup")).is_empty(),
+        "a killed backup left a manifest"
+    );
+    // The server-side backup ended with the session.
+    assert!(wait_until(Duration::from_secs(10), || {
+        c.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND query ILIKE '%backup_start%'") == "0"
+    }));
+    let r = a.on(
+        &c,
+        &[
+            "backup",
+            "--type",
+            "full",
+            "--start-fast",
+            "y",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("left by an interrupted run"),
+        "the interrupted run's pack was not adopted: {r:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // The adopted pack holds at least its size in raw block bytes; none of them is new again.
+    let (read, new) = (
+        v["stats"]["read_bytes"].as_u64().unwrap(),
+        v["stats"]["new_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        new + before <= read,
+        "read {read}, {new} new although {before} bytes were already stored"
+    );
+    let (r, _d) = restore_at(&a, &bin, v["label"].as_str().unwrap(), &[]);
+    assert_eq!(r.sql("SELECT count(*) FROM rnd"), "1500000");
+    assert_eq!(r.sql("SELECT count(*) FROM pgbench_accounts"), "200000");
+}
+
+#[test]
+fn tablespaces_and_delta_restore() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    let spc = postgres_dir();
+    c.sql(&format!(
+        "CREATE TABLESPACE far LOCATION '{}'",
+        spc.path().display()
+    ));
+    c.sql("CREATE TABLE remote(n int) TABLESPACE far; INSERT INTO remote SELECT generate_series(1, 30000)");
+    c.pgbench_init(2);
+    let v = backup(&a, &c, "full");
+    let label = v["label"].as_str().unwrap().to_string();
+    let oid = c.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'far'");
+    let moved = postgres_dir();
+    let map = format!("{oid}={}", moved.path().display());
+    let (mut r, dir) = restore_at(&a, &bin, &label, &["--tablespace-map", &map]);
+    assert_eq!(r.sql("SELECT count(*) FROM remote"), "30000");
+    assert_eq!(
+        std::fs::read_link(r.data.join(format!("pg_tblspc/{oid}"))).unwrap(),
+        moved.path()
+    );
+    let fp = r.sql(
+        FINGERPRINT
+            .replace(" || '/' || (SELECT coalesce(sum(n), 0) FROM extra)", "")
+            .as_str(),
+    );
+
+    // Change the restored cluster, then --delta it back: same data, far fewer bytes written.
+    r.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid < 3000; CREATE TABLE junk AS SELECT 1");
+    r.stop();
+    let data = r.data.clone();
+    drop(r);
+    std::fs::write(data.join("stray-file"), b"not in the backup").unwrap();
+    let mut args = vec![
+        "restore",
+        "--set",
+        &label,
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--type",
+        "immediate",
+        "--target-action",
+        "promote",
+        "--tablespace-map",
+        &map,
+    ];
+    let r_plain = run(a.cmd(&args));
+    assert_eq!(
+        r_plain.code, 17,
+        "a non-empty directory must be refused without --delta: {r_plain:?}"
+    );
+    args.extend(["--delta", "y", "--output", "json"]);
+    let rr = run(a.cmd(&args));
+    assert_eq!(rr.code, 0, "{rr:?}");
+    let out: serde_json::Value = serde_json::from_str(&rr.stdout).unwrap();
+    let (total, written) = (
+        out["bytes"].as_u64().unwrap(),
+        out["written_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        written * 5 < total,
+        "delta wrote {written} of {total} bytes"
+    );
+    eprintln!("delta restore wrote {written} of {total} bytes");
+    assert!(!data.join("stray-file").exists());
+    let mut again = Cluster::from_data_dir(&bin, &data, &[("archive_mode", "off")]);
+    again.start();
+    assert!(wait_until(Duration::from_secs(120), || again
+        .try_sql("SELECT pg_is_in_recovery()")
+        .as_deref()
+        == Ok("f")));
+    assert_eq!(
+        again.sql(
+            FINGERPRINT
+                .replace(" || '/' || (SELECT coalesce(sum(n), 0) FROM extra)", "")
+                .as_str()
+        ),
+        fp
+    );
+    assert_eq!(
+        again.sql("SELECT count(*) FROM pg_class WHERE relname = 'junk'"),
+        "0"
+    );
+    drop(dir);
+    let _ = Path::new("");
+}
