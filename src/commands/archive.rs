@@ -68,15 +68,18 @@ enum Pushed {
 }
 
 impl Pusher {
-    async fn push(self: &Arc<Self>, path: &Path) -> Result<(Pushed, String)> {
+    /// Stores one WAL file. `zstd_workers` > 0 compresses it on that many threads (a lone
+    /// segment with idle cores); 0 when several files are pushed in parallel.
+    async fn push(self: &Arc<Self>, path: &Path, zstd_workers: u32) -> Result<Pushed> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let file = parse_name(name)?;
-        let bytes = read_wal(path).await?;
         let me = Arc::clone(self);
         let obj = object_path(&self.stanza, &self.db, &file);
-        let (obj2, file2) = (obj.clone(), file.clone());
-        // Checking, hashing, compressing and sealing 16 MiB is CPU work: off the async threads.
-        let (sum, sealed) = tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>)> {
+        let (obj2, file2, path2) = (obj.clone(), file.clone(), path.to_path_buf());
+        // Reading, checking, compressing and sealing 16 MiB: one trip to a blocking thread,
+        // not one per step (each handoff costs a context switch on a busy host).
+        let (bytes, sealed) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>)> {
+            let bytes = read_wal(&path2)?;
             if file2.has_pages() {
                 wal::check_segment(
                     &file2,
@@ -87,22 +90,26 @@ impl Pusher {
                 )
                 .map_err(|p| refused(&file2, &me.stanza, p.to_string()))?;
             }
-            let sealed =
-                Sealer::new(me.level).seal(&me.repo.keys, Kind::Wal, obj2.as_bytes(), &bytes);
-            Ok((checksum(&bytes), sealed))
+            let mut sealer = Sealer::new(me.level);
+            if zstd_workers > 1 {
+                sealer.set_workers(zstd_workers);
+            }
+            let sealed = sealer.seal(&me.repo.keys, Kind::Wal, obj2.as_bytes(), &bytes);
+            Ok((bytes, sealed))
         })
         .await
         .map_err(|e| Error::internal(format!("sealing task failed: {e}")))??;
         match self.repo.store.put_new(&obj, sealed.into()).await? {
-            Put::Created => Ok((Pushed::Stored, sum)),
+            Put::Created => Ok(Pushed::Stored),
             Put::AlreadyExists => {
+                // Rare (PostgreSQL retrying after a crash): only now are checksums worth computing.
                 let stored = self.open_stored(&obj, &file).await?;
-                let theirs = checksum(&stored);
+                let (theirs, sum) = (checksum(&stored), checksum(&bytes));
                 if theirs == sum {
                     log::warn!(
                         "WAL file {file} was already archived with the same content (BLAKE3 {sum}); nothing stored"
                     );
-                    Ok((Pushed::AlreadyThere, sum))
+                    Ok(Pushed::AlreadyThere)
                 } else {
                     Err(Error::new(
                         ErrorKind::Conflict,
@@ -140,17 +147,42 @@ fn refused(file: &WalFile, stanza: &str, why: String) -> Error {
     )
 }
 
-async fn read_wal(path: &Path) -> Result<Vec<u8>> {
-    tokio::fs::read(path).await.map_err(|e| {
-        Error::storage(format!("cannot read WAL file {}: {e}", path.display()))
-            .hint("archive_command must pass %p; PostgreSQL runs it from the data directory")
-    })
+fn read_wal(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+    if meta.len() > MAX_WAL_FILE {
+        return Err(Error::config(format!(
+            "{} is {} bytes: not a WAL file",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(|e| read_error(path, e))
 }
 
-/// An acknowledgement left in the spool for a segment pushed ahead: its checksum, size and the
-/// repository, so a file that merely has the same name is never taken for it.
-fn ack_line(sum: &str, size: u64, settings: &Settings) -> String {
-    format!("{sum} {size} {}\n", settings.string("repo").unwrap_or(""))
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    Error::storage(format!("cannot read WAL file {}: {e}", path.display()))
+        .hint("archive_command must pass %p; PostgreSQL runs it from the data directory")
+}
+
+/// An acknowledgement left in the spool for a file pushed ahead: the file's identity (device,
+/// inode, size, modification and change times to the nanosecond) and the repository. PostgreSQL
+/// never rewrites a completed segment in place, so a file whose identity still matches is the one
+/// that was stored; anything else (a recycled or replaced file) is pushed again. Cheaper than
+/// hashing 16 MiB on every call, which would cost the catch-up as much as it saves.
+fn ack_line(path: &Path, settings: &Settings) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{} {} {} {}.{} {}.{} {}\n",
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        settings.string("repo").unwrap_or("")
+    ))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -176,9 +208,8 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
     if async_mode {
         let ack = ack_dir.join(format!("{name}.ok"));
         if let Ok(line) = std::fs::read_to_string(&ack) {
-            let bytes = read_wal(&path).await?;
             let _ = std::fs::remove_file(&ack);
-            if line == ack_line(&checksum(&bytes), bytes.len() as u64, settings) {
+            if ack_line(&path, settings).as_deref() == Some(line.as_str()) {
                 log::info!("archive-push: {name} was already archived ahead (async)");
                 return Ok(());
             }
@@ -224,7 +255,7 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
         db,
         level: (level > 0).then_some(level),
     });
-    let (outcome, _) = pusher.push(&path).await?;
+    let outcome = pusher.push(&path, settings.u32("process-max")).await?;
     log::info!(
         "archive-push: {name} {} in {:.0} ms",
         if outcome == Pushed::Stored {
@@ -282,33 +313,35 @@ async fn push_ahead(
     let workers = settings.u32("process-max") as usize;
     let started = Instant::now();
     let n = ready.len().min(ASYNC_BATCH_MAX);
-    let results: Vec<(String, Result<(Pushed, String)>)> =
+    // One more in flight than workers: while one file waits on its read or fsync, the others
+    // keep the cores busy sealing.
+    let results: Vec<(String, Option<String>, u64, Result<Pushed>)> =
         futures::stream::iter(ready.into_iter().take(n))
             .map(|name| {
                 let p = Arc::clone(pusher);
                 let file = dir.join(&name);
-                async move { (name, p.push(&file).await) }
+                // The identity is taken before the file is read: if it changes meanwhile, the
+                // acknowledgement will not match it and the file is pushed again.
+                let ident = ack_line(&file, settings);
+                let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                async move {
+                    let r = p.push(&file, 0).await;
+                    (name, ident, size, r)
+                }
             })
-            .buffer_unordered(workers)
+            .buffer_unordered(workers + 1)
             .collect()
             .await;
     let mut shipped = 0u64;
-    for (name, r) in results {
-        match r {
-            Ok((_, sum)) => {
-                let size = std::fs::metadata(dir.join(&name))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                if write_atomic(
-                    &ack_dir.join(format!("{name}.ok")),
-                    ack_line(&sum, size, settings).as_bytes(),
-                )
-                .is_ok()
-                {
+    for (name, ident, size, r) in results {
+        match (r, ident) {
+            (Ok(_), Some(line)) => {
+                if write_atomic(&ack_dir.join(format!("{name}.ok")), line.as_bytes()).is_ok() {
                     shipped += size;
                 }
             }
-            Err(e) => log::warn!("archive-push: could not ship {name} ahead: {e}"),
+            (Ok(_), None) => {}
+            (Err(e), _) => log::warn!("archive-push: could not ship {name} ahead: {e}"),
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -678,6 +678,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
         stop_time: now_rfc3339(),
         start_unix: unix(start_time),
         stop_unix: unix(stop_time),
+        stop_ms: stop_time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
         backup_label,
         tablespace_map: spcmap.filter(|s| !s.is_empty()),
         checksums,

@@ -27,7 +27,7 @@ const PG_CONTROL: &str = "global/pg_control";
 const BATCH: usize = 1024;
 
 /// Parses a PostgreSQL-style timestamp: `2026-11-21 09:30:00[.123456][Z|+HH[:MM]|-HH[:MM]]`
-/// (or with `T`). Without a zone it is taken as UTC. Returns Unix seconds (fractions dropped).
+/// (or with `T`). Without a zone it is taken as UTC. Returns Unix milliseconds.
 pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if s.len() < 19 {
@@ -47,8 +47,11 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if d.len() != 3 || t.len() != 3 {
         return None;
     }
+    let mut millis = 0i64;
     if let Some(z) = zone.strip_prefix('.') {
-        zone = z.trim_start_matches(|c: char| c.is_ascii_digit());
+        let digits: String = z.chars().take_while(|c| c.is_ascii_digit()).collect();
+        millis = format!("{digits:0<3}")[..3].parse().ok()?;
+        zone = &z[digits.len()..];
     }
     let offset = match zone.trim() {
         "" | "Z" | "UTC" | "+00" | "+00:00" => 0,
@@ -69,7 +72,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
     let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+    Some((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset) * 1000 + millis)
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -107,23 +110,33 @@ async fn choose(
         )
         .hint(format!("take one with 'pgfrost backup --stanza {stanza}'")));
     }
-    let before = if kind == "time" {
-        let t = settings.required("target")?;
-        Some(parse_time(t).ok_or_else(|| {
-            Error::config(format!("cannot read the target time '{t}'"))
+    // Recovery cannot go back before the end of a backup: for a time or LSN target, only backups
+    // that ended before it qualify. xid and restore-point targets cannot be placed without
+    // reading WAL: the newest backup is used, and --set picks an older one.
+    let target = settings.string("target").unwrap_or("");
+    let before_time = match kind {
+        "time" => Some(parse_time(target).ok_or_else(|| {
+            Error::config(format!("cannot read the target time '{target}'"))
                 .hint("write it as 2026-11-21 09:30:00+00")
-        })?)
-    } else {
-        None
+        })?),
+        _ => None,
+    };
+    let before_lsn = match kind {
+        "lsn" => Some(crate::pg::wal::parse_lsn(target).ok_or_else(|| {
+            Error::config(format!("cannot read the target LSN '{target}'"))
+                .hint("write it as 0/16B3748")
+        })?),
+        _ => None,
     };
     for l in labels.iter().rev() {
         let m = manifest::read(repo, stanza, l).await?;
-        match before {
-            Some(t) if m.stop_unix >= t => continue,
-            _ => return Ok(m),
+        let stop_lsn = crate::pg::wal::parse_lsn(&m.stop_lsn).unwrap_or(u64::MAX);
+        if before_time.is_some_and(|t| m.stop_ms >= t) || before_lsn.is_some_and(|t| stop_lsn > t) {
+            continue;
         }
+        return Ok(m);
     }
-    Err(Error::new(ErrorKind::NotFound, format!("no backup of stanza '{stanza}' finished before the target time")).hint(
+    Err(Error::new(ErrorKind::NotFound, format!("no backup of stanza '{stanza}' ended before the target {target}")).hint(
         "choose a later target, or a backup with --set (recovery cannot go back before the end of a backup)",
     ))
 }
@@ -267,16 +280,38 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Quotes a word for the shell PostgreSQL runs restore_command with, when it needs it.
+fn sh_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// The restore_command that fetches this stanza's WAL with the same repository and keys.
 fn restore_command(settings: &Settings, stanza: &str) -> String {
+    // Linux names a binary replaced while it runs (a package upgrade) "<path> (deleted)"; the
+    // path is still where the current pgfrost lives.
     let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
+        .map(|p| {
+            p.display()
+                .to_string()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
         .unwrap_or_else(|_| "pgfrost".into());
-    let mut cmd = exe;
+    let mut cmd = sh_word(&exe);
     if let Some(cfg) = &settings.config_file {
-        cmd.push_str(&format!(" --config {}", cfg.display()));
+        cmd.push_str(&format!(
+            " --config {}",
+            sh_word(&cfg.display().to_string())
+        ));
     }
-    cmd.push_str(&format!(" --stanza {stanza}"));
+    cmd.push_str(&format!(" --stanza {}", sh_word(stanza)));
     for o in [
         "repo",
         "repo-s3-endpoint",
@@ -291,7 +326,7 @@ fn restore_command(settings: &Settings, stanza: &str) -> String {
                 crate::config::Source::Default | crate::config::Source::File(..)
             )
         {
-            cmd.push_str(&format!(" --{o} {}", v.value));
+            cmd.push_str(&format!(" --{o} {}", sh_word(&v.value)));
         }
     }
     cmd.push_str(" archive-get %f \"%p\"");
@@ -679,15 +714,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shell_words() {
+        assert_eq!(sh_word("/usr/bin/pgfrost"), "/usr/bin/pgfrost");
+        assert_eq!(sh_word("/opt/my dir/pgfrost"), "'/opt/my dir/pgfrost'");
+        assert_eq!(sh_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
     fn times() {
         assert_eq!(parse_time("1970-01-01 00:00:00+00"), Some(0));
         assert_eq!(
             parse_time("2026-11-21 09:30:00.123456+00"),
-            Some(1795253400)
+            Some(1795253400123)
         );
-        assert_eq!(parse_time("2026-11-21T10:30:00+01"), Some(1795253400));
-        assert_eq!(parse_time("2026-11-21 04:00:00-05:30"), Some(1795253400));
-        assert_eq!(parse_time("2026-11-21 09:30:00Z"), Some(1795253400));
+        assert_eq!(parse_time("2026-11-21 09:30:00.5+00"), Some(1795253400500));
+        assert_eq!(parse_time("2026-11-21T10:30:00+01"), Some(1795253400000));
+        assert_eq!(parse_time("2026-11-21 04:00:00-05:30"), Some(1795253400000));
+        assert_eq!(parse_time("2026-11-21 09:30:00Z"), Some(1795253400000));
         assert_eq!(parse_time("yesterday"), None);
     }
 }

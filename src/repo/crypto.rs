@@ -212,6 +212,14 @@ impl Sealer {
         seal_raw(keys, kind, name, compression, &nonce, payload, out);
     }
 
+    /// Compresses with `n` zstd worker threads (0: in the calling thread). Worth it for one large
+    /// object on an otherwise idle machine (a single WAL segment), not when sealing in parallel.
+    pub fn set_workers(&mut self, n: u32) {
+        if let Some(c) = self.compressor.as_mut() {
+            let _ = c.set_parameter(zstd::stream::raw::CParameter::NbWorkers(n));
+        }
+    }
+
     pub fn seal(&mut self, keys: &Keys, kind: Kind, name: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
         self.seal_into(keys, kind, name, plaintext, &mut out);

@@ -62,6 +62,9 @@ pub struct Manifest {
     pub stop_time: String,
     pub start_unix: i64,
     pub stop_unix: i64,
+    /// When pg_backup_stop returned, in Unix milliseconds: recovery to a time target needs a
+    /// backup that ended before it, and targets are often within the same second.
+    pub stop_ms: i64,
     /// backup_label as pg_backup_stop returned it; restore writes it verbatim.
     pub backup_label: String,
     pub tablespace_map: Option<String>,

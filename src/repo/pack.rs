@@ -107,6 +107,11 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
 /// Parses a trailer's plaintext. The entries must tile the blob area `[8, blobs_end)` exactly,
 /// in order, each at least a sealed object long: a pack holds nothing its trailer does not list.
 pub fn decode_entries(b: &[u8], blobs_end: u64) -> Result<Vec<Entry>, String> {
+    if blobs_end < PACK_HEADER_LEN as u64 {
+        return Err(format!(
+            "the blob area ends at {blobs_end}, inside the pack header"
+        ));
+    }
     let mut r = super::index::Reader::new(b);
     let n = r.u32()? as usize;
     if n.checked_mul(ENTRY_LEN)
