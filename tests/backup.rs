@@ -185,6 +185,33 @@ fn corrupt_page_is_reported_by_file_and_block() {
     assert_eq!(errs[0]["file"], rel.as_str());
     assert_eq!(errs[0]["block"], 3);
     assert!(r.stderr.contains(&format!("{rel} block 3")), "{r:?}");
+    // The manifest, as stored, validates against proto/manifest.schema.json.
+    let label = v["label"].as_str().unwrap().to_string();
+    let m = rt().block_on(async {
+        let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+        let repo = pgfrost::repo::Repository::open_with_passphrase(store, PASS.as_bytes())
+            .await
+            .unwrap();
+        pgfrost::repo::manifest::read(&repo, "main", &label)
+            .await
+            .unwrap()
+    });
+    assert_eq!(m.checksum_errors.len(), 1);
+    let doc = a.dir.path().join("manifest.json");
+    std::fs::write(&doc, serde_json::to_vec(&m).unwrap()).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/manifest.schema.json");
+    let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(py)
+        .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
+        .arg(&doc)
+        .arg(&schema)
+        .output()
+        .expect("python3 (pip install -r proto/reference/requirements.txt)");
+    assert!(
+        out.status.success(),
+        "manifest does not match its schema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Asked to, the backup fails (and is still recorded, with the page listed).
     let r = a.on(
         &c,

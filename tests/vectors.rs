@@ -325,6 +325,7 @@ fn layouts_match_code() {
         Kind::Index,
         Kind::Wal,
         Kind::StanzaDb,
+        Kind::Manifest,
     ] {
         assert_eq!(
             kinds[k.name()].as_u64().unwrap() as u8,
