@@ -282,6 +282,16 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
+        commands: &["backup"],
+        default: Some("y"),
+        ..opt(
+            "wal-summary",
+            "y|n",
+            Group::Backup,
+            "PostgreSQL 17+ with summarize_wal = on: an incremental or differential reads only the blocks the WAL summaries name as changed since its parent (n: compare every block by hash instead).",
+        )
+    },
+    OptDef {
         commands: RESTORE,
         ..opt(
             "set",

@@ -42,6 +42,28 @@ struct Task {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// Set when WAL summaries say which blocks changed since the parent: read only those (and
+    /// blocks past the parent's copy), take the rest from the parent's block list.
+    from_parent: Option<FromParent>,
+}
+
+#[derive(Debug, Clone)]
+struct FromParent {
+    list: String,
+    parent_size: u64,
+    /// Changed block numbers, local to this file (0 = its first block).
+    changed: HashSet<u32>,
+    /// The relation was truncated to this many blocks (local) at some point since the parent.
+    limit: Option<u32>,
+}
+
+/// Blocks changed since the parent, per relation fork: (tablespace, database, relfilenode, fork).
+type RelKey = (u32, u32, u32, i16);
+
+#[derive(Debug, Default)]
+struct RelChange {
+    blocks: HashSet<u64>,
+    limit: Option<u64>,
 }
 
 struct Walk {
@@ -182,6 +204,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 mode: meta.mode() & 0o7777,
                 uid: meta.uid(),
                 gid: meta.gid(),
+                from_parent: None,
             });
         }
     }
@@ -214,6 +237,7 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 struct Shared {
     queue: Mutex<Vec<Task>>,
+    bs: BlockStore,
     done_bytes: AtomicU64,
     start_lsn: u64,
     checksums: bool,
@@ -251,6 +275,36 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
         let mut ids: Vec<u8> = Vec::new();
         let mut size = 0u64;
         let mut block_no = rel.as_ref().map_or(0, |r| r.first_block());
+        if let Some(fp) = &t.from_parent {
+            let (read, size) = copy_from_parent(
+                &shared,
+                &t,
+                fp,
+                &mut f,
+                rel.as_ref(),
+                &mut writer,
+                &mut ids,
+                &mut out.errors,
+            )?;
+            out.read_bytes += read;
+            let list = if ids.is_empty() {
+                String::new()
+            } else {
+                hex_id(&shared.rt.block_on(writer.add(&ids))?)
+            };
+            out.files.push(FileEntry {
+                path: t.rel,
+                size,
+                mode: t.mode,
+                uid: t.uid,
+                gid: t.gid,
+                mtime: t.mtime,
+                list,
+                blocks: (ids.len() / 32) as u32,
+                reused: false,
+            });
+            continue;
+        }
         loop {
             let n = read_full(&mut f, &mut buf).map_err(|e| io_err("read", &t.abs, e))?;
             if n == 0 {
@@ -290,6 +344,186 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
     }
     out.stats = shared.rt.block_on(writer.finish())?;
     Ok(out)
+}
+
+/// Builds a relation file from its parent's blocks and the blocks the WAL summaries name as
+/// changed (read from disk), so an incremental reads only what changed. Returns (bytes read,
+/// file size).
+#[allow(clippy::too_many_arguments)]
+fn copy_from_parent(
+    shared: &Shared,
+    t: &Task,
+    fp: &FromParent,
+    f: &mut std::fs::File,
+    rel: Option<&RelFile>,
+    writer: &mut BlockWriter,
+    ids: &mut Vec<u8>,
+    errors: &mut Vec<ChecksumError>,
+) -> Result<(u64, u64)> {
+    let list_id = crate::repo::format::hex_array::<32>(&fp.list, "list").map_err(Error::corrupt)?;
+    let parent = shared.rt.block_on(shared.bs.read_block(&list_id))?;
+    let parent_blocks = parent.len() / 32;
+    let size = f.metadata().map_err(|e| io_err("stat", &t.abs, e))?.len();
+    // Relation files are whole pages; a torn tail is read like any changed block.
+    let nblocks = size.div_ceil(BLCKSZ as u64) as u32;
+    let first = rel.map_or(0, |r| r.first_block());
+    let mut page = vec![0u8; BLCKSZ];
+    let (mut read, mut total) = (0u64, 0u64);
+    for b in 0..nblocks {
+        let end = (b as u64 + 1) * BLCKSZ as u64;
+        // Only whole pages, whole in the parent's copy too, are taken from it.
+        let unchanged = (b as usize) < parent_blocks
+            && !fp.changed.contains(&b)
+            && fp.limit.is_none_or(|l| b < l)
+            && end <= size
+            && end <= fp.parent_size;
+        if unchanged {
+            ids.extend_from_slice(&parent[b as usize * 32..(b as usize + 1) * 32]);
+            total += BLCKSZ as u64;
+            continue;
+        }
+        f.seek(SeekFrom::Start(b as u64 * BLCKSZ as u64))
+            .map_err(|e| io_err("seek in", &t.abs, e))?;
+        let n = read_full(f, &mut page).map_err(|e| io_err("read", &t.abs, e))?;
+        if n == 0 {
+            break;
+        }
+        if shared.checksums && n == BLCKSZ && rel.is_some() {
+            check_page(
+                shared,
+                t,
+                f,
+                b as u64 * BLCKSZ as u64,
+                &page[..n],
+                first.wrapping_add(b),
+                errors,
+            );
+        }
+        let id = shared.rt.block_on(writer.add(&page[..n]))?;
+        ids.extend_from_slice(&id);
+        read += n as u64;
+        total += n as u64;
+        shared.done_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if n < BLCKSZ {
+            break;
+        }
+    }
+    Ok((read, total))
+}
+
+/// (tablespace, database) of a relation file's directory: pg_global and pg_default are 1664 and
+/// 1663, as pg_wal_summary_contents reports them.
+fn rel_key(r: &RelFile) -> Option<RelKey> {
+    let parts: Vec<&str> = r.dir.split('/').collect();
+    let (spc, db) = match parts.as_slice() {
+        ["global"] => (1664, 0),
+        ["base", db] => (1663, db.parse().ok()?),
+        ["pg_tblspc", spc, _, db] => (spc.parse().ok()?, db.parse().ok()?),
+        _ => return None,
+    };
+    let fork = match r.fork {
+        layout::Fork::Main => 0,
+        layout::Fork::Fsm => 1,
+        layout::Fork::Vm => 2,
+        layout::Fork::Init => 3,
+    };
+    Some((spc, db, r.relfilenode as u32, fork))
+}
+
+/// The blocks changed between the parent's start and this backup's start, from PostgreSQL's WAL
+/// summaries (17+, summarize_wal = on). None when they are off or do not cover the whole range
+/// on this timeline: the caller then compares blocks by hash, which is always correct.
+async fn summaries(
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+    parent: &Manifest,
+    timeline: u32,
+    start_lsn: u64,
+) -> Result<Option<HashMap<RelKey, RelChange>>> {
+    let parent_start = wal::parse_lsn(&parent.start_lsn).unwrap_or(u64::MAX);
+    if parent.timeline != timeline || !settings.flag("wal-summary")? {
+        return Ok(None);
+    }
+    let on: String = conn::query_one(client, "SELECT current_setting('summarize_wal')").await?;
+    if on != "on" {
+        log::info!("backup: summarize_wal is off; comparing every block by hash");
+        return Ok(None);
+    }
+    // The summarizer trails WAL: wait until it has covered everything up to this backup's start.
+    let deadline = Instant::now() + Duration::from_secs(settings.u32("archive-timeout") as u64);
+    loop {
+        let done: String = conn::query_one(
+            client,
+            "SELECT summarized_lsn::text FROM pg_get_wal_summarizer_state()",
+        )
+        .await?;
+        if wal::parse_lsn(&done).is_some_and(|l| l >= start_lsn) {
+            break;
+        }
+        if Instant::now() > deadline {
+            log::warn!(
+                "backup: WAL summaries stop at {done}, before this backup's start; comparing every block by hash"
+            );
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = client
+        .query(
+            "SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries() \
+             WHERE tli = $1 AND end_lsn > $2::text::pg_lsn AND start_lsn < $3::text::pg_lsn ORDER BY start_lsn",
+            &[&(timeline as i64), &parent.start_lsn, &wal::format_lsn(start_lsn)],
+        )
+        .await
+        .map_err(|e| conn::pg_err("cannot list WAL summaries", e))?;
+    let ranges: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // Coverage: the first summary starts at or before the parent's start, each starts where the
+    // one before ends, the last ends at or after this backup's start.
+    let lsn = |s: &str| wal::parse_lsn(s).unwrap_or(0);
+    let covered = !ranges.is_empty()
+        && lsn(&ranges[0].0) <= parent_start
+        && ranges.windows(2).all(|w| lsn(&w[0].1) == lsn(&w[1].0))
+        && lsn(&ranges.last().unwrap().1) >= start_lsn;
+    if !covered {
+        log::info!(
+            "backup: the WAL summaries do not cover {}..{}; comparing every block by hash",
+            parent.start_lsn,
+            wal::format_lsn(start_lsn)
+        );
+        return Ok(None);
+    }
+    let mut changes: HashMap<RelKey, RelChange> = HashMap::new();
+    for (from, to) in &ranges {
+        let rows = client
+            .query(
+                "SELECT reltablespace, reldatabase, relfilenode, relforknumber, relblocknumber, is_limit_block \
+                 FROM pg_wal_summary_contents($1, $2::text::pg_lsn, $3::text::pg_lsn)",
+                &[&(timeline as i64), from, to],
+            )
+            .await
+            .map_err(|e| conn::pg_err("cannot read a WAL summary", e))?;
+        for r in rows {
+            let key: RelKey = (
+                r.get::<_, u32>(0),
+                r.get::<_, u32>(1),
+                r.get::<_, u32>(2),
+                r.get::<_, i16>(3),
+            );
+            let block = r.get::<_, i64>(4) as u64;
+            let e = changes.entry(key).or_default();
+            if r.get::<_, bool>(5) {
+                e.limit = Some(e.limit.map_or(block, |l| l.min(block)));
+            } else {
+                e.blocks.insert(block);
+            }
+        }
+    }
+    log::info!(
+        "backup: WAL summaries name {} changed block(s) in {} relation fork(s) since the parent",
+        changes.values().map(|c| c.blocks.len()).sum::<usize>(),
+        changes.len()
+    );
+    Ok(Some(changes))
 }
 
 /// A page that fails is read again once before it is reported: PostgreSQL may have been writing
@@ -480,22 +714,30 @@ pub async fn run(settings: &Settings) -> Result<()> {
         log::info!("backup: reusing {adopted} pack(s) left by an interrupted run");
     }
 
-    let start_time = SystemTime::now();
-    let stamp = label_stamp(start_time);
-    let label = match &parent {
-        None => format!("{stamp}F"),
-        Some(p) => format!(
-            "{}_{stamp}{}",
-            p.label.split('_').next().unwrap(),
-            kind.letter()
-        ),
+    // Labels have one-second resolution: a backup right after another waits for the next second
+    // rather than fail (two timers firing together, or a script taking two in a row).
+    let make = |t: SystemTime| {
+        let stamp = label_stamp(t);
+        match &parent {
+            None => format!("{stamp}F"),
+            Some(p) => format!(
+                "{}_{stamp}{}",
+                p.label.split('_').next().unwrap(),
+                kind.letter()
+            ),
+        }
     };
-    if labels.contains(&label) {
-        return Err(Error::new(
-            ErrorKind::Conflict,
-            format!("backup {label} already exists"),
-        )
-        .hint("wait a second and run the backup again"));
+    let taken = |l: &str| {
+        labels
+            .iter()
+            .any(|x| x.rsplit('_').next().map(|t| &t[..15]) == Some(&l[l.len() - 16..l.len() - 1]))
+    };
+    let mut start_time = SystemTime::now();
+    let mut label = make(start_time);
+    while taken(&label) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        start_time = SystemTime::now();
+        label = make(start_time);
     }
     let fast = settings.flag("start-fast")?;
     let start_sql = if db.pg_major >= 15 {
@@ -561,6 +803,47 @@ pub async fn run(settings: &Settings) -> Result<()> {
             _ => to_read.push(t),
         }
     }
+    // PostgreSQL 17+: relation files are read only where the WAL summaries say they changed.
+    let changes = match (&parent, kind) {
+        (Some(p), BackupType::Diff | BackupType::Incr) if db.pg_major >= 17 => {
+            summaries(&client, settings, p, timeline, start_lsn).await?
+        }
+        _ => None,
+    };
+    if let Some(changes) = &changes {
+        for t in &mut to_read {
+            let Some(r) = RelFile::parse(&t.rel).filter(|r| !r.temp) else {
+                continue;
+            };
+            // The free space map is not WAL-logged: always read whole.
+            if r.fork == layout::Fork::Fsm {
+                continue;
+            }
+            let (Some(key), Some(pf)) = (rel_key(&r), parent_files.get(t.rel.as_str())) else {
+                continue;
+            };
+            if pf.list.is_empty() {
+                continue;
+            }
+            let first = r.first_block() as u64;
+            let local = |b: u64| {
+                b.checked_sub(first)
+                    .filter(|l| *l < page::RELSEG_BLOCKS as u64)
+                    .map(|l| l as u32)
+            };
+            let c = changes.get(&key);
+            t.from_parent = Some(FromParent {
+                list: pf.list.clone(),
+                parent_size: pf.size,
+                changed: c
+                    .map(|c| c.blocks.iter().filter_map(|b| local(*b)).collect())
+                    .unwrap_or_default(),
+                limit: c
+                    .and_then(|c| c.limit)
+                    .map(|l| l.saturating_sub(first).min(page::RELSEG_BLOCKS as u64) as u32),
+            });
+        }
+    }
     let total: u64 = to_read.iter().map(|t| t.size).sum();
     log::info!(
         "backup {label}: {} files to read ({} MiB), {} unchanged files reused",
@@ -572,6 +855,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     to_read.sort_by_key(|t| t.size);
     let shared = Arc::new(Shared {
         queue: Mutex::new(to_read),
+        bs: bs.clone(),
         done_bytes: AtomicU64::new(0),
         start_lsn,
         checksums,
