@@ -6,7 +6,7 @@
 //! then is the manifest written. A backup killed or disconnected at any point before that has no
 //! manifest, so it does not exist; the blocks it stored are reused by the next run.
 
-use super::{archive, emit, open_repo};
+use super::{archive, emit, open_repo, read_full};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::layout::{self, Include, RelFile};
@@ -222,19 +222,6 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
     Ok(w)
 }
 
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 struct Shared {
     queue: Mutex<Vec<Task>>,
     bs: BlockStore,
@@ -273,10 +260,8 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
         };
         let rel = RelFile::parse(&t.rel).filter(|r| !r.temp);
         let mut ids: Vec<u8> = Vec::new();
-        let mut size = 0u64;
-        let mut block_no = rel.as_ref().map_or(0, |r| r.first_block());
-        if let Some(fp) = &t.from_parent {
-            let (read, size) = copy_from_parent(
+        let (read, size) = match &t.from_parent {
+            Some(fp) => copy_from_parent(
                 &shared,
                 &t,
                 fp,
@@ -285,46 +270,33 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
                 &mut writer,
                 &mut ids,
                 &mut out.errors,
-            )?;
-            out.read_bytes += read;
-            let list = if ids.is_empty() {
-                String::new()
-            } else {
-                hex_id(&shared.rt.block_on(writer.add(&ids))?)
-            };
-            out.files.push(FileEntry {
-                path: t.rel,
-                size,
-                mode: t.mode,
-                uid: t.uid,
-                gid: t.gid,
-                mtime: t.mtime,
-                list,
-                blocks: (ids.len() / 32) as u32,
-                reused: false,
-            });
-            continue;
-        }
-        loop {
-            let n = read_full(&mut f, &mut buf).map_err(|e| io_err("read", &t.abs, e))?;
-            if n == 0 {
-                break;
-            }
-            for chunk in buf[..n].chunks(BLCKSZ) {
-                if shared.checksums && rel.is_some() && chunk.len() == BLCKSZ {
-                    check_page(&shared, &t, &mut f, size, chunk, block_no, &mut out.errors);
+            )?,
+            None => {
+                let mut size = 0u64;
+                let mut block_no = rel.as_ref().map_or(0, |r| r.first_block());
+                loop {
+                    let n = read_full(&mut f, &mut buf).map_err(|e| io_err("read", &t.abs, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    for chunk in buf[..n].chunks(BLCKSZ) {
+                        if shared.checksums && rel.is_some() && chunk.len() == BLCKSZ {
+                            check_page(&shared, &t, &mut f, size, chunk, block_no, &mut out.errors);
+                        }
+                        let id = shared.rt.block_on(writer.add(chunk))?;
+                        ids.extend_from_slice(&id);
+                        size += chunk.len() as u64;
+                        block_no = block_no.wrapping_add(1);
+                    }
+                    shared.done_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    if n < buf.len() {
+                        break;
+                    }
                 }
-                let id = shared.rt.block_on(writer.add(chunk))?;
-                ids.extend_from_slice(&id);
-                size += chunk.len() as u64;
-                block_no = block_no.wrapping_add(1);
+                (size, size)
             }
-            shared.done_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if n < buf.len() {
-                break;
-            }
-        }
-        out.read_bytes += size;
+        };
+        out.read_bytes += read;
         let list = if ids.is_empty() {
             String::new()
         } else {

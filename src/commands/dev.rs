@@ -2,14 +2,13 @@
 //! tests exercise the store on a real data directory before backup and restore exist; the
 //! catalog they print stays outside the repository, so they add nothing to the format.
 
-use super::{emit, open_repo};
+use super::{emit, open_repo, read_full};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::blockstore::{BlockId, BlockStore, hex_id};
 use crate::repo::format::hex_array;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -161,19 +160,6 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
         serde_json::to_string(&json!({"catalog": catalog, "stats": stats})).unwrap()
     );
     Ok(())
-}
-
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings) -> Result<()> {

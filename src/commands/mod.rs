@@ -63,6 +63,20 @@ pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository
     Repository::open_with_passphrase(store, pw.as_bytes()).await
 }
 
+/// Reads until `buf` is full or the file ends (a short read is not the end of a file).
+pub(crate) fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Prints a command's result on stdout, as text or as one JSON document.
 pub fn emit(settings: &Settings, text: &str, json: serde_json::Value) {
     if settings.json() {
