@@ -159,9 +159,23 @@ pub fn build() -> Command {
             ),
         "restore",
     );
+    let drill = with_options(
+        Command::new("drill")
+            .about("Prove a backup restores: restore into a scratch directory, start PostgreSQL privately, replay, check, clean up")
+            .long_about(
+                "Restores a backup (--set, default the newest) into a scratch directory, starts PostgreSQL of the stanza's major \
+                 version there on a private socket with no TCP listener, replays WAL to the end of the archive or the target \
+                 (--type/--target as for restore), then checks that it is consistent, that every database accepts connections, \
+                 that the largest tables read end to end, that pg_amcheck finds nothing (where installed) and that relation sizes \
+                 are in line with the backup. PostgreSQL is stopped and the directory removed whatever happens. Exit 0: passed; \
+                 21: a check failed. Run it as the postgres user.",
+            ),
+        "drill",
+    );
     root.subcommand(repo_create)
         .subcommand(backup)
         .subcommand(restore)
+        .subcommand(drill)
         .subcommand(key)
         .subcommand(stanza_create)
         .subcommand(stanza_upgrade)

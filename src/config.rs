@@ -62,7 +62,7 @@ const fn opt(name: &'static str, value: &'static str, group: Group, help: &'stat
 
 const KEY_CMDS: &[&str] = &["repo-create", "key"];
 const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check", "backup"];
-const RESTORE: &[&str] = &["restore"];
+const RESTORE: &[&str] = &["restore", "drill"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -292,6 +292,24 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
+        commands: &["drill"],
+        ..opt(
+            "pg-bin",
+            "DIR",
+            Group::Backup,
+            "drill: directory of the PostgreSQL binaries (pg_ctl, postgres) of the stanza's major version; found automatically in the usual places.",
+        )
+    },
+    OptDef {
+        commands: &["drill"],
+        ..opt(
+            "drill-path",
+            "DIR",
+            Group::Backup,
+            "drill: where the scratch directory is made (default: the system temporary directory). It needs room for the restored cluster.",
+        )
+    },
+    OptDef {
         commands: RESTORE,
         ..opt(
             "set",
@@ -368,7 +386,7 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
-        commands: &["backup", "restore"],
+        commands: &["backup", "restore", "drill"],
         ..opt(
             "type",
             "TYPE",

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Conflict,
     /// PostgreSQL refused a connection or a query, or the cluster is not what the stanza says.
     Postgres,
+    /// drill: the restored cluster did not pass its checks.
+    DrillFailed,
     /// archive-get: the WAL file PostgreSQL asked for is not in the repository (exit 1, which
     /// PostgreSQL reads as "end of the archive").
     ArchiveMissing,
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Conflict => 17,
             ErrorKind::Postgres => 20,
             ErrorKind::ArchiveMissing => 1,
+            ErrorKind::DrillFailed => 21,
             ErrorKind::Internal => 70,
         }
     }
@@ -131,6 +134,7 @@ mod tests {
             ErrorKind::Conflict,
             ErrorKind::Postgres,
             ErrorKind::ArchiveMissing,
+            ErrorKind::DrillFailed,
             ErrorKind::Internal,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();

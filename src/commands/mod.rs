@@ -5,6 +5,7 @@ pub mod archive;
 pub mod backup;
 pub mod check;
 pub mod dev;
+pub mod drill;
 pub mod key;
 pub mod repo_create;
 pub mod restore;
@@ -28,6 +29,7 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
         ["check"] => check::run(settings).await,
         ["backup"] => backup::run(settings).await,
         ["restore"] => restore::run(settings).await,
+        ["drill"] => drill::run(settings).await,
         ["key", sub] => key::run(sub, leaf, settings).await,
         ["dev", sub] => dev::run(sub, leaf, settings).await,
         _ => Err(Error::internal(format!(

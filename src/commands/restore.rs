@@ -13,7 +13,6 @@ use crate::repo::blockstore::{BlockId, BlockStore};
 use crate::repo::format::hex_array;
 use crate::repo::manifest::{self, Manifest};
 use crate::repo::stanza;
-use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -333,10 +332,60 @@ fn restore_command(settings: &Settings, stanza: &str) -> String {
     cmd
 }
 
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub label: String,
+    pub pg_path: String,
+    pub bytes: u64,
+    pub written_bytes: u64,
+    pub seconds: f64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub stop_time: String,
+    /// The manifest's relation files: path and size, for checks after recovery.
+    #[serde(skip)]
+    pub files: Vec<(String, u64)>,
+    #[serde(skip)]
+    pub pg_major: u32,
+}
+
 pub async fn run(settings: &Settings) -> Result<()> {
+    let pg_path = PathBuf::from(settings.required("pg-path")?);
+    let r = restore(settings, &pg_path, None).await?;
+    let target = settings.string("target").unwrap_or("");
+    emit(
+        settings,
+        &format!(
+            "restored backup {} into {} ({:.1} MiB, {:.1} MiB written) in {:.1}s; start PostgreSQL to recover{}",
+            r.label,
+            r.pg_path,
+            r.bytes as f64 / 1048576.0,
+            r.written_bytes as f64 / 1048576.0,
+            r.seconds,
+            match r.kind.as_str() {
+                "default" => " to the end of the archive".to_string(),
+                "standby" => " as a standby".to_string(),
+                "immediate" => " to the end of the backup".to_string(),
+                k => format!(" to {k} {target}"),
+            }
+        ),
+        serde_json::to_value(&r).expect("serializes"),
+    );
+    Ok(())
+}
+
+/// Restores into `pg_path` with the restore options in `settings`. Tablespaces not mapped by
+/// `--tablespace-map` go to `<tablespace_dir>/<oid>` when given (a drill must never touch the
+/// live cluster's tablespace locations), else to their original locations.
+pub async fn restore(
+    settings: &Settings,
+    pg_path: &Path,
+    tablespace_dir: Option<&Path>,
+) -> Result<Restored> {
     let started = Instant::now();
     let stanza_name = settings.required("stanza")?.to_string();
-    let pg_path = PathBuf::from(settings.required("pg-path")?);
+    let pg_path = pg_path.to_path_buf();
     let kind = settings.string("type").unwrap_or("default").to_string();
     let allowed = [
         "default",
@@ -412,7 +461,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
         let loc = map
             .get(&t.oid)
             .cloned()
-            .unwrap_or_else(|| PathBuf::from(&t.location));
+            .unwrap_or_else(|| match tablespace_dir {
+                Some(d) => d.join(t.oid.to_string()),
+                None => PathBuf::from(&t.location),
+            });
         if !dir_is_empty(&loc) && !delta && !force {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -688,25 +740,17 @@ pub async fn run(settings: &Settings) -> Result<()> {
         m.label,
         written as f64 / 1048576.0
     );
-    emit(
-        settings,
-        &format!(
-            "restored backup {} into {} ({:.1} MiB, {:.1} MiB written) in {secs:.1}s; start PostgreSQL to recover{}",
-            m.label,
-            pg_path.display(),
-            total as f64 / 1048576.0,
-            written as f64 / 1048576.0,
-            match kind.as_str() {
-                "default" => " to the end of the archive".to_string(),
-                "standby" => " as a standby".to_string(),
-                "immediate" => " to the end of the backup".to_string(),
-                k => format!(" to {k} {target}"),
-            }
-        ),
-        json!({"label": m.label, "pg_path": pg_path.display().to_string(), "bytes": total, "written_bytes": written,
-               "seconds": secs, "type": kind, "stop_time": m.stop_time}),
-    );
-    Ok(())
+    Ok(Restored {
+        label: m.label.clone(),
+        pg_path: pg_path.display().to_string(),
+        bytes: total,
+        written_bytes: written,
+        seconds: secs,
+        kind,
+        stop_time: m.stop_time.clone(),
+        files: m.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
+        pg_major: m.pg_major,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! The restore drill on real clusters: it passes on a healthy repository, fails naming the object
+//! when a pack is damaged, fails with the point it reached when a WAL segment is missing, and never
+//! leaves a PostgreSQL process or a scratch directory behind.
+
+mod common;
+
+use common::fixture::*;
+use common::pg::*;
+use common::*;
+
+fn drill(a: &Archive, scratch: &std::path::Path) -> (Run, serde_json::Value) {
+    let r = run(a.cmd(&[
+        "drill",
+        "--drill-path",
+        scratch.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
+    (r, v)
+}
+
+/// Nothing of a drill may outlive it: no scratch directory, no postgres running from one.
+fn assert_clean(scratch: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(scratch)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "scratch directories left behind: {left:?}");
+    for p in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(
+                !cmd.contains(&*scratch.to_string_lossy()) || cmd.contains("drill"),
+                "process left behind: {cmd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn drill_passes_then_catches_a_damaged_pack_and_a_missing_segment() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    c.pgbench_init(3);
+    let r = a.on(&c, &["backup", "--type", "full", "--start-fast", "y"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    c.pgbench(&["-t", "300", "-c", "2"]);
+    switch_segments(&c, 3);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+    let scratch = postgres_dir();
+
+    // Healthy: passes, with times and the point reached.
+    let (r, v) = drill(&a, scratch.path());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(v["passed"], true);
+    assert!(
+        v["restore_seconds"].as_f64().unwrap() > 0.0
+            && v["recovery_seconds"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(v["reached_lsn"].is_string(), "{v}");
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "restore",
+        "recovery",
+        "end of archive",
+        "database postgres",
+        "pg_amcheck",
+        "relation sizes",
+    ] {
+        assert!(names.contains(&want), "missing check {want}: {names:?}");
+    }
+    assert_clean(scratch.path());
+
+    // A missing segment in the middle of the archive: the drill says where replay stopped.
+    let wal_dir = a.dir.path().join("repo/main/wal/0001/0000000100000000");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 24)
+        .collect();
+    segs.sort();
+    let victim = segs[segs.len() - 3].clone();
+    let saved = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let (r, v) = drill(&a, scratch.path());
+    assert_eq!(r.code, 21, "{r:?}");
+    assert_eq!(v["passed"], false);
+    let end = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "end of archive")
+        .expect("end-of-archive check");
+    let victim_name = victim.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        end["detail"].as_str().unwrap().contains(&victim_name),
+        "{end}"
+    );
+    assert!(v["reached_lsn"].is_string());
+    assert_clean(scratch.path());
+    std::fs::write(&victim, saved).unwrap();
+
+    // A damaged pack: the restore inside the drill fails and names it.
+    let pack = files_under(&a.dir.path().join("repo/main/pack"))
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let orig = std::fs::read(&pack).unwrap();
+    let mut bad = orig.clone();
+    bad[orig.len() / 3] ^= 0x40;
+    std::fs::write(&pack, &bad).unwrap();
+    let (r, v) = drill(&a, scratch.path());
+    assert_eq!(r.code, 21, "{r:?}");
+    let pack_name = pack.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        v.to_string().contains(&pack_name),
+        "the damaged pack is not named: {v}"
+    );
+    assert_clean(scratch.path());
+    std::fs::write(&pack, &orig).unwrap();
+}
