@@ -127,3 +127,48 @@ fn drill_passes_then_catches_a_damaged_pack_and_a_missing_segment() {
     assert_clean(scratch.path());
     std::fs::write(&pack, &orig).unwrap();
 }
+
+#[test]
+fn interrupted_drill_still_cleans_up() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    c.pgbench_init(10);
+    assert_eq!(
+        a.on(&c, &["backup", "--type", "full", "--start-fast", "y"])
+            .code,
+        0
+    );
+    // Enough WAL after the backup that recovery takes a moment.
+    c.pgbench(&["-t", "3000", "-c", "2"]);
+    switch_segments(&c, 2);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+    let scratch = postgres_dir();
+    let mut cmd = a.cmd(&["drill", "--drill-path", scratch.path().to_str().unwrap()]);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once PostgreSQL runs in the scratch directory.
+    let running = wait_until(std::time::Duration::from_secs(120), || {
+        std::fs::read_dir(scratch.path())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().join("data/postmaster.pid").exists())
+            })
+            .unwrap_or(false)
+    });
+    assert!(running, "PostgreSQL never started in the drill");
+    // SAFETY: kill(2) on the drill's process group, as a terminal's Ctrl-C would.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let _ = child.wait();
+    let clean = wait_until(std::time::Duration::from_secs(90), || {
+        std::fs::read_dir(scratch.path())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+    });
+    assert!(clean, "the interrupted drill left its scratch directory");
+    assert_clean(scratch.path());
+}
