@@ -3,8 +3,9 @@
 #
 #   bash bench/backup.sh            (as root; see bench/README.md, "Base backups and restores")
 #
-# Environment: STATUSES (2400000: cluster of about 1.5 GB), FULL_ROUNDS (2), INCR_ROUNDS (2),
-# RESTORE_ROUNDS (2), KEEP=1 keeps the scratch directory, PGBIN (/usr/lib/postgresql/15/bin).
+# Environment: STATUSES (2400000: cluster of about 1.5 GB), FULL_ROUNDS (4), INCR_ROUNDS (2),
+# RESTORE_ROUNDS (4; even counts put each tool first equally often), KEEP=1 keeps the scratch
+# directory, PGBIN (/usr/lib/postgresql/15/bin).
 #
 # pgBackRest is the baseline: every figure that matters is a ratio against it, measured in the
 # same run on the same cluster state, with the order of the two tools alternating between rounds
@@ -16,9 +17,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE=$ROOT/bench/backup
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 STATUSES=${STATUSES:-2400000}
-FULL_ROUNDS=${FULL_ROUNDS:-2}
+FULL_ROUNDS=${FULL_ROUNDS:-4}
 INCR_ROUNDS=${INCR_ROUNDS:-2}
-RESTORE_ROUNDS=${RESTORE_ROUNDS:-2}
+RESTORE_ROUNDS=${RESTORE_ROUNDS:-4}
 KEEP=${KEEP:-0}
 TARGET_FULL=0.80      # pgfrost full backup wall time / pgBackRest's, at most
 TARGET_INCR=0.35      # pgfrost repository growth of an incremental / pgBackRest's, at most
@@ -282,6 +283,7 @@ backup() { # tool set type key
 }
 PAIR=0
 ORDER=()
+declare -A FIRST
 next_order() { # alternates which tool goes first, pair after pair (pgBackRest first in odd pairs)
   PAIR=$((PAIR + 1))
   if ((PAIR % 2)); then ORDER=(pgbackrest pgfrost); else ORDER=(pgfrost pgbackrest); fi
@@ -300,6 +302,7 @@ log "full backups: $FULL_ROUNDS round(s)"
 for r in $(seq "$FULL_ROUNDS"); do
   set_r=${SETS[r - 1]}
   next_order
+  FIRST[full$r]=${ORDER[0]}
   for tool in "${ORDER[@]}"; do backup "$tool" "$set_r" full "full$r"; done
 done
 SIZE_FULL=$(jq -r .stats.logical_bytes "$OUT/pgfrost-full$FULL_ROUNDS.out")
@@ -318,6 +321,7 @@ for r in $(seq "$INCR_ROUNDS"); do
   EXPECT=$(sql -c "$VERIFY_SQL")
   log "incremental backups, round $r"
   next_order
+  FIRST[incr$r]=${ORDER[0]}
   for tool in "${ORDER[@]}"; do backup "$tool" main incr "incr$r"; done
 done
 DB_BYTES_END=$(sql -c "SELECT pg_database_size('mastodon')")
@@ -357,6 +361,7 @@ verify() { # tool key dir
 log "restores of the last incremental: $RESTORE_ROUNDS round(s)"
 for r in $(seq "$RESTORE_ROUNDS"); do
   next_order
+  FIRST[restore$r]=${ORDER[0]}
   for tool in "${ORDER[@]}"; do
     dir=$WORK/restore/$tool
     rm -rf "$dir"
@@ -396,6 +401,12 @@ INCR_GROWTH_SUM_PF=$(tlist GROWTH pgfrost incr "$INCR_ROUNDS" | tr ' ' '\n' | aw
 INCR_GROWTH_SUM_BR=$(tlist GROWTH pgbackrest incr "$INCR_ROUNDS" | tr ' ' '\n' | awk '{s += $1} END {print s}')
 INCR_GROWTH_RATIO=$(ratio "$INCR_GROWTH_SUM_PF" "$INCR_GROWTH_SUM_BR")
 RESTORE_RATIO=$(rlist wall restore "$RESTORE_ROUNDS" | median)
+# The same ratios split by which tool ran first in the pair: shows whether going second costs.
+by_first() { # prefix n tool
+  local k out=()
+  for k in $(keys "$1" "$2"); do [[ ${FIRST[$k]} == "$3" ]] && out+=("${RATIO[wall.$k]}"); done
+  if ((${#out[@]})); then echo "${out[*]}" | median; else echo "-"; fi
+}
 pass() { awk "BEGIN {print ($1 <= $2) ? \"PASS\" : \"FAIL\"}"; }
 FULL_PASS=$(pass "$FULL_RATIO" "$TARGET_FULL")
 INCR_PASS=$(pass "$INCR_GROWTH_MAX" "$TARGET_INCR")
@@ -414,9 +425,10 @@ echo "activity (${DAY_S[*]} s each). $(nproc) cores; CPU pressure (some, avg60) 
 echo
 row "" pgfrost pgBackRest "pf/br" target
 for k in $(keys full "$FULL_ROUNDS"); do
-  row "full backup, round ${k#full} (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" ""
+  row "full backup, round ${k#full} (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" "(${FIRST[$k]} first)"
 done
 row "full backup wall time, median ratio" "" "" "$FULL_RATIO" "<= $TARGET_FULL  $FULL_PASS"
+row "  median ratio when pgfrost / pgBackRest first" "" "" "$(by_first full "$FULL_ROUNDS" pgfrost)" "/ $(by_first full "$FULL_ROUNDS" pgbackrest)"
 row "  CPU s (user+sys, median)" "$(ms_s "$(med_of CPU pgfrost full "$FULL_ROUNDS")")" "$(ms_s "$(med_of CPU pgbackrest full "$FULL_ROUNDS")")" \
   "$(ratio "$(med_of CPU pgfrost full "$FULL_ROUNDS")" "$(med_of CPU pgbackrest full "$FULL_ROUNDS")")" ""
 row "  repository growth (MiB, median)" "$(mib "$(med_of GROWTH pgfrost full "$FULL_ROUNDS")")" "$(mib "$(med_of GROWTH pgbackrest full "$FULL_ROUNDS")")" \
@@ -425,7 +437,7 @@ row "  peak RSS, process tree (MiB, max)" "$(mibk "$(maxof TREE pgfrost full "$F
   "$(ratio "$(maxof TREE pgfrost full "$FULL_ROUNDS")" "$(maxof TREE pgbackrest full "$FULL_ROUNDS")")" ""
 row "  peak RSS, largest process (MiB, max)" "$(mibk "$(maxof RSS pgfrost full "$FULL_ROUNDS")")" "$(mibk "$(maxof RSS pgbackrest full "$FULL_ROUNDS")")" "" ""
 for k in $(keys incr "$INCR_ROUNDS"); do
-  row "incremental $k: wall time (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" ""
+  row "incremental, day ${k#incr}: wall time (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" "(${FIRST[$k]} first)"
   row "  repository growth (MiB)" "$(mib "${GROWTH[pgfrost.$k]}")" "$(mib "${GROWTH[pgbackrest.$k]}")" "${RATIO[growth.$k]}" \
     "<= $TARGET_INCR  $(pass "${RATIO[growth.$k]}" "$TARGET_INCR")"
   row "  read from the data directory (MiB)" "$(mib "${READ[pgfrost.$k]}")" "$(mib "${READ[pgbackrest.$k]}")" "" ""
@@ -436,9 +448,10 @@ row "incremental repository growth, all days" "$(mib "$INCR_GROWTH_SUM_PF")" "$(
   "worst day $INCR_GROWTH_MAX  $INCR_PASS"
 row "incremental wall time, median ratio" "" "" "$INCR_WALL_RATIO" ""
 for k in $(keys restore "$RESTORE_ROUNDS"); do
-  row "restore of the last incr, round ${k#restore} (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" ""
+  row "restore of the last incr, round ${k#restore} (s)" "$(ms_s "${WALL[pgfrost.$k]}")" "$(ms_s "${WALL[pgbackrest.$k]}")" "${RATIO[wall.$k]}" "(${FIRST[$k]} first)"
 done
 row "restore wall time, median ratio" "" "" "$RESTORE_RATIO" "<= $TARGET_RESTORE  $RESTORE_PASS"
+row "  median ratio when pgfrost / pgBackRest first" "" "" "$(by_first restore "$RESTORE_ROUNDS" pgfrost)" "/ $(by_first restore "$RESTORE_ROUNDS" pgbackrest)"
 row "  CPU s (user+sys, median)" "$(ms_s "$(med_of CPU pgfrost restore "$RESTORE_ROUNDS")")" "$(ms_s "$(med_of CPU pgbackrest restore "$RESTORE_ROUNDS")")" \
   "$(ratio "$(med_of CPU pgfrost restore "$RESTORE_ROUNDS")" "$(med_of CPU pgbackrest restore "$RESTORE_ROUNDS")")" ""
 row "  peak RSS, process tree (MiB, max)" "$(mibk "$(maxof TREE pgfrost restore "$RESTORE_ROUNDS")")" "$(mibk "$(maxof TREE pgbackrest restore "$RESTORE_ROUNDS")")" \
