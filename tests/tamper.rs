@@ -138,7 +138,7 @@ fn every_kind_of_object_refuses_a_flipped_byte() {
         // config: every byte is bound into the key slots.
         let config = f.root.join("config");
         let len = std::fs::metadata(&config).unwrap().len() as usize;
-        for at in (0..len).step_by(7) {
+        for at in 0..len {
             let orig = flip(&config, at);
             let e = open()
                 .await

@@ -63,6 +63,17 @@ pub async fn read_config(store: &Store) -> Result<(RepoConfig, Bytes)> {
             config.format
         )));
     }
+    // Field syntax is checked here, so a damaged config is reported as the config, not as
+    // whichever key slot happens to parse it next.
+    let bad_field = |e: String| {
+        Error::corrupt(format!(
+            "object 'config' in repository {}: {e}",
+            store.location()
+        ))
+        .hint("restore 'config' from a copy of the repository")
+    };
+    format::hex_array::<16>(&config.repo_id, "repo_id").map_err(bad_field)?;
+    format::hex_array::<32>(&config.key_check, "key_check").map_err(bad_field)?;
     if config.version != format::CONFIG_VERSION {
         return Err(Error::config(format!(
             "repository {} has format version {}; this pgfrost reads version {}",
