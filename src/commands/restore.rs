@@ -248,6 +248,8 @@ fn restore_file(sh: &Shared, j: &Job) -> Result<()> {
         std::os::unix::fs::fchown(&f, Some(j.uid), Some(j.gid))
             .map_err(|e| io("chown", &j.path, e))?;
     }
+    // Flushed here, while other workers keep writing, rather than in one sync at the end.
+    f.sync_all().map_err(|e| io("sync", &j.path, e))?;
     Ok(())
 }
 
@@ -695,15 +697,32 @@ pub async fn restore(
         }
     }
 
-    // Everything on disk before pg_control: syncfs flushes the whole file system of each root.
-    let mut roots = vec![pg_path.clone()];
-    roots.extend(spc.values().cloned());
-    for r in &roots {
-        let d = std::fs::File::open(r).map_err(|e| io("open", r, e))?;
-        // SAFETY: syncfs on a valid descriptor we own.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
-            return Err(io("sync", r, std::io::Error::last_os_error()));
+    // Everything on disk before pg_control: the files were flushed as they were written; their
+    // directory entries (and the recovery files just written) are flushed here.
+    let mut dirs: Vec<PathBuf> = m
+        .dirs
+        .iter()
+        .map(|d| target_of(&d.path, &pg_path, &spc))
+        .collect();
+    dirs.push(pg_path.clone());
+    dirs.extend(spc.values().cloned());
+    for p in [
+        "backup_label",
+        "tablespace_map",
+        signal,
+        "postgresql.auto.conf",
+    ] {
+        let p = pg_path.join(p);
+        if p.exists() {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("sync", &p, e))?;
         }
+    }
+    for d in &dirs {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", d, e))?;
     }
     let ctl = m
         .files
