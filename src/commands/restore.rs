@@ -683,6 +683,8 @@ pub async fn restore(
         "recovery.signal"
     };
     write(signal, "")?;
+    // The recovery files: owned like the data directory, and on disk.
+    let owner = std::fs::metadata(&pg_path).map_err(|e| io("stat", &pg_path, e))?;
     for p in [
         "backup_label",
         "tablespace_map",
@@ -690,15 +692,20 @@ pub async fn restore(
         "postgresql.auto.conf",
     ] {
         let p = pg_path.join(p);
-        if chown && p.exists() {
-            let owner = std::fs::metadata(&pg_path).map_err(|e| io("stat", &pg_path, e))?;
+        if !p.exists() {
+            continue;
+        }
+        if chown {
             std::os::unix::fs::lchown(&p, Some(owner.uid()), Some(owner.gid()))
                 .map_err(|e| io("chown", &p, e))?;
         }
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", &p, e))?;
     }
 
-    // Everything on disk before pg_control: the files were flushed as they were written; their
-    // directory entries (and the recovery files just written) are flushed here.
+    // Everything on disk before pg_control: the files were flushed as they were written, the
+    // recovery files just above; their directory entries are flushed here.
     let mut dirs: Vec<PathBuf> = m
         .dirs
         .iter()
@@ -706,19 +713,6 @@ pub async fn restore(
         .collect();
     dirs.push(pg_path.clone());
     dirs.extend(spc.values().cloned());
-    for p in [
-        "backup_label",
-        "tablespace_map",
-        signal,
-        "postgresql.auto.conf",
-    ] {
-        let p = pg_path.join(p);
-        if p.exists() {
-            std::fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("sync", &p, e))?;
-        }
-    }
     for d in &dirs {
         std::fs::File::open(d)
             .and_then(|f| f.sync_all())
