@@ -271,6 +271,15 @@ fn sigkill_at_random_points_never_leaves_a_bad_segment() {
             .as_nanos() as u64
             | 1;
         eprintln!("sigkill seed {seed}");
+        // Kills are drawn within the time one push really takes here, so most land mid-way.
+        let (_, path0, _) = &copies[0];
+        let timed = std::time::Instant::now();
+        assert_eq!(
+            run(a.cmd(&["archive-push", path0.to_str().unwrap()])).code,
+            0
+        );
+        let push_ms = (timed.elapsed().as_millis() as u64).max(20);
+        eprintln!("one archive-push takes {push_ms} ms here");
         let mut killed_mid_way = 0;
         for i in 0..18 {
             let (name, path, bytes) = &copies[i % copies.len()];
@@ -279,7 +288,7 @@ fn sigkill_at_random_points_never_leaves_a_bad_segment() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let delay = Duration::from_millis(seed % 400);
+            let delay = Duration::from_millis(seed % push_ms);
             let mut cmd = a.cmd(&["archive-push", path.to_str().unwrap()]);
             // A process group of its own, so the kill reaches pgfrost and not only runuser.
             cmd.process_group(0)
