@@ -171,12 +171,13 @@ fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
         .collect())
 }
 
-/// Writes a run of contiguous blocks at `at` and empties it.
+/// Writes a run of contiguous blocks at `at` with vectored writes, straight from the blocks'
+/// own buffers (no copy into a staging buffer), and empties it.
 fn write_run(
     f: &mut std::fs::File,
     path: &Path,
     at: u64,
-    run: &mut Vec<u8>,
+    run: &mut Vec<Vec<u8>>,
     written: &AtomicU64,
 ) -> Result<()> {
     if run.is_empty() {
@@ -184,8 +185,25 @@ fn write_run(
     }
     f.seek(SeekFrom::Start(at))
         .map_err(|e| io("seek in", path, e))?;
-    f.write_all(run).map_err(|e| io("write", path, e))?;
-    written.fetch_add(run.len() as u64, Ordering::Relaxed);
+    let total: usize = run.iter().map(Vec::len).sum();
+    let mut slices: Vec<std::io::IoSlice> = run.iter().map(|b| std::io::IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        // At most IOV_MAX (1024) buffers per call; a short write resumes where it stopped.
+        let n = rest.len().min(1024);
+        let wrote = f
+            .write_vectored(&rest[..n])
+            .map_err(|e| io("write", path, e))?;
+        if wrote == 0 {
+            return Err(io(
+                "write",
+                path,
+                std::io::Error::from(std::io::ErrorKind::WriteZero),
+            ));
+        }
+        std::io::IoSlice::advance_slices(&mut rest, wrote);
+    }
+    written.fetch_add(total as u64, Ordering::Relaxed);
     run.clear();
     Ok(())
 }
@@ -236,7 +254,7 @@ fn restore_file(sh: &Shared, j: &Job) -> Result<()> {
             want.into_iter().map(|(k, _)| k).zip(fetched).collect();
         // Runs of blocks to write go out in one call each: a syscall per 8 KiB block costs more
         // than the decoding on a fast disk.
-        let mut run: Vec<u8> = Vec::new();
+        let mut run: Vec<Vec<u8>> = Vec::new();
         let mut run_at = offset;
         for k in i..end {
             // Blocks are 8 KiB except a file's last; offsets follow from the lengths.
@@ -246,7 +264,7 @@ fn restore_file(sh: &Shared, j: &Job) -> Result<()> {
                         run_at = offset;
                     }
                     offset += b.len() as u64;
-                    run.extend_from_slice(&b);
+                    run.push(b);
                 }
                 None => {
                     write_run(&mut f, &j.path, run_at, &mut run, &sh.written)?;
