@@ -170,14 +170,16 @@ async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings
     let cat: Catalog = serde_json::from_value(doc["catalog"].clone())
         .map_err(|e| Error::config(format!("catalog {catalog} does not parse: {e}")))?;
     let dest = Path::new(dest);
-    let unsafe_path = |p: &str| p.split('/').any(|c| c == ".." || c.is_empty());
-    for d in &cat.dirs {
-        if unsafe_path(&d.path) {
+    let safe = |p: &str| -> Result<()> {
+        if p.split('/').any(|c| c == ".." || c.is_empty()) {
             return Err(Error::config(format!(
-                "catalog {catalog} names an unsafe path '{}'",
-                d.path
+                "catalog {catalog} names an unsafe path '{p}'"
             )));
         }
+        Ok(())
+    };
+    for d in &cat.dirs {
+        safe(&d.path)?;
         let target = dest.join(&d.path);
         std::fs::create_dir_all(&target)
             .and_then(|()| {
@@ -187,12 +189,7 @@ async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings
     }
     let mut bytes = 0u64;
     for f in &cat.files {
-        if unsafe_path(&f.path) {
-            return Err(Error::config(format!(
-                "catalog {catalog} names an unsafe path '{}'",
-                f.path
-            )));
-        }
+        safe(&f.path)?;
         let target = dest.join(&f.path);
         let io =
             |e: std::io::Error| Error::storage(format!("cannot write {}: {e}", target.display()));

@@ -7,17 +7,22 @@ use crate::store::Store;
 use clap::ArgMatches;
 use serde_json::json;
 
+/// The passphrase being added (`key add`) or replacing the current one (`key change`).
+fn new_passphrase(settings: &Settings) -> Result<zeroize::Zeroizing<String>> {
+    passphrase::new(
+        settings,
+        passphrase::ENV_NEW_PASSPHRASE,
+        "new-passphrase-file",
+        "New passphrase",
+    )
+}
+
 pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()> {
     match sub {
         "list" => list(settings).await,
         "add" => {
             let repo = open_repo_with_passphrase(settings).await?;
-            let pw = passphrase::new(
-                settings,
-                passphrase::ENV_NEW_PASSPHRASE,
-                "new-passphrase-file",
-                "New passphrase",
-            )?;
+            let pw = new_passphrase(settings)?;
             let slot = repo
                 .add_slot(
                     pw.as_bytes(),
@@ -56,12 +61,7 @@ pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()
                 .string("key-comment")
                 .map(str::to_string)
                 .unwrap_or(comment);
-            let pw = passphrase::new(
-                settings,
-                passphrase::ENV_NEW_PASSPHRASE,
-                "new-passphrase-file",
-                "New passphrase",
-            )?;
+            let pw = new_passphrase(settings)?;
             // New slot first: if we die in between, both passphrases work, never neither.
             let slot = repo
                 .add_slot(pw.as_bytes(), kdf_cost(settings), &comment)
