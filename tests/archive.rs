@@ -101,9 +101,7 @@ fn recovery_replays_the_archive() {
         s.push(("restore_command", &rc));
         let mut r = Cluster::from_data_dir(&bin, &base_data, &s);
         r.start();
-        let promoted = wait_until(Duration::from_secs(120), || {
-            r.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-        });
+        let promoted = wait_promoted(&r);
         assert!(
             promoted,
             "PG{}: recovery did not finish\n{}",

@@ -12,23 +12,6 @@ use std::time::Duration;
 const FINGERPRINT: &str = "SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) \
      || '/' || (SELECT count(*) FROM pgbench_history) || '/' || (SELECT coalesce(sum(n), 0) FROM extra) FROM pgbench_accounts";
 
-fn backup(a: &Archive, c: &Cluster, kind: &str) -> serde_json::Value {
-    let r = a.on(
-        c,
-        &[
-            "backup",
-            "--type",
-            kind,
-            "--start-fast",
-            "y",
-            "--output",
-            "json",
-        ],
-    );
-    assert_eq!(r.code, 0, "backup {kind}: {r:?}\n{}", c.log_tail(20));
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
-}
-
 /// Restores `label` into a fresh directory, to the end of that backup, starts it, and returns the
 /// running cluster.
 fn restore_at(
@@ -60,9 +43,7 @@ fn restore_at(
     );
     let mut c = Cluster::from_data_dir(bin, &data, &[("archive_mode", "off")]);
     c.start();
-    let ok = wait_until(Duration::from_secs(120), || {
-        c.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-    });
+    let ok = wait_promoted(&c);
     assert!(
         ok,
         "restored {label} did not finish recovery\n{}",
@@ -380,10 +361,7 @@ fn tablespaces_and_delta_restore() {
     assert!(!data.join("stray-file").exists());
     let mut again = Cluster::from_data_dir(&bin, &data, &[("archive_mode", "off")]);
     again.start();
-    assert!(wait_until(Duration::from_secs(120), || again
-        .try_sql("SELECT pg_is_in_recovery()")
-        .as_deref()
-        == Ok("f")));
+    assert!(wait_promoted(&again));
     assert_eq!(
         again.sql(
             FINGERPRINT

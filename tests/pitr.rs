@@ -59,20 +59,7 @@ fn every_target_restores_exactly_what_pg_dump_saw() {
         let c = cluster(&bin, &a);
         c.sql("CREATE TABLE events(id int PRIMARY KEY, round int, payload text); CREATE TABLE accounts(id int PRIMARY KEY, balance bigint)");
         c.sql("INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 5000) g");
-        let r = a.on(
-            &c,
-            &[
-                "backup",
-                "--type",
-                "full",
-                "--start-fast",
-                "y",
-                "--output",
-                "json",
-            ],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
-        let full: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let full = backup(&a, &c, "full");
         let full_label = full["label"].as_str().unwrap().to_string();
         let dump_immediate = dump(&c);
 
@@ -102,19 +89,7 @@ fn every_target_restores_exactly_what_pg_dump_saw() {
         let dump_lsn = dump(&c);
 
         round(&c, 5);
-        let r = a.on(
-            &c,
-            &[
-                "backup",
-                "--type",
-                "incr",
-                "--start-fast",
-                "y",
-                "--output",
-                "json",
-            ],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
+        backup(&a, &c, "incr");
         round(&c, 6);
         let dump_end = dump(&c);
         // Every segment with the writes above is archived before the restores read them.
@@ -173,9 +148,7 @@ fn every_target_restores_exactly_what_pg_dump_saw() {
             }
             let mut rc = Cluster::from_data_dir(&bin, &data, &[("archive_mode", "off")]);
             rc.start();
-            let promoted = wait_until(Duration::from_secs(120), || {
-                rc.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-            });
+            let promoted = wait_promoted(&rc);
             assert!(
                 promoted,
                 "PG{} {what}: recovery did not end\n{}",

@@ -190,3 +190,28 @@ pub fn switch_segments(c: &Cluster, n: usize) {
 pub fn segments(names: &[String]) -> Vec<String> {
     names.iter().filter(|n| n.len() == 24).cloned().collect()
 }
+
+/// Takes a backup with an immediate checkpoint and returns its JSON report.
+pub fn backup(a: &Archive, c: &Cluster, kind: &str) -> serde_json::Value {
+    let r = a.on(
+        c,
+        &[
+            "backup",
+            "--type",
+            kind,
+            "--start-fast",
+            "y",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 0, "backup {kind}: {r:?}\n{}", c.log_tail(20));
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// Waits (up to two minutes) until a recovering cluster has finished recovery and promoted.
+pub fn wait_promoted(c: &Cluster) -> bool {
+    wait_until(Duration::from_secs(120), || {
+        c.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
+    })
+}
