@@ -272,10 +272,8 @@ fn sigkill_at_random_points_never_leaves_a_bad_segment() {
         // Kills are drawn within the time one push really takes here, so most land mid-way.
         let (_, path0, _) = &copies[0];
         let timed = std::time::Instant::now();
-        assert_eq!(
-            run(a.cmd(&["archive-push", path0.to_str().unwrap()])).code,
-            0
-        );
+        let r = run(a.cmd(&["archive-push", path0.to_str().unwrap()]));
+        assert_eq!(r.code, 0, "{r:?}");
         let push_ms = (timed.elapsed().as_millis() as u64).max(20);
         eprintln!("one archive-push takes {push_ms} ms here");
         let mut killed_mid_way = 0;

@@ -82,6 +82,9 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// How often a create-once write is tried when the transport fails.
+const PUT_ATTEMPTS: u32 = 4;
+
 /// Result of a create-once write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {
@@ -199,14 +202,34 @@ impl Store {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .inner
-            .put_opts(&Path::from(path), PutPayload::from_bytes(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(Put::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::AlreadyExists),
-            Err(e) => Err(self.err("cannot write", path, e)),
+        let mut attempt = 0;
+        loop {
+            let e = match self
+                .inner
+                .put_opts(
+                    &Path::from(path),
+                    PutPayload::from_bytes(bytes.clone()),
+                    opts.clone(),
+                )
+                .await
+            {
+                Ok(_) => return Ok(Put::Created),
+                Err(object_store::Error::AlreadyExists { .. }) => return Ok(Put::AlreadyExists),
+                Err(e) => e,
+            };
+            // A conditional PUT is not retried by object_store. Servers may answer 412 before
+            // reading the body and close the socket (the client then sees a broken pipe), and a
+            // response can be lost after the object was created. So look: our own bytes mean our
+            // write landed; other bytes mean the name was taken; nothing means try again.
+            attempt += 1;
+            match self.get_opt(path).await {
+                Ok(Some(stored)) if stored == bytes => return Ok(Put::Created),
+                Ok(Some(_)) => return Ok(Put::AlreadyExists),
+                Ok(None) | Err(_) if attempt < PUT_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                _ => return Err(self.err("cannot write", path, e)),
+            }
         }
     }
 
