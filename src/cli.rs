@@ -172,10 +172,47 @@ pub fn build() -> Command {
             ),
         "drill",
     );
+    let expire = with_options(
+        Command::new("expire")
+            .about("Apply the retention policy: expire backups, the WAL no retained backup needs, and unreferenced blocks")
+            .long_about(
+                "Expires the backups the retention options (retention-full, retention-full-type, retention-diff) no longer keep, \
+                 or exactly the backups named with --set; deletes the WAL no retained backup needs (retention-archive, \
+                 retention-archive-type); then deletes packs whose blocks no retained backup references and rewrites packs that \
+                 are mostly dead. Safe while backups and archive-push run: block collection is postponed while another \
+                 pgfrost command holds a lease. --dry-run says what would go and why. Runs after every backup unless \
+                 expire-auto=n.",
+            ),
+        "expire",
+    );
+    let info = with_options(
+        Command::new("info")
+            .about("Show the backups, the WAL archive, the recovery window and the repository size (--output text|json)")
+            .long_about(
+                "For --stanza (or every stanza in the repository): each backup with its type, times, LSNs, size, what it added to \
+                 the repository, its dedup ratio, duration and page checksum errors; the WAL archived per timeline; the span of \
+                 time that point-in-time recovery can reach; and the repository's size.",
+            ),
+        "info",
+    );
+    let verify = with_options(
+        Command::new("verify")
+            .about("Read and check every object of the stanza, every backup's blocks and WAL, and WAL continuity; list every problem")
+            .long_about(
+                "Reads every object (key slots, stanza records, index segments, packs and every block in them, manifests, WAL \
+                 files), authenticates and checks each, then checks that every block each backup names is stored, that every \
+                 backup's WAL is there, and that WAL is continuous on each timeline from where point-in-time recovery must \
+                 start. Every problem is listed, not only the first. Exit 0: all is well; 22: problems were found.",
+            ),
+        "verify",
+    );
     root.subcommand(repo_create)
         .subcommand(backup)
         .subcommand(restore)
         .subcommand(drill)
+        .subcommand(expire)
+        .subcommand(info)
+        .subcommand(verify)
         .subcommand(key)
         .subcommand(stanza_create)
         .subcommand(stanza_upgrade)

@@ -21,6 +21,7 @@ pub enum Group {
     Keys,
     Archive,
     Backup,
+    Retention,
 }
 
 impl Group {
@@ -32,6 +33,7 @@ impl Group {
             Group::Keys => "Key options",
             Group::Archive => "Archive options",
             Group::Backup => "Backup and restore options",
+            Group::Retention => "Retention options",
         }
     }
 }
@@ -63,6 +65,7 @@ const fn opt(name: &'static str, value: &'static str, group: Group, help: &'stat
 const KEY_CMDS: &[&str] = &["repo-create", "key"];
 const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check", "backup"];
 const RESTORE: &[&str] = &["restore", "drill"];
+const EXPIRE_CMDS: &[&str] = &["backup", "expire", "verify"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -310,12 +313,80 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
-        commands: RESTORE,
+        commands: EXPIRE_CMDS,
+        ..opt(
+            "retention-full",
+            "N",
+            Group::Retention,
+            "Full backups to keep (with retention-full-type time: days). An older full expires with the backups built on it.",
+        )
+    },
+    OptDef {
+        commands: EXPIRE_CMDS,
+        default: Some("count"),
+        ..opt(
+            "retention-full-type",
+            "count|time",
+            Group::Retention,
+            "count: retention-full is a number of full backups; time: a number of days (fulls from that many days back are kept, plus the newest older one).",
+        )
+    },
+    OptDef {
+        commands: EXPIRE_CMDS,
+        ..opt(
+            "retention-diff",
+            "N",
+            Group::Retention,
+            "Differential backups to keep. An older differential expires with the incrementals built on it.",
+        )
+    },
+    OptDef {
+        commands: EXPIRE_CMDS,
+        ..opt(
+            "retention-archive",
+            "N",
+            Group::Retention,
+            "Keep the WAL for point-in-time recovery from the oldest of the N newest backups of retention-archive-type on; older retained backups keep only the WAL they need to be consistent. Default: follows retention-full.",
+        )
+    },
+    OptDef {
+        commands: EXPIRE_CMDS,
+        default: Some("full"),
+        ..opt(
+            "retention-archive-type",
+            "full|diff|incr",
+            Group::Retention,
+            "Which backups retention-archive counts (diff counts fulls too; incr counts every backup).",
+        )
+    },
+    OptDef {
+        commands: &["backup"],
+        default: Some("y"),
+        ..opt(
+            "expire-auto",
+            "y|n",
+            Group::Retention,
+            "Run expire after a successful backup.",
+        )
+    },
+    OptDef {
+        commands: &["expire"],
+        default: Some("n"),
+        ..opt(
+            "dry-run",
+            "y|n",
+            Group::Retention,
+            "Say what would be expired and collected, and why, without changing anything.",
+        )
+    },
+    OptDef {
+        commands: &["restore", "drill", "expire"],
+        multi: true,
         ..opt(
             "set",
             "LABEL",
             Group::Backup,
-            "The backup to restore (default: the newest that can reach the target).",
+            "restore, drill: the backup to restore (default: the newest that can reach the target). expire: the backups to expire (repeatable), exactly those: every manifest is complete on its own, so nothing else is affected.",
         )
     },
     OptDef {
@@ -633,6 +704,10 @@ impl Settings {
         self.flag("archive-async")?;
         self.size("archive-push-queue-max")?;
         self.size("archive-get-queue-max")?;
+        self.choice("retention-full-type", &["count", "time"])?;
+        self.choice("retention-archive-type", &["full", "diff", "incr"])?;
+        self.flag("expire-auto")?;
+        self.flag("dry-run")?;
         if let Some(s) = self.get("stanza") {
             let ok = !s.value.is_empty()
                 && s.value.len() <= 64

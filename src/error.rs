@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Postgres,
     /// drill: the restored cluster did not pass its checks.
     DrillFailed,
+    /// verify: the repository has problems (each one is listed).
+    VerifyFailed,
     /// archive-get: the WAL file PostgreSQL asked for is not in the repository (exit 1, which
     /// PostgreSQL reads as "end of the archive").
     ArchiveMissing,
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Postgres => 20,
             ErrorKind::ArchiveMissing => 1,
             ErrorKind::DrillFailed => 21,
+            ErrorKind::VerifyFailed => 22,
             ErrorKind::Internal => 70,
         }
     }
@@ -135,6 +138,7 @@ mod tests {
             ErrorKind::Postgres,
             ErrorKind::ArchiveMissing,
             ErrorKind::DrillFailed,
+            ErrorKind::VerifyFailed,
             ErrorKind::Internal,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();

@@ -4,6 +4,7 @@
 //! cli -> commands -> repo -> store (docs/architecture.md).
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -11,4 +12,5 @@ pub mod logging;
 pub mod passphrase;
 pub mod pg;
 pub mod repo;
+pub mod retention;
 pub mod store;

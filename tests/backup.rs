@@ -12,46 +12,6 @@ use std::time::Duration;
 const FINGERPRINT: &str = "SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) \
      || '/' || (SELECT count(*) FROM pgbench_history) || '/' || (SELECT coalesce(sum(n), 0) FROM extra) FROM pgbench_accounts";
 
-/// Restores `label` into a fresh directory, to the end of that backup, starts it, and returns the
-/// running cluster.
-fn restore_at(
-    a: &Archive,
-    bin: &PgBin,
-    label: &str,
-    extra: &[&str],
-) -> (Cluster, tempfile::TempDir) {
-    let dir = postgres_dir();
-    let data = dir.path().join("data");
-    let mut args = vec![
-        "restore",
-        "--set",
-        label,
-        "--pg-path",
-        data.to_str().unwrap(),
-        "--type",
-        "immediate",
-        "--target-action",
-        "promote",
-    ];
-    args.extend_from_slice(extra);
-    let r = run(a.cmd(&args));
-    assert_eq!(r.code, 0, "restore {label}: {r:?}");
-    assert!(
-        data.join("global/pg_control").exists()
-            && data.join("backup_label").exists()
-            && data.join("recovery.signal").exists()
-    );
-    let mut c = Cluster::from_data_dir(bin, &data, &[("archive_mode", "off")]);
-    c.start();
-    let ok = wait_promoted(&c);
-    assert!(
-        ok,
-        "restored {label} did not finish recovery\n{}",
-        c.log_tail(40)
-    );
-    (c, dir)
-}
-
 #[test]
 fn full_incr_diff_each_restore_to_their_moment() {
     let server = S3Server::start();

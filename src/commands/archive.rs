@@ -444,24 +444,37 @@ async fn fetch(
         let Some(sealed) = repo.store.get_opt(&obj).await? else {
             continue;
         };
-        let bytes = open_wal(repo, &obj, file, &sealed)?;
-        if file.has_pages() {
-            wal::check_segment(
-                file,
-                &bytes,
-                db.pg_major,
-                db.system_id(),
-                db.wal_segment_size,
-            )
-            .map_err(|p| {
-                Error::corrupt(format!(
-                    "WAL file {file} (object '{obj}') authenticated but does not check out: {p}"
-                ))
-            })?;
-        }
+        let bytes = open_checked(repo, db, &obj, file, &sealed)?;
         return Ok(Some((db.clone(), bytes)));
     }
     Ok(None)
+}
+
+/// Authenticates a stored WAL file and, for segments, checks its page headers against the
+/// cluster it is filed under.
+pub fn open_checked(
+    repo: &Repository,
+    db: &StanzaDb,
+    obj: &str,
+    file: &WalFile,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let bytes = open_wal(repo, obj, file, sealed)?;
+    if file.has_pages() {
+        wal::check_segment(
+            file,
+            &bytes,
+            db.pg_major,
+            db.system_id(),
+            db.wal_segment_size,
+        )
+        .map_err(|p| {
+            Error::corrupt(format!(
+                "WAL file {file} (object '{obj}') authenticated but does not check out: {p}"
+            ))
+        })?;
+    }
+    Ok(bytes)
 }
 
 #[allow(clippy::too_many_arguments)]

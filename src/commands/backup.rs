@@ -14,10 +14,11 @@ use crate::pg::page::{self, BLCKSZ, PageCheck};
 use crate::pg::wal::{self, WalFile};
 use crate::pg::{conn, control};
 use crate::repo::blockstore::{BlockStore, BlockWriter, WriteStats, hex_id};
-use crate::repo::format::now_rfc3339;
+use crate::clock;
 use crate::repo::manifest::{
     self, BackupType, ChecksumError, DirEntry, FileEntry, LinkEntry, Manifest, Stats, Tablespace,
 };
+use crate::repo::lease::{Lease, LeaseKind};
 use crate::repo::stanza;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -553,11 +554,6 @@ fn label_stamp(t: SystemTime) -> String {
     )
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Reports progress: a bar on a terminal, a log line every 10 s otherwise.
 fn progress(shared: Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
@@ -602,7 +598,7 @@ fn progress(shared: Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
 pub async fn run(settings: &Settings) -> Result<()> {
     let started = Instant::now();
     let stanza_name = settings.required("stanza")?.to_string();
-    let mut kind = match settings.string("type").unwrap_or("incr") {
+    let kind = match settings.string("type").unwrap_or("incr") {
         "full" => BackupType::Full,
         "diff" => BackupType::Diff,
         "incr" => BackupType::Incr,
@@ -613,6 +609,104 @@ pub async fn run(settings: &Settings) -> Result<()> {
     };
     let repo = open_repo(settings).await?;
     let db = stanza::current(&repo, &stanza_name).await?;
+    // The lease comes before the index is read: garbage collection must either see this backup
+    // and stand back, or be seen and waited for (repo/lease.rs).
+    let lease = Lease::acquire(&repo.store, &stanza_name, LeaseKind::Backup, "backup").await?;
+    let taken = async {
+        lease.wait_for_gc(&stanza_name).await?;
+        let m = take(settings, &repo, &stanza_name, &db, kind, started).await?;
+        if !lease.still_held().await? {
+            // Collected as dead while paused: blocks this backup relies on may be gone.
+            let _ = repo
+                .store
+                .delete(&manifest::path(&stanza_name, &m.label))
+                .await;
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "backup {} withdrawn: its lease {} expired while it ran (the process was stopped for more than {} s), so garbage collection may have removed blocks it references",
+                    m.label,
+                    lease.path,
+                    crate::repo::lease::TTL_SECONDS
+                ),
+            )
+            .hint("take the backup again"));
+        }
+        Ok(m)
+    }
+    .await;
+    lease.release().await;
+    let m = taken?;
+    let label = m.label.clone();
+    let kind = m.kind;
+    let expired = if settings.flag("expire-auto")? {
+        match super::expire::expire(settings, &repo, &stanza_name).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                // The backup itself is complete and recorded; a failed expire only delays upkeep.
+                log::warn!("expire after backup {label} failed: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let s = &m.stats;
+    log::info!(
+        "backup {label} complete: {} files, {:.1} MiB, {:.1} MiB read, {:.1} MiB new, {:.1} MiB stored, in {:.1}s",
+        s.files,
+        s.logical_bytes as f64 / 1048576.0,
+        s.read_bytes as f64 / 1048576.0,
+        s.new_bytes as f64 / 1048576.0,
+        s.stored_bytes as f64 / 1048576.0,
+        s.duration_ms as f64 / 1000.0
+    );
+    let mut text = format!(
+        "backup {label} ({}): {} files, {:.1} MiB; {:.1} MiB new, {:.1} MiB added to the repository; WAL {}..{}",
+        kind.name(),
+        s.files,
+        s.logical_bytes as f64 / 1048576.0,
+        s.new_bytes as f64 / 1048576.0,
+        s.stored_bytes as f64 / 1048576.0,
+        m.start_wal,
+        m.stop_wal
+    );
+    for e in &m.checksum_errors {
+        text.push_str(&format!(
+            "\npage checksum failure: {} block {}",
+            e.file, e.block
+        ));
+    }
+    if let Some(r) = &expired {
+        for line in r.summary_lines() {
+            text.push_str(&format!("\n{line}"));
+        }
+    }
+    emit(
+        settings,
+        &text,
+        json!({"label": label, "type": kind.name(), "parent": m.parent, "stats": m.stats, "start_wal": m.start_wal,
+               "stop_wal": m.stop_wal, "checksum_errors": m.checksum_errors, "expire": expired}),
+    );
+    if !m.checksum_errors.is_empty() && settings.flag("fail-on-page-error")? {
+        return Err(Error::corrupt(format!(
+            "backup {label} found {} page(s) with checksum failures (listed above and in its manifest)",
+            m.checksum_errors.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Takes the backup and records its manifest.
+async fn take(
+    settings: &Settings,
+    repo: &crate::repo::Repository,
+    stanza_name: &str,
+    db: &stanza::StanzaDb,
+    mut kind: BackupType,
+    started: Instant,
+) -> Result<Manifest> {
+    let stanza_name = stanza_name.to_string();
     let target = conn::Target::from_settings(settings)?;
     let client = conn::connect(&target).await?;
     let sysid: i64 =
@@ -704,11 +798,11 @@ pub async fn run(settings: &Settings) -> Result<()> {
             .iter()
             .any(|x| x.rsplit('_').next().map(|t| &t[..15]) == Some(&l[l.len() - 16..l.len() - 1]))
     };
-    let mut start_time = SystemTime::now();
+    let mut start_time = clock::now();
     let mut label = make(start_time);
     while taken(&label) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        start_time = SystemTime::now();
+        start_time = clock::now();
         label = make(start_time);
     }
     let fast = settings.flag("start-fast")?;
@@ -744,8 +838,8 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let timeline = u32::from_str_radix(&start_wal[0..8], 16).unwrap_or(1);
 
     let walked = tokio::task::spawn_blocking({
-        let p = pg_path.clone();
-        move || walk(&p, db.pg_major)
+        let (p, major) = (pg_path.clone(), db.pg_major);
+        move || walk(&p, major)
     })
     .await
     .map_err(|e| Error::internal(format!("walk failed: {e}")))??;
@@ -881,7 +975,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
         .map_err(|e| conn::pg_err("pg_backup_stop failed", e))?;
     let (stop_lsn_text, backup_label, spcmap): (String, String, Option<String>) =
         (row.get(0), row.get(1), row.get(2));
-    let stop_time = SystemTime::now();
+    let stop_time = clock::now();
     let stop_wal: String = client
         .query_one(
             "SELECT pg_walfile_name($1::text::pg_lsn)",
@@ -931,9 +1025,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
         start_wal,
         stop_wal,
         start_time: humantime::format_rfc3339_seconds(start_time).to_string(),
-        stop_time: now_rfc3339(),
-        start_unix: unix(start_time),
-        stop_unix: unix(stop_time),
+        stop_time: humantime::format_rfc3339_seconds(stop_time).to_string(),
+        start_unix: clock::unix(start_time),
+        stop_unix: clock::unix(stop_time),
         stop_ms: stop_time
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -956,46 +1050,8 @@ pub async fn run(settings: &Settings) -> Result<()> {
         checksum_errors: errors,
         stats,
     };
-    manifest::write(&repo, &stanza_name, &m).await?;
-    let s = &m.stats;
-    log::info!(
-        "backup {label} complete: {} files, {:.1} MiB, {:.1} MiB read, {:.1} MiB new, {:.1} MiB stored, in {:.1}s",
-        s.files,
-        s.logical_bytes as f64 / 1048576.0,
-        s.read_bytes as f64 / 1048576.0,
-        s.new_bytes as f64 / 1048576.0,
-        s.stored_bytes as f64 / 1048576.0,
-        s.duration_ms as f64 / 1000.0
-    );
-    let mut text = format!(
-        "backup {label} ({}): {} files, {:.1} MiB; {:.1} MiB new, {:.1} MiB added to the repository; WAL {}..{}",
-        kind.name(),
-        s.files,
-        s.logical_bytes as f64 / 1048576.0,
-        s.new_bytes as f64 / 1048576.0,
-        s.stored_bytes as f64 / 1048576.0,
-        m.start_wal,
-        m.stop_wal
-    );
-    for e in &m.checksum_errors {
-        text.push_str(&format!(
-            "\npage checksum failure: {} block {}",
-            e.file, e.block
-        ));
-    }
-    emit(
-        settings,
-        &text,
-        json!({"label": label, "type": kind.name(), "parent": m.parent, "stats": m.stats, "start_wal": m.start_wal,
-               "stop_wal": m.stop_wal, "checksum_errors": m.checksum_errors}),
-    );
-    if !m.checksum_errors.is_empty() && settings.flag("fail-on-page-error")? {
-        return Err(Error::corrupt(format!(
-            "backup {label} found {} page(s) with checksum failures (listed above and in its manifest)",
-            m.checksum_errors.len()
-        )));
-    }
-    Ok(())
+    manifest::write(repo, &stanza_name, &m).await?;
+    Ok(m)
 }
 
 /// Waits until every WAL segment from the backup's start to its stop is in the repository:

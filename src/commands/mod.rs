@@ -6,10 +6,13 @@ pub mod backup;
 pub mod check;
 pub mod dev;
 pub mod drill;
+pub mod expire;
+pub mod info;
 pub mod key;
 pub mod repo_create;
 pub mod restore;
 pub mod stanza;
+pub mod verify;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -30,6 +33,9 @@ pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Res
         ["backup"] => backup::run(settings).await,
         ["restore"] => restore::run(settings).await,
         ["drill"] => drill::run(settings).await,
+        ["expire"] => expire::run(settings).await,
+        ["info"] => info::run(settings).await,
+        ["verify"] => verify::run(settings).await,
         ["key", sub] => key::run(sub, leaf, settings).await,
         ["dev", sub] => dev::run(sub, leaf, settings).await,
         _ => Err(Error::internal(format!(
@@ -63,6 +69,29 @@ pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository
     let store = Store::open(&settings.location()?, false)?;
     let pw = passphrase::current(settings, &store.location().to_string())?;
     Repository::open_with_passphrase(store, pw.as_bytes()).await
+}
+
+/// A `read` lease for a command that reads blocks (restore, drill, verify): garbage collection
+/// waits for it to end before rewriting or deleting packs. Without write access to the
+/// repository the command still runs, unprotected, with a warning.
+pub async fn read_lease(
+    repo: &Repository,
+    stanza: &str,
+    command: &str,
+) -> Result<Option<crate::repo::lease::Lease>> {
+    use crate::repo::lease::{Lease, LeaseKind};
+    match Lease::acquire(&repo.store, stanza, LeaseKind::Read, command).await {
+        Ok(l) => {
+            l.wait_for_gc(stanza).await?;
+            Ok(Some(l))
+        }
+        Err(e) => {
+            log::warn!(
+                "{command} runs without a lease ({e}); an expire running at the same time could remove packs it reads"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Reads until `buf` is full or the file ends (a short read is not the end of a file).

@@ -474,7 +474,39 @@ pub async fn restore(
 
     let repo = open_repo(settings).await?;
     stanza::current(&repo, &stanza_name).await?;
-    let m = choose(&repo, &stanza_name, settings, &kind).await?;
+    let lease = super::read_lease(&repo, &stanza_name, "restore").await?;
+    let r = restore_from(
+        settings,
+        &repo,
+        &stanza_name,
+        &pg_path,
+        tablespace_dir,
+        &kind,
+        (delta, force),
+        started,
+    )
+    .await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_from(
+    settings: &Settings,
+    repo: &Repository,
+    stanza_name: &str,
+    pg_path: &Path,
+    tablespace_dir: Option<&Path>,
+    kind: &str,
+    (delta, force): (bool, bool),
+    started: Instant,
+) -> Result<Restored> {
+    let stanza_name = stanza_name.to_string();
+    let kind = kind.to_string();
+    let pg_path = pg_path.to_path_buf();
+    let m = choose(repo, &stanza_name, settings, &kind).await?;
     log::info!(
         "restore: backup {} ({}, finished {}) into {}",
         m.label,

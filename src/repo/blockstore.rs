@@ -71,6 +71,9 @@ pub struct WriteStats {
     pub stored_bytes: u64,
     pub packs: u64,
     pub segments: u64,
+    /// Bytes of the packs and index segments written (what the repository grew by).
+    pub pack_bytes: u64,
+    pub index_bytes: u64,
 }
 
 /// A handle on one stanza's block store. Cheap to clone.
@@ -91,16 +94,30 @@ pub fn hex_id(id: &BlockId) -> String {
 impl BlockStore {
     /// Opens the block store under `prefix` (the stanza name) and loads its index.
     pub async fn open(store: Store, prefix: &str, keys: Arc<Keys>) -> Result<BlockStore> {
-        let bs = BlockStore {
+        let bs = BlockStore::open_empty(store, prefix, keys);
+        bs.refresh().await?;
+        Ok(bs)
+    }
+
+    /// A handle with an empty index, for a caller that loads segments one by one
+    /// ([`BlockStore::add_to_index`]) and must survive a bad one.
+    pub fn open_empty(store: Store, prefix: &str, keys: Arc<Keys>) -> BlockStore {
+        BlockStore {
             store,
             prefix: prefix.trim_matches('/').to_string(),
             keys,
             index: Arc::default(),
             pack_size: DEFAULT_PACK_SIZE,
             level: Some(3),
-        };
-        bs.refresh().await?;
-        Ok(bs)
+        }
+    }
+
+    pub fn add_to_index(&self, segment: &str, packs: &[PackEntries]) {
+        let mut idx = self.index.write().unwrap();
+        for p in packs {
+            idx.add(p);
+        }
+        idx.segments.insert(segment.to_string());
     }
 
     pub fn with_pack_size(mut self, bytes: usize) -> Self {
@@ -151,17 +168,13 @@ impl BlockStore {
             .buffer_unordered(8)
             .try_collect()
             .await?;
-        let mut idx = self.index.write().unwrap();
         for (path, packs) in loaded {
-            for p in &packs {
-                idx.add(p);
-            }
-            idx.segments.insert(path);
+            self.add_to_index(&path, &packs);
         }
         Ok(())
     }
 
-    fn decode_segment(&self, path: &str, bytes: &[u8]) -> Result<Vec<PackEntries>> {
+    pub(crate) fn decode_segment(&self, path: &str, bytes: &[u8]) -> Result<Vec<PackEntries>> {
         let bad = |m: String| {
             Error::corrupt(format!(
                 "index segment '{path}' in repository {}: {m}",
@@ -184,6 +197,12 @@ impl BlockStore {
         self.index.read().unwrap().blocks.contains_key(id)
     }
 
+    /// The pack the index places a block in.
+    pub fn locate(&self, id: &BlockId) -> Option<BlockId> {
+        let i = self.index.read().unwrap();
+        i.blocks.get(id).map(|l| i.packs[l.pack as usize])
+    }
+
     /// (blocks, packs) known to the index.
     pub fn counts(&self) -> (usize, usize) {
         let i = self.index.read().unwrap();
@@ -197,6 +216,7 @@ impl BlockStore {
 
     pub fn writer(&self) -> BlockWriter {
         BlockWriter {
+            force: false,
             bs: self.clone(),
             sealer: Sealer::new(self.level),
             pack: PackBuilder::new(),
@@ -292,6 +312,21 @@ impl BlockStore {
     /// Reads a whole pack and checks everything in it: name = hash of bytes, header, footer,
     /// trailer, and every block. Returns its entries.
     pub async fn check_pack(&self, id: &BlockId) -> Result<Vec<Entry>> {
+        Ok(self
+            .pack_blocks(id, |_| false)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Reads a whole pack, checks everything in it as [`BlockStore::check_pack`] does, and
+    /// returns every entry with the plaintext of those `keep` selects.
+    pub async fn pack_blocks(
+        &self,
+        id: &BlockId,
+        keep: impl Fn(&BlockId) -> bool,
+    ) -> Result<Vec<(Entry, Option<Vec<u8>>)>> {
         let path = self.pack_path(id);
         let bytes = self.store.get(&path).await?;
         let bad = |m: String| {
@@ -307,11 +342,14 @@ impl BlockStore {
         }
         let mut opener = Opener::new();
         let entries = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
-        for e in &entries {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
             let blob = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
-            self.open_block(&mut opener, &path, &e.id, blob, e.raw_length)?;
+            let plain = self.open_block(&mut opener, &path, &e.id, blob, e.raw_length)?;
+            let wanted = keep(&e.id).then_some(plain);
+            out.push((e, wanted));
         }
-        Ok(entries)
+        Ok(out)
     }
 
     /// Reads a pack's trailer with two range reads (footer, then trailer).
@@ -377,24 +415,26 @@ impl BlockStore {
         Ok(found.len())
     }
 
-    async fn write_segment(&self, packs: &[PackEntries]) -> Result<()> {
+    /// Writes an index segment naming `packs` and adds it to this handle's index; returns its
+    /// size in bytes.
+    pub(crate) async fn write_segment(&self, packs: &[PackEntries]) -> Result<u64> {
         let plain = index::encode_segment(packs);
         let sealed = Sealer::new(Some(3)).seal(&self.keys, Kind::Index, b"", &plain);
         let name = blake3::hash(&sealed).to_hex().to_string();
         let path = self.segment_path(&name);
+        let size = sealed.len() as u64;
         self.store.put_new(&path, sealed.into()).await?;
-        let mut idx = self.index.write().unwrap();
-        for p in packs {
-            idx.add(p);
-        }
-        idx.segments.insert(path);
-        Ok(())
+        self.add_to_index(&path, packs);
+        Ok(size)
     }
 }
 
 /// Adds blocks to the store. Dedups against the index and against itself; nothing it adds is
 /// visible to readers until [`BlockWriter::finish`] (or a periodic segment) has written the index.
 pub struct BlockWriter {
+    /// Store blocks even when the index knows them (garbage collection moving live blocks out
+    /// of a pack it is about to delete).
+    force: bool,
     bs: BlockStore,
     sealer: Sealer,
     pack: PackBuilder,
@@ -410,7 +450,7 @@ impl BlockWriter {
         let id = self.bs.keys.block_id(data);
         self.stats.blocks += 1;
         self.stats.bytes += data.len() as u64;
-        if self.pending.contains(&id) || self.bs.contains(&id) {
+        if self.pending.contains(&id) || (!self.force && self.bs.contains(&id)) {
             return Ok(id);
         }
         if self.pack.is_empty() {
@@ -432,11 +472,18 @@ impl BlockWriter {
         self.stats
     }
 
+    /// A writer that stores every block it is given, known to the index or not.
+    pub fn forcing(mut self) -> Self {
+        self.force = true;
+        self
+    }
+
     async fn seal_pack(&mut self) -> Result<()> {
         let builder = std::mem::take(&mut self.pack);
         let (bytes, id, entries) = builder.finish(&mut self.sealer, &self.bs.keys);
         self.done.push(PackEntries { pack: id, entries });
         self.stats.packs += 1;
+        self.stats.pack_bytes += bytes.len() as u64;
         let (store, path) = (self.bs.store.clone(), self.bs.pack_path(&id));
         self.uploads.spawn(async move {
             // A pack's name is the hash of its bytes, so one already there holds the same bytes.
@@ -470,7 +517,7 @@ impl BlockWriter {
             return Ok(());
         }
         let done = std::mem::take(&mut self.done);
-        self.bs.write_segment(&done).await?;
+        self.stats.index_bytes += self.bs.write_segment(&done).await?;
         for p in &done {
             for e in &p.entries {
                 self.pending.remove(&e.id);

@@ -10,8 +10,10 @@
 pub mod blockstore;
 pub mod crypto;
 pub mod format;
+pub mod gc;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod manifest;
 pub mod pack;
 pub mod stanza;

@@ -111,3 +111,54 @@ pub async fn write(repo: &Repository, stanza: &str, db: &StanzaDb) -> Result<boo
     let sealed = Sealer::new(Some(3)).seal(&repo.keys, Kind::StanzaDb, path.as_bytes(), &json);
     Ok(repo.store.put_new(&path, sealed.into()).await? == Put::Created)
 }
+
+/// One object of the WAL archive.
+#[derive(Debug, Clone)]
+pub struct WalObject {
+    pub path: String,
+    pub size: u64,
+    /// When it was stored (Unix seconds, the storage's clock).
+    pub modified: i64,
+    /// The stanza record it is filed under.
+    pub db_id: u32,
+    pub file: crate::pg::wal::WalFile,
+}
+
+/// Lists the stanza's WAL archive, oldest first within each cluster and timeline. Objects whose
+/// path is not a WAL file filed where it belongs are returned separately (verify reports them).
+pub async fn list_wal(
+    repo: &Repository,
+    stanza: &str,
+) -> Result<(Vec<WalObject>, Vec<crate::store::Listed>)> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let prefix = format!("{stanza}/wal/");
+    for l in repo.store.list(&format!("{stanza}/wal")).await? {
+        let rest = l.path.strip_prefix(&prefix).unwrap_or("");
+        let parts: Vec<&str> = rest.split('/').collect();
+        let parsed = (|| {
+            let (db, dir, name) = match parts.as_slice() {
+                [db, name] => (*db, None, *name),
+                [db, dir, name] => (*db, Some(*dir), *name),
+                _ => return None,
+            };
+            if db.len() != 4 || !db.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let file = crate::pg::wal::WalFile::parse(name)?;
+            (file.directory().as_deref() == dir).then_some(())?;
+            Some((db.parse::<u32>().ok()?, file))
+        })();
+        match parsed {
+            Some((db_id, file)) => good.push(WalObject {
+                path: l.path,
+                size: l.size,
+                modified: l.modified,
+                db_id,
+                file,
+            }),
+            None => bad.push(l),
+        }
+    }
+    Ok((good, bad))
+}

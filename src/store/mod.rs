@@ -99,6 +99,8 @@ pub struct Listed {
     /// Path relative to the repository root, `/`-separated.
     pub path: String,
     pub size: u64,
+    /// When it was stored, in Unix seconds (the storage's clock).
+    pub modified: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -233,6 +235,16 @@ impl Store {
         }
     }
 
+    /// Writes `bytes` under `path`, replacing what is there. Only for leases, the one kind of
+    /// object that changes (its renewal time); readers see the old or the new bytes, never a mix.
+    pub async fn put_overwrite(&self, path: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .put(&Path::from(path), PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("cannot write", path, e))
+    }
+
     pub async fn get(&self, path: &str) -> Result<Bytes> {
         let r = self
             .inner
@@ -298,6 +310,7 @@ impl Store {
             .map_ok(|m| Listed {
                 path: m.location.to_string(),
                 size: m.size,
+                modified: m.last_modified.timestamp(),
             })
             .try_collect()
             .await
@@ -306,6 +319,24 @@ impl Store {
         // store's own staging files (`<name>#<n>`) are already hidden by object_store.
         out.retain(|l| !l.path.rsplit('/').next().unwrap_or("").starts_with('.'));
         out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The names directly under `prefix` that have objects below them (one level, no recursion).
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let r = self
+            .inner
+            .list_with_delimiter(p.as_ref())
+            .await
+            .map_err(|e| self.err("cannot list", prefix, e))?;
+        let mut out: Vec<String> = r
+            .common_prefixes
+            .iter()
+            .filter_map(|d| d.filename().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        out.sort();
         Ok(out)
     }
 

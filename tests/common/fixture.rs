@@ -215,3 +215,43 @@ pub fn wait_promoted(c: &Cluster) -> bool {
         c.try_sql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
     })
 }
+
+/// Restores `label` into a fresh directory, to the end of that backup, starts it, and returns the
+/// running cluster.
+pub fn restore_at(
+    a: &Archive,
+    bin: &PgBin,
+    label: &str,
+    extra: &[&str],
+) -> (Cluster, tempfile::TempDir) {
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "restore",
+        "--set",
+        label,
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--type",
+        "immediate",
+        "--target-action",
+        "promote",
+    ];
+    args.extend_from_slice(extra);
+    let r = run(a.cmd(&args));
+    assert_eq!(r.code, 0, "restore {label}: {r:?}");
+    assert!(
+        data.join("global/pg_control").exists()
+            && data.join("backup_label").exists()
+            && data.join("recovery.signal").exists()
+    );
+    let mut c = Cluster::from_data_dir(bin, &data, &[("archive_mode", "off")]);
+    c.start();
+    let ok = wait_promoted(&c);
+    assert!(
+        ok,
+        "restored {label} did not finish recovery\n{}",
+        c.log_tail(40)
+    );
+    (c, dir)
+}

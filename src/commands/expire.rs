@@ -1,0 +1,405 @@
+//! expire: apply the retention policy (retention.rs), then delete what nothing retained needs:
+//! expired manifests first (a backup is gone once its manifest is), then WAL older than every
+//! retained backup needs, then unreferenced blocks (repo/gc.rs), under a `gc` lease.
+
+use super::{emit, open_repo};
+use crate::clock;
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::Repository;
+use crate::repo::blockstore::BlockStore;
+use crate::repo::gc::{self, GcReport};
+use crate::repo::lease::{self, Lease, LeaseKind};
+use crate::repo::manifest::{self, BackupType, Manifest};
+use crate::repo::stanza::{self, StanzaDb};
+use crate::retention::{self, FullRetention, Policy, WalKeep};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Expired {
+    pub label: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ExpireReport {
+    pub stanza: String,
+    pub dry_run: bool,
+    pub expired: Vec<Expired>,
+    pub kept: Vec<String>,
+    pub manifest_bytes: u64,
+    pub wal_files: u64,
+    pub wal_bytes: u64,
+    /// First and last WAL file removed, per cluster record.
+    pub wal_ranges: BTreeMap<u32, (String, String)>,
+    pub gc: Option<GcReport>,
+    /// Why garbage collection did not run this time.
+    pub gc_postponed: Option<String>,
+    pub stale_leases_removed: u64,
+    pub warnings: Vec<String>,
+    /// What the repository shrank by (or would, with --dry-run: an estimate for rewritten packs).
+    pub freed_bytes: i64,
+}
+
+impl ExpireReport {
+    pub fn summary_lines(&self) -> Vec<String> {
+        let would = if self.dry_run { "would expire" } else { "expired" };
+        let mut out = Vec::new();
+        for e in &self.expired {
+            out.push(format!("{would} backup {}: {}", e.label, e.reason));
+        }
+        if self.wal_files > 0 {
+            for (db, (a, b)) in &self.wal_ranges {
+                out.push(format!(
+                    "{would} WAL of cluster {db:04} from {a} to {b} (not needed by any retained backup)"
+                ));
+            }
+            out.push(format!(
+                "{would} {} WAL file(s), {}",
+                self.wal_files,
+                mib(self.wal_bytes as i64)
+            ));
+        }
+        if let Some(g) = &self.gc {
+            out.push(format!(
+                "garbage collection{}: {} live blocks; {} of {} packs deleted, {} rewritten ({} of live blocks moved), {} orphaned pack(s), {} index segment(s) replaced",
+                if self.dry_run { " (dry run)" } else { "" },
+                g.live_blocks,
+                g.packs_deleted,
+                g.packs_total,
+                g.packs_rewritten,
+                mib(g.bytes_moved as i64),
+                g.orphan_packs,
+                g.segments_replaced
+            ));
+        }
+        if let Some(p) = &self.gc_postponed {
+            out.push(format!("garbage collection postponed: {p}"));
+        }
+        out.push(format!(
+            "{} {} ({} bytes)",
+            if self.dry_run { "would free" } else { "freed" },
+            mib(self.freed_bytes),
+            self.freed_bytes
+        ));
+        out
+    }
+}
+
+fn mib(b: i64) -> String {
+    format!("{:.1} MiB", b as f64 / 1048576.0)
+}
+
+pub fn policy(settings: &Settings) -> Result<Policy> {
+    let num = |name: &str| -> Result<Option<u32>> {
+        match settings.get(name) {
+            None => Ok(None),
+            Some(v) => match v.value.trim().parse::<u32>() {
+                Ok(n) if (1..=9999).contains(&n) => Ok(Some(n)),
+                _ => Err(Error::config(format!(
+                    "invalid value '{}' for option {name} (from {}): expected a whole number from 1 to 9999",
+                    v.value, v.source
+                ))),
+            },
+        }
+    };
+    let full = match (num("retention-full")?, settings.string("retention-full-type")) {
+        (None, _) => None,
+        (Some(n), None | Some("count")) => Some(FullRetention::Count(n)),
+        (Some(n), Some("time")) => Some(FullRetention::Days(n)),
+        (_, Some(other)) => {
+            return Err(Error::config(format!(
+                "invalid retention-full-type '{other}': expected count or time"
+            )));
+        }
+    };
+    let archive_type = match settings.string("retention-archive-type").unwrap_or("full") {
+        "full" => BackupType::Full,
+        "diff" => BackupType::Diff,
+        "incr" => BackupType::Incr,
+        other => {
+            return Err(Error::config(format!(
+                "invalid retention-archive-type '{other}': expected full, diff or incr"
+            )));
+        }
+    };
+    Ok(Policy {
+        full,
+        diff: num("retention-diff")?,
+        archive: num("retention-archive")?.map(|n| (n, archive_type)),
+    })
+}
+
+/// Reads every manifest of the stanza, oldest label first. Garbage collection must know every
+/// reference, so an unreadable manifest stops expire rather than being skipped.
+pub async fn read_all(repo: &Repository, stanza: &str) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for l in manifest::list(repo, stanza).await? {
+        match manifest::read(repo, stanza, &l).await {
+            Ok(m) => out.push(m),
+            // Expired by another process between the listing and the read.
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e.hint(
+                    "expire needs every manifest to know which blocks are in use; run 'pgfrost verify', and remove a backup that cannot be repaired with 'pgfrost expire --set LABEL'",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn segno_of(name: &str, seg_size: u64) -> u64 {
+    crate::pg::wal::WalFile::parse(name)
+        .and_then(|f| f.segno(seg_size))
+        .unwrap_or(0)
+}
+
+pub fn retention_view(m: &Manifest, dbs: &[StanzaDb]) -> retention::Backup {
+    let seg_size = dbs
+        .iter()
+        .find(|d| d.id == m.db_id)
+        .map(|d| d.wal_segment_size)
+        .unwrap_or(16 << 20);
+    retention::Backup {
+        label: m.label.clone(),
+        kind: m.kind,
+        parent: m.parent.clone(),
+        db_id: m.db_id,
+        timeline: m.timeline,
+        start_unix: m.start_unix,
+        stop_unix: m.stop_unix,
+        start_segno: segno_of(&m.start_wal, seg_size),
+        stop_segno: segno_of(&m.stop_wal, seg_size),
+    }
+}
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let stanza_name = settings.required("stanza")?.to_string();
+    let repo = open_repo(settings).await?;
+    let r = expire(settings, &repo, &stanza_name).await?;
+    emit(
+        settings,
+        &r.summary_lines().join("\n"),
+        serde_json::to_value(&r).expect("report serializes"),
+    );
+    Ok(())
+}
+
+/// Applies retention and collects garbage; also run after every backup (expire-auto).
+pub async fn expire(settings: &Settings, repo: &Repository, stanza: &str) -> Result<ExpireReport> {
+    let dry_run = settings.flag("dry-run")?;
+    let pol = policy(settings)?;
+    let dbs = stanza::history(repo, stanza).await?;
+    let current = dbs.last().ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("stanza '{stanza}' does not exist"),
+        )
+        .hint("create it with 'pgfrost stanza-create'")
+    })?;
+    let mut report = ExpireReport {
+        stanza: stanza.to_string(),
+        dry_run,
+        ..Default::default()
+    };
+    // A dry run changes nothing, so it needs no lease.
+    let lease = if dry_run {
+        None
+    } else {
+        Some(Lease::acquire(&repo.store, stanza, LeaseKind::Gc, "expire").await?)
+    };
+    let r = expire_leased(
+        settings,
+        repo,
+        stanza,
+        &pol,
+        &dbs,
+        current.id,
+        lease.as_ref(),
+        &mut report,
+    )
+    .await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    r?;
+    for w in &report.warnings {
+        log::warn!("{w}");
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn expire_leased(
+    settings: &Settings,
+    repo: &Repository,
+    stanza: &str,
+    pol: &Policy,
+    dbs: &[StanzaDb],
+    current_db: u32,
+    lease: Option<&Lease>,
+    report: &mut ExpireReport,
+) -> Result<()> {
+    let dry_run = lease.is_none();
+    // Stale leases go before the manifests are read: a backup whose lease is removed here
+    // withdraws itself if it ever resumes (repo/lease.rs).
+    let now_real = clock::real_unix();
+    let mut others = Vec::new();
+    for f in lease::list(&repo.store, stanza).await? {
+        if lease.is_some_and(|l| l.path == f.path) {
+            continue;
+        }
+        if f.live(now_real) {
+            others.push(f);
+        } else if !dry_run {
+            log::warn!("removing stale {}", f.describe());
+            repo.store.delete(&f.path).await?;
+            report.stale_leases_removed += 1;
+        }
+    }
+
+    let manifests = read_all(repo, stanza).await?;
+    let backups: Vec<retention::Backup> =
+        manifests.iter().map(|m| retention_view(m, dbs)).collect();
+    let sets: Vec<&str> = settings
+        .string("set")
+        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let plan = if sets.is_empty() {
+        retention::plan(&backups, pol, clock::now_unix(), current_db)
+    } else {
+        named(&backups, &sets, pol, current_db)?
+    };
+    report.warnings.extend(plan.warnings.iter().cloned());
+    report.kept = plan.keep.clone();
+    for (label, reason) in &plan.expire {
+        let p = manifest::path(stanza, label);
+        report.manifest_bytes += repo.store.size(&p).await.unwrap_or(0);
+        if !dry_run {
+            repo.store.delete(&p).await?;
+            log::info!("expire: backup {label} expired: {reason}");
+        }
+        report.expired.push(Expired {
+            label: label.clone(),
+            reason: reason.clone(),
+        });
+    }
+
+    // WAL: only with a policy that speaks about it (or backups named by hand).
+    if pol.full.is_some() || pol.archive.is_some() {
+        let (wal, _) = stanza::list_wal(repo, stanza).await?;
+        let seg_size = |db: u32| {
+            dbs.iter()
+                .find(|d| d.id == db)
+                .map(|d| d.wal_segment_size)
+                .unwrap_or(16 << 20)
+        };
+        let mut doomed = Vec::new();
+        for w in &wal {
+            let rule = plan.wal.get(&w.db_id).cloned().unwrap_or(if w.db_id == current_db {
+                WalKeep::All
+            } else {
+                WalKeep::Nothing
+            });
+            let keep = match w.file.segno(seg_size(w.db_id)) {
+                Some(n) => rule.keeps(w.file.tli(), n),
+                None => rule != WalKeep::Nothing,
+            };
+            if !keep {
+                doomed.push(w);
+            }
+        }
+        doomed.sort_by_key(|w| (w.db_id, w.file.segno(seg_size(w.db_id)), w.file.tli()));
+        for w in &doomed {
+            let name = w.file.to_string();
+            let e = report
+                .wal_ranges
+                .entry(w.db_id)
+                .or_insert((name.clone(), name.clone()));
+            e.1 = name;
+            report.wal_files += 1;
+            report.wal_bytes += w.size;
+        }
+        if !dry_run {
+            futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
+                .await?;
+        }
+    }
+
+    // Blocks: only when nothing else holds a lease (a backup could be about to reference a
+    // block that looks dead; a restore could be reading a pack that is being rewritten).
+    if let Some(busy) = others.first() {
+        report.gc_postponed = Some(format!(
+            "{} is active; the next expire collects what this one could not",
+            busy.describe()
+        ));
+    } else {
+        let retained: Vec<Manifest> = manifests
+            .into_iter()
+            .filter(|m| plan.keep.contains(&m.label))
+            .collect();
+        let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone()).await?;
+        let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run).await?;
+        report.gc = Some(g);
+    }
+    report.freed_bytes = (report.manifest_bytes + report.wal_bytes) as i64
+        + report.gc.as_ref().map(GcReport::freed).unwrap_or(0);
+    Ok(())
+}
+
+/// `--set`: exactly the named backups expire, whatever depends on them (every manifest is
+/// complete on its own). The newest backup is refused: expiring it by hand is almost always a
+/// slip, and it is what the next incremental would build on.
+fn named(
+    backups: &[retention::Backup],
+    sets: &[&str],
+    pol: &Policy,
+    current_db: u32,
+) -> Result<retention::Plan> {
+    let newest = backups
+        .iter()
+        .max_by_key(|b| (b.stop_unix, b.start_unix, b.label.clone()));
+    for s in sets {
+        if !backups.iter().any(|b| b.label == *s) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no backup {s} to expire"),
+            )
+            .hint("'pgfrost info' lists the backups"));
+        }
+        if newest.is_some_and(|n| n.label == *s) {
+            return Err(Error::config(format!(
+                "backup {s} is the newest backup; expire refuses to remove it by hand"
+            ))
+            .hint("take a newer backup first"));
+        }
+    }
+    let kept: Vec<retention::Backup> = backups
+        .iter()
+        .filter(|b| !sets.contains(&b.label.as_str()))
+        .cloned()
+        .collect();
+    // WAL follows the policy over what remains (nothing further expires by policy here).
+    let mut plan = retention::plan(
+        &kept,
+        &Policy {
+            full: None,
+            diff: None,
+            archive: pol.archive.or(match pol.full {
+                Some(FullRetention::Count(n)) => Some((n, BackupType::Full)),
+                Some(FullRetention::Days(_)) => Some((u32::MAX, BackupType::Full)),
+                None => None,
+            }),
+        },
+        0,
+        current_db,
+    );
+    plan.warnings.clear();
+    plan.expire = sets
+        .iter()
+        .map(|s| (s.to_string(), "named with --set".to_string()))
+        .collect();
+    Ok(plan)
+}

@@ -1,0 +1,334 @@
+//! info: what the repository holds, per stanza, for people (text) and scripts (json).
+
+use super::expire::{read_all, segno_of};
+use super::{emit, open_repo};
+use crate::clock;
+use crate::config::Settings;
+use crate::error::Result;
+use crate::pg::wal;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+use crate::repo::stanza::{self, StanzaDb, WalObject};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub parent: Option<String>,
+    pub db_id: u32,
+    pub timeline: u32,
+    pub start_time: String,
+    pub stop_time: String,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub start_wal: String,
+    pub stop_wal: String,
+    pub logical_bytes: u64,
+    /// Bytes this backup added to the repository (sealed, compressed, new blocks only).
+    pub stored_bytes: u64,
+    /// logical_bytes / stored_bytes: how much restorable data each stored byte bought.
+    pub dedup_ratio: f64,
+    pub duration_seconds: f64,
+    pub files: u64,
+    pub checksum_errors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineInfo {
+    pub db_id: u32,
+    pub timeline: u32,
+    pub first: String,
+    pub last: String,
+    pub segments: u64,
+    /// Segments missing between first and last.
+    pub missing: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The earliest point reachable: the end of the oldest backup from which WAL is continuous
+    /// to the end of the archive.
+    pub from_time: String,
+    pub from_backup: String,
+    pub from_lsn: String,
+    /// The end of the archive: the last WAL segment and when it was stored.
+    pub to_time: String,
+    pub to_wal: String,
+    pub to_lsn: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Sizes {
+    pub packs: u64,
+    pub index: u64,
+    pub manifests: u64,
+    pub wal: u64,
+    pub other: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StanzaInfo {
+    pub name: String,
+    pub system_id: String,
+    pub pg_major: u32,
+    pub backups: Vec<BackupInfo>,
+    pub wal: Vec<TimelineInfo>,
+    pub recovery_window: Option<Window>,
+    pub size: Sizes,
+}
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let repo = open_repo(settings).await?;
+    let names = match settings.string("stanza") {
+        Some(s) => vec![s.to_string()],
+        None => {
+            let mut v = Vec::new();
+            for d in repo.store.list_dirs("").await? {
+                if !repo.store.list(&format!("{d}/db")).await?.is_empty() {
+                    v.push(d);
+                }
+            }
+            v
+        }
+    };
+    let mut stanzas = Vec::new();
+    for n in &names {
+        stanzas.push(stanza_info(&repo, n).await?);
+    }
+    let repo_total: u64 = repo.store.list("").await?.iter().map(|l| l.size).sum();
+    let mut text = String::new();
+    for s in &stanzas {
+        text.push_str(&render(s));
+    }
+    text.push_str(&format!(
+        "repository {}: {}",
+        repo.store.location(),
+        human(repo_total)
+    ));
+    emit(
+        settings,
+        &text,
+        json!({"repository": repo.store.location().to_string(), "size_bytes": repo_total, "stanzas": stanzas}),
+    );
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    let f = b as f64;
+    if f >= 1073741824.0 {
+        format!("{:.2} GiB", f / 1073741824.0)
+    } else if f >= 1048576.0 {
+        format!("{:.1} MiB", f / 1048576.0)
+    } else {
+        format!("{:.1} KiB", f / 1024.0)
+    }
+}
+
+fn render(s: &StanzaInfo) -> String {
+    let mut t = format!(
+        "stanza {}: system identifier {}, PostgreSQL {}\n",
+        s.name, s.system_id, s.pg_major
+    );
+    match &s.recovery_window {
+        Some(w) => t.push_str(&format!(
+            "  recovery window: you can recover to any point between {} (end of backup {}, LSN {}) and {} (end of WAL {}, LSN {})\n",
+            w.from_time, w.from_backup, w.from_lsn, w.to_time, w.to_wal, w.to_lsn
+        )),
+        None => t.push_str(
+            "  recovery window: none (no backup has continuous WAL to the end of the archive)\n",
+        ),
+    }
+    if s.backups.is_empty() {
+        t.push_str("  no backups\n");
+    }
+    for b in &s.backups {
+        t.push_str(&format!(
+            "  {} {}: {} .. {} ({:.0}s), LSN {} .. {}, WAL {} .. {}\n      {} in {} files, {} stored, dedup {:.1}x{}{}\n",
+            b.kind,
+            b.label,
+            b.start_time,
+            b.stop_time,
+            b.duration_seconds,
+            b.start_lsn,
+            b.stop_lsn,
+            b.start_wal,
+            b.stop_wal,
+            human(b.logical_bytes),
+            b.files,
+            human(b.stored_bytes),
+            b.dedup_ratio,
+            b.parent
+                .as_ref()
+                .map(|p| format!(", parent {p}"))
+                .unwrap_or_default(),
+            if b.checksum_errors > 0 {
+                format!(", {} PAGE CHECKSUM ERRORS", b.checksum_errors)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    for w in &s.wal {
+        t.push_str(&format!(
+            "  WAL cluster {:04} timeline {}: {} .. {}, {} segment(s){}\n",
+            w.db_id,
+            w.timeline,
+            w.first,
+            w.last,
+            w.segments,
+            if w.missing > 0 {
+                format!(", {} MISSING in between", w.missing)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let z = &s.size;
+    t.push_str(&format!(
+        "  size: {} (packs {}, index {}, manifests {}, WAL {})\n",
+        human(z.total),
+        human(z.packs),
+        human(z.index),
+        human(z.manifests),
+        human(z.wal)
+    ));
+    t
+}
+
+pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
+    let dbs = stanza::history(repo, name).await?;
+    let current = dbs.last().cloned();
+    let manifests = read_all(repo, name).await?;
+    let (wal, _) = stanza::list_wal(repo, name).await?;
+    let mut size = Sizes::default();
+    for l in repo.store.list(name).await? {
+        let rest = l.path[name.len()..].trim_start_matches('/');
+        let slot = match rest.split('/').next().unwrap_or("") {
+            "pack" => &mut size.packs,
+            "index" => &mut size.index,
+            "backup" => &mut size.manifests,
+            "wal" => &mut size.wal,
+            _ => &mut size.other,
+        };
+        *slot += l.size;
+        size.total += l.size;
+    }
+    let mut backups: Vec<&Manifest> = manifests.iter().collect();
+    backups.sort_by_key(|m| (m.stop_unix, m.start_unix));
+    Ok(StanzaInfo {
+        name: name.to_string(),
+        system_id: current
+            .as_ref()
+            .map(|d| d.system_id.clone())
+            .unwrap_or_default(),
+        pg_major: current.as_ref().map(|d| d.pg_major).unwrap_or(0),
+        backups: backups.iter().map(|m| backup_info(m)).collect(),
+        wal: timelines(&wal, &dbs),
+        recovery_window: current.and_then(|db| window(&backups, &wal, &db)),
+        size,
+    })
+}
+
+fn backup_info(m: &Manifest) -> BackupInfo {
+    let s = &m.stats;
+    BackupInfo {
+        label: m.label.clone(),
+        kind: m.kind.name().to_string(),
+        parent: m.parent.clone(),
+        db_id: m.db_id,
+        timeline: m.timeline,
+        start_time: m.start_time.clone(),
+        stop_time: m.stop_time.clone(),
+        start_lsn: m.start_lsn.clone(),
+        stop_lsn: m.stop_lsn.clone(),
+        start_wal: m.start_wal.clone(),
+        stop_wal: m.stop_wal.clone(),
+        logical_bytes: s.logical_bytes,
+        stored_bytes: s.stored_bytes,
+        dedup_ratio: s.logical_bytes as f64 / s.stored_bytes.max(1) as f64,
+        duration_seconds: s.duration_ms as f64 / 1000.0,
+        files: s.files,
+        checksum_errors: m.checksum_errors.len(),
+    }
+}
+
+pub fn seg_size(dbs: &[StanzaDb], db: u32) -> u64 {
+    dbs.iter()
+        .find(|d| d.id == db)
+        .map(|d| d.wal_segment_size)
+        .unwrap_or(16 << 20)
+}
+
+/// Full segments (not partial or backup history files) per (cluster, timeline).
+pub fn segments_by_timeline(
+    wal: &[WalObject],
+    dbs: &[StanzaDb],
+) -> BTreeMap<(u32, u32), BTreeSet<u64>> {
+    let mut per: BTreeMap<(u32, u32), BTreeSet<u64>> = BTreeMap::new();
+    for w in wal {
+        if let wal::WalFile::Segment { tli, .. } = w.file
+            && let Some(n) = w.file.segno(seg_size(dbs, w.db_id))
+        {
+            per.entry((w.db_id, tli)).or_default().insert(n);
+        }
+    }
+    per
+}
+
+fn timelines(wal: &[WalObject], dbs: &[StanzaDb]) -> Vec<TimelineInfo> {
+    segments_by_timeline(wal, dbs)
+        .into_iter()
+        .map(|((db, tli), segs)| {
+            let ss = seg_size(dbs, db);
+            let (first, last) = (*segs.first().unwrap(), *segs.last().unwrap());
+            TimelineInfo {
+                db_id: db,
+                timeline: tli,
+                first: wal::segment_name(tli, first, ss),
+                last: wal::segment_name(tli, last, ss),
+                segments: segs.len() as u64,
+                missing: (last - first + 1) - segs.len() as u64,
+            }
+        })
+        .collect()
+}
+
+/// From the end of the oldest backup whose WAL runs unbroken to the end of the archive, to the
+/// end of the archive. Segments of any timeline count (a promoted branch continues its parent).
+fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb) -> Option<Window> {
+    let ss = db.wal_segment_size;
+    let mut have: BTreeSet<u64> = BTreeSet::new();
+    let mut last: Option<&WalObject> = None;
+    for w in wal.iter().filter(|w| w.db_id == db.id) {
+        if let wal::WalFile::Segment { .. } = w.file
+            && let Some(n) = w.file.segno(ss)
+        {
+            have.insert(n);
+            let newer = last.is_none_or(|l| {
+                (n, w.file.tli()) > (l.file.segno(ss).unwrap_or(0), l.file.tli())
+            });
+            if newer {
+                last = Some(w);
+            }
+        }
+    }
+    let last = last?;
+    let end = last.file.segno(ss)?;
+    let from = backups.iter().filter(|m| m.db_id == db.id).find(|m| {
+        let s = segno_of(&m.start_wal, ss);
+        s <= end && (s..=end).all(|n| have.contains(&n))
+    })?;
+    Some(Window {
+        from_time: from.stop_time.clone(),
+        from_backup: from.label.clone(),
+        from_lsn: from.stop_lsn.clone(),
+        to_time: clock::rfc3339(last.modified),
+        to_wal: last.file.to_string(),
+        to_lsn: wal::format_lsn((end + 1) * ss),
+    })
+}

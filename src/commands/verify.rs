@@ -1,0 +1,448 @@
+//! verify: read and check everything, and say every problem, not only the first.
+
+use super::expire::{policy, read_all, retention_view, segno_of};
+use super::info::{seg_size, segments_by_timeline};
+use super::{emit, open_repo};
+use crate::clock;
+use crate::config::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::wal;
+use crate::repo::blockstore::{BlockId, BlockStore, hex_id};
+use crate::repo::stanza::{self, StanzaDb};
+use crate::repo::{self, Repository, manifest};
+use crate::retention::{self, WalKeep};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub object: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Checked {
+    pub key_slots: u64,
+    pub stanza_records: u64,
+    pub index_segments: u64,
+    pub packs: u64,
+    pub blocks: u64,
+    pub manifests: u64,
+    pub wal_files: u64,
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub stanza: String,
+    pub problems: Vec<Finding>,
+    /// Worth knowing, not wrong (garbage a later expire removes, WAL removed by policy).
+    pub notes: Vec<Finding>,
+    pub checked: Checked,
+}
+
+impl Report {
+    fn problem(&mut self, object: impl Into<String>, problem: impl Into<String>) {
+        let f = Finding {
+            object: object.into(),
+            problem: problem.into(),
+        };
+        log::error!("verify: {}: {}", f.object, f.problem);
+        self.problems.push(f);
+    }
+    fn note(&mut self, object: impl Into<String>, problem: impl Into<String>) {
+        self.notes.push(Finding {
+            object: object.into(),
+            problem: problem.into(),
+        });
+    }
+}
+
+pub async fn run(settings: &Settings) -> Result<()> {
+    let stanza_name = settings.required("stanza")?.to_string();
+    let repo = open_repo(settings).await?;
+    let lease = super::read_lease(&repo, &stanza_name, "verify").await?;
+    let started = Instant::now();
+    let r = verify(settings, &repo, &stanza_name).await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    let r = r?;
+    let mut text = String::new();
+    for p in &r.problems {
+        text.push_str(&format!("PROBLEM {}: {}\n", p.object, p.problem));
+    }
+    for n in &r.notes {
+        text.push_str(&format!("note {}: {}\n", n.object, n.problem));
+    }
+    let c = &r.checked;
+    text.push_str(&format!(
+        "verify '{}': {} problem(s); checked {} key slot(s), {} stanza record(s), {} index segment(s), {} pack(s) holding {} block(s), {} backup(s), {} WAL file(s); {:.1} MiB read in {:.1}s",
+        r.stanza,
+        r.problems.len(),
+        c.key_slots,
+        c.stanza_records,
+        c.index_segments,
+        c.packs,
+        c.blocks,
+        c.manifests,
+        c.wal_files,
+        c.bytes_read as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    ));
+    emit(settings, &text, json!(r));
+    if r.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::VerifyFailed,
+            format!(
+                "verify found {} problem(s) in stanza '{}' (listed above)",
+                r.problems.len(),
+                r.stanza
+            ),
+        ))
+    }
+}
+
+pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -> Result<Report> {
+    let mut r = Report {
+        stanza: stanza_name.to_string(),
+        ..Default::default()
+    };
+    let workers = settings.u32("process-max").max(2) as usize;
+
+    // Key slots (the config itself was authenticated by opening the repository).
+    match repo::read_slots(&repo.store).await {
+        Ok(s) => r.checked.key_slots = s.len() as u64,
+        Err(e) => r.problem("keys/", e.to_string()),
+    }
+    let dbs: Vec<StanzaDb> = match stanza::history(repo, stanza_name).await {
+        Ok(d) => d,
+        Err(e) => {
+            r.problem(format!("{stanza_name}/db"), e.to_string());
+            Vec::new()
+        }
+    };
+    r.checked.stanza_records = dbs.len() as u64;
+
+    // Objects that are not part of the format.
+    for l in repo.store.list(stanza_name).await? {
+        let rest = &l.path[stanza_name.len() + 1..];
+        let parts: Vec<&str> = rest.split('/').collect();
+        let ok = match parts.as_slice() {
+            ["db", n] => n.len() == 4 && n.bytes().all(|c| c.is_ascii_digit()),
+            ["wal", ..] | ["lock", _] => true,
+            ["backup", l] => manifest::is_label(l),
+            ["pack", xx, id] => is_hex64(id) && id.starts_with(xx),
+            ["index", id] => is_hex64(id),
+            _ => false,
+        };
+        if !ok {
+            r.problem(&l.path, "not part of the repository format");
+        }
+    }
+
+    // Index segments, one by one so that a bad one is named and the rest still count.
+    let bs = BlockStore::open_empty(repo.store.clone(), stanza_name, repo.keys.clone());
+    let mut indexed: HashMap<BlockId, (String, Vec<crate::repo::index::Entry>)> = HashMap::new();
+    for l in repo.store.list(&format!("{stanza_name}/index")).await? {
+        if !is_hex64(l.path.rsplit('/').next().unwrap_or("")) {
+            continue;
+        }
+        r.checked.index_segments += 1;
+        let loaded = async {
+            let b = repo.store.get(&l.path).await?;
+            bs.decode_segment(&l.path, &b)
+        }
+        .await;
+        match loaded {
+            Ok(packs) => {
+                r.checked.bytes_read += l.size;
+                bs.add_to_index(&l.path, &packs);
+                for p in packs {
+                    indexed
+                        .entry(p.pack)
+                        .or_insert_with(|| (l.path.clone(), p.entries));
+                }
+            }
+            Err(e) => r.problem(&l.path, e.to_string()),
+        }
+    }
+
+    // Packs: every byte read and every block authenticated and re-hashed.
+    let mut stored: HashMap<BlockId, u64> = HashMap::new();
+    for l in repo.store.list(&format!("{stanza_name}/pack")).await? {
+        if let Ok(id) = repo::format::hex_array::<32>(l.path.rsplit('/').next().unwrap_or(""), "")
+        {
+            stored.insert(id, l.size);
+        }
+    }
+    let mut bad_packs: HashMap<BlockId, String> = HashMap::new();
+    let total = stored.len();
+    let mut checks = futures::stream::iter(stored.keys().copied())
+        .map(|id| {
+            let bs = bs.clone();
+            async move { (id, bs.check_pack(&id).await) }
+        })
+        .buffer_unordered(workers);
+    let mut done = 0usize;
+    let mut last_log = Instant::now();
+    while let Some((id, res)) = checks.next().await {
+        done += 1;
+        if last_log.elapsed().as_secs() >= 10 {
+            log::info!("verify: {done} of {total} packs checked");
+            last_log = Instant::now();
+        }
+        let path = bs.pack_path(&id);
+        match res {
+            Ok(entries) => {
+                r.checked.packs += 1;
+                r.checked.blocks += entries.len() as u64;
+                r.checked.bytes_read += stored[&id];
+                match indexed.get(&id) {
+                    None => r.note(
+                        &path,
+                        "no index segment names this pack (left by an interrupted backup); the next backup reuses it or expire removes it",
+                    ),
+                    Some((seg, es)) => {
+                        let mine: HashSet<_> = entries
+                            .iter()
+                            .map(|e| (e.id, e.offset, e.length, e.raw_length))
+                            .collect();
+                        let disagree = es
+                            .iter()
+                            .filter(|e| !mine.contains(&(e.id, e.offset, e.length, e.raw_length)))
+                            .count();
+                        if disagree > 0 {
+                            r.problem(
+                                &path,
+                                format!("{disagree} entries of index segment {seg} do not match the pack's trailer"),
+                            );
+                            bad_packs.insert(id, "its index entries are wrong".into());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                r.problem(&path, e.to_string());
+                bad_packs.insert(id, "it is damaged".into());
+            }
+        }
+    }
+    drop(checks);
+    for (id, (seg, _)) in &indexed {
+        if !stored.contains_key(id) {
+            r.problem(
+                bs.pack_path(id),
+                format!("missing, but index segment {seg} names it"),
+            );
+            bad_packs.insert(*id, "it is missing".into());
+        }
+    }
+
+    // Backups: each block of each file must be in a sound pack.
+    let manifests = match read_all(repo, stanza_name).await {
+        Ok(m) => m,
+        Err(_) => {
+            // Name each unreadable manifest, then carry on with the readable ones.
+            let mut ok = Vec::new();
+            for l in manifest::list(repo, stanza_name).await? {
+                match manifest::read(repo, stanza_name, &l).await {
+                    Ok(m) => ok.push(m),
+                    Err(e) => r.problem(manifest::path(stanza_name, &l), e.to_string()),
+                }
+            }
+            ok
+        }
+    };
+    r.checked.manifests = manifests.len() as u64;
+    let mut list_cache: HashMap<BlockId, std::result::Result<Vec<BlockId>, String>> =
+        HashMap::new();
+    for m in &manifests {
+        let obj = manifest::path(stanza_name, &m.label);
+        // (pack or "missing") -> (blocks, files, first file)
+        let mut trouble: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
+        for f in &m.files {
+            if f.list.is_empty() {
+                continue;
+            }
+            let Ok(list_id) = repo::format::hex_array::<32>(&f.list, "") else {
+                r.problem(&obj, format!("file {}: malformed block list id", f.path));
+                continue;
+            };
+            if !list_cache.contains_key(&list_id) {
+                let got = match bs.read_blocks(&[list_id]).await {
+                    Ok(mut v) => Ok(v
+                        .pop()
+                        .unwrap_or_default()
+                        .chunks_exact(32)
+                        .map(|c| c.try_into().expect("32"))
+                        .collect()),
+                    Err(e) => Err(e.to_string()),
+                };
+                list_cache.insert(list_id, got);
+            }
+            let ids = match &list_cache[&list_id] {
+                Ok(ids) => ids,
+                Err(e) => {
+                    r.problem(
+                        &obj,
+                        format!("file {}: its block list cannot be read: {e}", f.path),
+                    );
+                    continue;
+                }
+            };
+            if ids.len() as u32 != f.blocks {
+                r.problem(
+                    &obj,
+                    format!(
+                        "file {}: block list holds {} blocks, the manifest says {}",
+                        f.path,
+                        ids.len(),
+                        f.blocks
+                    ),
+                );
+            }
+            let mut seen_here: HashSet<String> = HashSet::new();
+            for id in ids {
+                let why = match bs.locate(id) {
+                    None => Some(format!("missing blocks (e.g. {})", hex_id(id))),
+                    Some(p) => bad_packs
+                        .get(&p)
+                        .map(|w| format!("blocks in pack {} ({w})", bs.pack_path(&p))),
+                };
+                if let Some(w) = why {
+                    let e = trouble.entry(w.clone()).or_insert((0, 0, f.path.clone()));
+                    e.0 += 1;
+                    if seen_here.insert(w) {
+                        e.1 += 1;
+                    }
+                }
+            }
+        }
+        for (what, (blocks, files, first)) in trouble {
+            r.problem(
+                &obj,
+                format!(
+                    "backup {} cannot be restored: {blocks} {what}, in {files} file(s) starting with {first}",
+                    m.label
+                ),
+            );
+        }
+    }
+
+    // WAL: every file authenticated and checked.
+    let (wal_objs, _) = stanza::list_wal(repo, stanza_name).await?;
+    let mut bad_wal: HashSet<String> = HashSet::new();
+    let by_id: HashMap<u32, &StanzaDb> = dbs.iter().map(|d| (d.id, d)).collect();
+    let by_id = &by_id;
+    let mut wal_checks = futures::stream::iter(wal_objs.iter())
+        .map(|w| async move {
+            let res = match by_id.get(&w.db_id) {
+                None => Err(format!(
+                    "filed under cluster {:04}, which the stanza does not record",
+                    w.db_id
+                )),
+                Some(db) => match repo.store.get(&w.path).await {
+                    Ok(b) => super::archive::open_checked(repo, db, &w.path, &w.file, &b)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            (w, res)
+        })
+        .buffer_unordered(workers);
+    while let Some((w, res)) = wal_checks.next().await {
+        r.checked.wal_files += 1;
+        r.checked.bytes_read += w.size;
+        if let Err(e) = res {
+            r.problem(&w.path, e);
+            bad_wal.insert(w.path.clone());
+        }
+    }
+    drop(wal_checks);
+
+    // Each backup's own WAL, start to stop.
+    let per_tli = segments_by_timeline(&wal_objs, &dbs);
+    let present = |db: u32, tli: u32, n: u64| per_tli.get(&(db, tli)).is_some_and(|s| s.contains(&n));
+    for m in &manifests {
+        let ss = seg_size(&dbs, m.db_id);
+        let (a, b) = (segno_of(&m.start_wal, ss), segno_of(&m.stop_wal, ss));
+        let mut missing = Vec::new();
+        for n in a..=b {
+            let name = wal::segment_name(m.timeline, n, ss);
+            let path = format!(
+                "{stanza_name}/wal/{:04}/{}/{name}",
+                m.db_id,
+                &name[..16]
+            );
+            if !present(m.db_id, m.timeline, n) {
+                missing.push(name);
+            } else if bad_wal.contains(&path) {
+                missing.push(format!("{name} (damaged)"));
+            }
+        }
+        if !missing.is_empty() {
+            r.problem(
+                manifest::path(stanza_name, &m.label),
+                format!(
+                    "backup {} cannot reach consistency: WAL {} missing from its range {} .. {}",
+                    m.label,
+                    missing.join(", "),
+                    m.start_wal,
+                    m.stop_wal
+                ),
+            );
+        }
+    }
+
+    // Continuity per timeline, from where point-in-time recovery must be possible (what the
+    // retention policy keeps; the oldest backup without one). Gaps before it are expire's doing.
+    let backups: Vec<retention::Backup> =
+        manifests.iter().map(|m| retention_view(m, &dbs)).collect();
+    let current = dbs.last().map(|d| d.id).unwrap_or(1);
+    let plan = retention::plan(&backups, &policy(settings)?, clock::now_unix(), current);
+    for ((db, tli), segs) in &per_tli {
+        let ss = seg_size(&dbs, *db);
+        let from = match plan.wal.get(db) {
+            Some(WalKeep::From { from, .. }) => *from,
+            Some(WalKeep::Nothing) => u64::MAX,
+            _ => backups
+                .iter()
+                .filter(|b| b.db_id == *db)
+                .map(|b| b.start_segno)
+                .min()
+                .unwrap_or(u64::MAX),
+        };
+        let mut prev: Option<u64> = None;
+        for &n in segs {
+            if let Some(p) = prev
+                && n > p + 1
+            {
+                let what = format!(
+                    "WAL gap on timeline {tli}: {} .. {} ({} segment(s)) missing",
+                    wal::segment_name(*tli, p + 1, ss),
+                    wal::segment_name(*tli, n - 1, ss),
+                    n - p - 1
+                );
+                let obj = format!("{stanza_name}/wal/{db:04}");
+                if n > from {
+                    r.problem(obj, format!("{what}: point-in-time recovery cannot cross it"));
+                } else {
+                    r.note(obj, format!("{what}, before the retained recovery window"));
+                }
+            }
+            prev = Some(n);
+        }
+    }
+    Ok(r)
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}

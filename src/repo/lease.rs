@@ -1,0 +1,250 @@
+//! Leases: how garbage collection and the commands that rely on blocks staying put keep out of
+//! each other's way, on local disk and on object storage alike (no locking primitive needed
+//! beyond strongly consistent PUT, LIST and DELETE).
+//!
+//! Each such command writes `<stanza>/lock/<kind>-<id>` first, then lists the others:
+//! - a backup (kind `backup`) dedups against blocks already stored, and a restore, verify or
+//!   drill (kind `read`) reads them; both wait while a live `gc` lease exists;
+//! - garbage collection (kind `gc`) deletes packs only when it finds no other live lease, and
+//!   otherwise postpones (never waits, so nothing can deadlock).
+//!
+//! Because both sides write before they look, two that start together cannot both miss each
+//! other: at least one sees the other and stands back. A lease is renewed every
+//! [`RENEW_SECONDS`]; one not renewed for [`TTL_SECONDS`] belongs to a process that died, and
+//! garbage collection deletes it before reading the manifests. A backup that was merely paused
+//! that long finds its lease gone when it checks after writing its manifest, and withdraws the
+//! backup (the blocks it relied on may have been collected).
+//!
+//! archive-push takes no lease and never waits: it only adds WAL, and expire only deletes WAL
+//! older than every retained backup needs.
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub const FORMAT: &str = "pgfrost-lease";
+pub const TTL_SECONDS: i64 = 300;
+pub const RENEW_SECONDS: u64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    Backup,
+    Read,
+    Gc,
+}
+
+impl LeaseKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaseKind::Backup => "backup",
+            LeaseKind::Read => "read",
+            LeaseKind::Gc => "gc",
+        }
+    }
+}
+
+/// The stored document. Not encrypted: it says only that some process of some kind is at work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseDoc {
+    pub format: String,
+    pub version: u32,
+    pub kind: LeaseKind,
+    pub id: String,
+    /// The pgfrost command holding it (backup, restore, expire, ...).
+    pub command: String,
+    pub pid: u32,
+    /// Real Unix seconds (never the test clock).
+    pub created_unix: i64,
+    pub renewed_unix: i64,
+    pub ttl_seconds: i64,
+}
+
+impl LeaseDoc {
+    pub fn live(&self, now_unix: i64) -> bool {
+        now_unix - self.renewed_unix < self.ttl_seconds
+    }
+}
+
+/// A lease found in the repository.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: String,
+    /// None when the object does not parse (treated as stale).
+    pub doc: Option<LeaseDoc>,
+}
+
+impl Found {
+    pub fn live(&self, now_unix: i64) -> bool {
+        self.doc.as_ref().is_some_and(|d| d.live(now_unix))
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.doc {
+            Some(d) => format!(
+                "{} lease of '{}' (pid {}, renewed {})",
+                d.kind.name(),
+                d.command,
+                d.pid,
+                clock::rfc3339(d.renewed_unix)
+            ),
+            None => format!("unreadable lease {}", self.path),
+        }
+    }
+}
+
+pub fn dir(stanza: &str) -> String {
+    format!("{stanza}/lock")
+}
+
+/// Every lease of the stanza.
+pub async fn list(store: &Store, stanza: &str) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for l in store.list(&dir(stanza)).await? {
+        let doc = match store.get_opt(&l.path).await? {
+            Some(b) => serde_json::from_slice::<LeaseDoc>(&b)
+                .ok()
+                .filter(|d| d.format == FORMAT && d.version == 1),
+            // Released between the listing and the read.
+            None => continue,
+        };
+        out.push(Found { path: l.path, doc });
+    }
+    Ok(out)
+}
+
+pub struct Lease {
+    store: Store,
+    pub path: String,
+    doc: LeaseDoc,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    pub async fn acquire(
+        store: &Store,
+        stanza: &str,
+        kind: LeaseKind,
+        command: &str,
+    ) -> Result<Lease> {
+        let mut idb = [0u8; 16];
+        getrandom::fill(&mut idb).map_err(|e| Error::internal(format!("getrandom: {e}")))?;
+        let id = hex::encode(idb);
+        let now = clock::real_unix();
+        let doc = LeaseDoc {
+            format: FORMAT.into(),
+            version: 1,
+            kind,
+            id: id.clone(),
+            command: command.into(),
+            pid: std::process::id(),
+            created_unix: now,
+            renewed_unix: now,
+            ttl_seconds: TTL_SECONDS,
+        };
+        let path = format!("{}/{}-{id}", dir(stanza), kind.name());
+        store
+            .put_overwrite(&path, serde_json::to_vec(&doc).expect("lease").into())
+            .await?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (store, path, mut doc, lost) =
+                (store.clone(), path.clone(), doc.clone(), lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(RENEW_SECONDS)).await;
+                    // Never bring back a lease that garbage collection declared dead: the
+                    // holder must find out, not carry on.
+                    match store.exists(&path).await {
+                        Ok(false) => {
+                            lost.store(true, Ordering::SeqCst);
+                            log::error!("lease {path} was removed as stale");
+                            return;
+                        }
+                        Ok(true) => {}
+                        Err(e) => {
+                            log::warn!("cannot renew lease {path}: {e}");
+                            continue;
+                        }
+                    }
+                    doc.renewed_unix = clock::real_unix();
+                    if let Err(e) = store
+                        .put_overwrite(&path, serde_json::to_vec(&doc).expect("lease").into())
+                        .await
+                    {
+                        log::warn!("cannot renew lease {path}: {e}");
+                    }
+                }
+            })
+        };
+        Ok(Lease {
+            store: store.clone(),
+            path,
+            doc,
+            lost,
+            renewer,
+        })
+    }
+
+    /// Live leases other than this one.
+    pub async fn others(&self, stanza: &str) -> Result<Vec<Found>> {
+        let now = clock::real_unix();
+        Ok(list(&self.store, stanza)
+            .await?
+            .into_iter()
+            .filter(|f| f.path != self.path && f.live(now))
+            .collect())
+    }
+
+    /// Waits while a live `gc` lease exists (garbage collection at work).
+    pub async fn wait_for_gc(&self, stanza: &str) -> Result<()> {
+        let mut said = false;
+        loop {
+            let gcs: Vec<Found> = self
+                .others(stanza)
+                .await?
+                .into_iter()
+                .filter(|f| f.doc.as_ref().is_some_and(|d| d.kind == LeaseKind::Gc))
+                .collect();
+            let Some(g) = gcs.first() else {
+                return Ok(());
+            };
+            if !said {
+                log::info!(
+                    "waiting for garbage collection to finish: {}",
+                    g.describe()
+                );
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// False once garbage collection has removed this lease as stale.
+    pub async fn still_held(&self) -> Result<bool> {
+        Ok(!self.lost.load(Ordering::SeqCst) && self.store.exists(&self.path).await?)
+    }
+
+    pub fn kind(&self) -> LeaseKind {
+        self.doc.kind
+    }
+
+    pub async fn release(self) {
+        self.renewer.abort();
+        if let Err(e) = self.store.delete(&self.path).await {
+            log::warn!("cannot remove lease {}: {e}", self.path);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
