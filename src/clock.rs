@@ -3,7 +3,9 @@
 //! `PGFROST_TEST_CLOCK` (Unix seconds) moves this clock: a test can take a month of daily
 //! backups in minutes and have each one recorded, labelled and aged as if taken on its day. The
 //! clock still advances in real time from the given instant, so durations and label ordering
-//! within one run stay true. Leases (liveness between processes) never use it: they compare
+//! within one run stay true. It must be set in the past: diff and incr trust a file unchanged
+//! when it was last modified before their parent's recorded start, so a parent recorded in the
+//! future would make them skip files that did change. Leases (liveness between processes) never use it: they compare
 //! real times written by concurrently running processes.
 
 use std::sync::OnceLock;

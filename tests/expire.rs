@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// 2026-11-01T00:00:00Z.
-const MONTH_START: i64 = 1_793_491_200;
+/// 2026-01-01T00:00:00Z: in the past, as the test clock must be (clock.rs).
+const MONTH_START: i64 = 1_767_225_600;
 const DAY: i64 = 86_400;
 
 fn json_of(r: &Run) -> Value {
@@ -102,8 +102,8 @@ fn a_scripted_month_keeps_exactly_what_the_policy_says() {
         by_day.push((v["label"].as_str().unwrap().to_string(), c.sql(COUNT)));
     }
     // Labels carry the injected days.
-    assert!(by_day[0].0.starts_with("20261101-01"), "{:?}", by_day[0]);
-    assert!(by_day[29].0.ends_with('I') && by_day[29].0.contains("_20261130-01"));
+    assert!(by_day[0].0.starts_with("20260101-01"), "{:?}", by_day[0]);
+    assert!(by_day[29].0.ends_with('I') && by_day[29].0.contains("_20260130-01"));
 
     // Fulls on days 0, 14, 28 (all kept: retention-full=3); diffs on 7 and 21, and only the
     // newest diff stays, so day 7 went with the incrementals built on it (8..13).
