@@ -358,8 +358,11 @@ mod tests {
         assert_eq!(expired.len(), 7, "{expired:?}");
         assert!(expired.iter().any(|l| l.ends_with("D")));
         assert!(labels_of(&p).iter().any(|l| l.ends_with("D")));
-        assert!(p.expire.iter().all(|(_, r)| r.contains("retention-diff")
-            || r.contains("builds on expired")));
+        assert!(
+            p.expire
+                .iter()
+                .all(|(_, r)| r.contains("retention-diff") || r.contains("builds on expired"))
+        );
     }
 
     #[test]

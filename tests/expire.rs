@@ -277,13 +277,19 @@ fn backup_expire_and_archive_push_together_lose_nothing() {
     });
     assert!(expires.iter().any(|v| v["gc_postponed"].is_string()));
     assert!(
-        expires.iter().any(|v| v["gc"]["packs_deleted"].as_u64().unwrap_or(0)
-            + v["gc"]["packs_rewritten"].as_u64().unwrap_or(0)
-            > 0
-            && v["freed_bytes"].as_i64().unwrap() > 0),
+        expires
+            .iter()
+            .any(|v| v["gc"]["packs_deleted"].as_u64().unwrap_or(0)
+                + v["gc"]["packs_rewritten"].as_u64().unwrap_or(0)
+                > 0
+                && v["freed_bytes"].as_i64().unwrap() > 0),
         "no expire collected anything: {expires:#?}"
     );
-    assert!(expires.iter().any(|v| !v["expired"].as_array().unwrap().is_empty()));
+    assert!(
+        expires
+            .iter()
+            .any(|v| !v["expired"].as_array().unwrap().is_empty())
+    );
 
     c.sql("SELECT pg_switch_wal()");
     wait_archived(&c);
@@ -296,11 +302,22 @@ fn backup_expire_and_archive_push_together_lose_nothing() {
     assert!(!kept.is_empty());
     for l in &kept {
         let (r, _d) = restore_at(&a, &bin, l, &[]);
-        assert!(r.sql("SELECT count(*) FROM pgbench_accounts").parse::<i64>().unwrap() > 0);
+        assert!(
+            r.sql("SELECT count(*) FROM pgbench_accounts")
+                .parse::<i64>()
+                .unwrap()
+                > 0
+        );
     }
     let dir = postgres_dir();
     let data = dir.path().join("data");
-    let r = run(a.cmd(&["restore", "--pg-path", data.to_str().unwrap(), "--target-action", "promote"]));
+    let r = run(a.cmd(&[
+        "restore",
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--target-action",
+        "promote",
+    ]));
     assert_eq!(r.code, 0, "{r:?}");
     let mut restored = Cluster::from_data_dir(&bin, &data, &[("archive_mode", "off")]);
     restored.start();
@@ -390,7 +407,10 @@ fn verify_names_every_problem() {
     // Text output says the same.
     let t = run(a.cmd(&["verify"]));
     assert_eq!(t.code, 22);
-    assert!(t.stdout.contains("PROBLEM") && t.stderr.contains("problem(s)"), "{t:?}");
+    assert!(
+        t.stdout.contains("PROBLEM") && t.stderr.contains("problem(s)"),
+        "{t:?}"
+    );
 }
 
 #[test]
@@ -427,4 +447,48 @@ fn a_lone_incremental_restores_after_everything_else_expired() {
         r.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history"),
         fp
     );
+}
+
+#[test]
+fn a_lease_as_stored_matches_its_schema_and_goes_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = pgfrost::store::Location::Local(dir.path().to_path_buf());
+    let store = pgfrost::store::Store::open(&loc, false).unwrap();
+    rt().block_on(async {
+        use pgfrost::repo::lease::{Lease, LeaseKind, list};
+        let l = Lease::acquire(&store, "main", LeaseKind::Backup, "backup")
+            .await
+            .unwrap();
+        let found = list(&store, "main").await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].live(pgfrost::clock::real_unix()));
+        let doc = dir.path().join(&found[0].path);
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/lease.schema.json");
+        let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = std::process::Command::new(py)
+            .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
+            .arg(&doc)
+            .arg(&schema)
+            .output()
+            .expect("python3 (pip install -r proto/reference/requirements.txt)");
+        assert!(
+            out.status.success(),
+            "lease does not match its schema: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A gc lease written now makes a reader wait; released, the wait ends.
+        let gc = Lease::acquire(&store, "main", LeaseKind::Gc, "expire")
+            .await
+            .unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(700), l.wait_for_gc("main")).await;
+        assert!(waited.is_err(), "did not wait for the gc lease");
+        gc.release().await;
+        tokio::time::timeout(Duration::from_secs(5), l.wait_for_gc("main"))
+            .await
+            .expect("still waiting after the gc lease was released")
+            .unwrap();
+        assert!(l.still_held().await.unwrap());
+        l.release().await;
+        assert!(list(&store, "main").await.unwrap().is_empty());
+    });
 }

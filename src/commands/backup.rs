@@ -7,6 +7,7 @@
 //! manifest, so it does not exist; the blocks it stored are reused by the next run.
 
 use super::{archive, emit, open_repo, read_full};
+use crate::clock;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::layout::{self, Include, RelFile};
@@ -14,11 +15,10 @@ use crate::pg::page::{self, BLCKSZ, PageCheck};
 use crate::pg::wal::{self, WalFile};
 use crate::pg::{conn, control};
 use crate::repo::blockstore::{BlockStore, BlockWriter, WriteStats, hex_id};
-use crate::clock;
+use crate::repo::lease::{Lease, LeaseKind};
 use crate::repo::manifest::{
     self, BackupType, ChecksumError, DirEntry, FileEntry, LinkEntry, Manifest, Stats, Tablespace,
 };
-use crate::repo::lease::{Lease, LeaseKind};
 use crate::repo::stanza;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -554,7 +554,6 @@ fn label_stamp(t: SystemTime) -> String {
     )
 }
 
-
 /// Reports progress: a bar on a terminal, a log line every 10 s otherwise.
 fn progress(shared: Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -754,11 +753,11 @@ async fn take(
         == "on";
 
     // The parent: incr builds on the newest backup, diff on the newest full, of this cluster.
-    let labels = manifest::list(&repo, &stanza_name).await?;
+    let labels = manifest::list(repo, &stanza_name).await?;
     let mut parent: Option<Manifest> = None;
     if kind != BackupType::Full {
         for l in labels.iter().rev() {
-            let m = manifest::read(&repo, &stanza_name, l).await?;
+            let m = manifest::read(repo, &stanza_name, l).await?;
             if m.db_id == db.id && (kind == BackupType::Incr || m.kind == BackupType::Full) {
                 parent = Some(m);
                 break;
@@ -994,9 +993,9 @@ async fn take(
 
     wait_for_wal(
         settings,
-        &repo,
+        repo,
         &stanza_name,
-        &db,
+        db,
         &start_wal,
         &stop_wal,
         &label,

@@ -44,7 +44,11 @@ pub struct ExpireReport {
 
 impl ExpireReport {
     pub fn summary_lines(&self) -> Vec<String> {
-        let would = if self.dry_run { "would expire" } else { "expired" };
+        let would = if self.dry_run {
+            "would expire"
+        } else {
+            "expired"
+        };
         let mut out = Vec::new();
         for e in &self.expired {
             out.push(format!("{would} backup {}: {}", e.label, e.reason));
@@ -104,7 +108,10 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
             },
         }
     };
-    let full = match (num("retention-full")?, settings.string("retention-full-type")) {
+    let full = match (
+        num("retention-full")?,
+        settings.string("retention-full-type"),
+    ) {
         (None, _) => None,
         (Some(n), None | Some("count")) => Some(FullRetention::Count(n)),
         (Some(n), Some("time")) => Some(FullRetention::Days(n)),
@@ -265,7 +272,12 @@ async fn expire_leased(
         manifests.iter().map(|m| retention_view(m, dbs)).collect();
     let sets: Vec<&str> = settings
         .string("set")
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let plan = if sets.is_empty() {
         retention::plan(&backups, pol, clock::now_unix(), current_db)
@@ -298,11 +310,15 @@ async fn expire_leased(
         };
         let mut doomed = Vec::new();
         for w in &wal {
-            let rule = plan.wal.get(&w.db_id).cloned().unwrap_or(if w.db_id == current_db {
-                WalKeep::All
-            } else {
-                WalKeep::Nothing
-            });
+            let rule = plan
+                .wal
+                .get(&w.db_id)
+                .cloned()
+                .unwrap_or(if w.db_id == current_db {
+                    WalKeep::All
+                } else {
+                    WalKeep::Nothing
+                });
             let keep = match w.file.segno(seg_size(w.db_id)) {
                 Some(n) => rule.keeps(w.file.tli(), n),
                 None => rule != WalKeep::Nothing,
@@ -363,11 +379,10 @@ fn named(
         .max_by_key(|b| (b.stop_unix, b.start_unix, b.label.clone()));
     for s in sets {
         if !backups.iter().any(|b| b.label == *s) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no backup {s} to expire"),
-            )
-            .hint("'pgfrost info' lists the backups"));
+            return Err(
+                Error::new(ErrorKind::NotFound, format!("no backup {s} to expire"))
+                    .hint("'pgfrost info' lists the backups"),
+            );
         }
         if newest.is_some_and(|n| n.label == *s) {
             return Err(Error::config(format!(

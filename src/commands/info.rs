@@ -309,9 +309,8 @@ fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb) -> Option<Win
             && let Some(n) = w.file.segno(ss)
         {
             have.insert(n);
-            let newer = last.is_none_or(|l| {
-                (n, w.file.tli()) > (l.file.segno(ss).unwrap_or(0), l.file.tli())
-            });
+            let newer = last
+                .is_none_or(|l| (n, w.file.tli()) > (l.file.segno(ss).unwrap_or(0), l.file.tli()));
             if newer {
                 last = Some(w);
             }

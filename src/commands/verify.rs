@@ -176,8 +176,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     // Packs: every byte read and every block authenticated and re-hashed.
     let mut stored: HashMap<BlockId, u64> = HashMap::new();
     for l in repo.store.list(&format!("{stanza_name}/pack")).await? {
-        if let Ok(id) = repo::format::hex_array::<32>(l.path.rsplit('/').next().unwrap_or(""), "")
-        {
+        if let Ok(id) = repo::format::hex_array::<32>(l.path.rsplit('/').next().unwrap_or(""), "") {
             stored.insert(id, l.size);
         }
     }
@@ -274,7 +273,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                 r.problem(&obj, format!("file {}: malformed block list id", f.path));
                 continue;
             };
-            if !list_cache.contains_key(&list_id) {
+            if let std::collections::hash_map::Entry::Vacant(e) = list_cache.entry(list_id) {
                 let got = match bs.read_blocks(&[list_id]).await {
                     Ok(mut v) => Ok(v
                         .pop()
@@ -284,7 +283,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                         .collect()),
                     Err(e) => Err(e.to_string()),
                 };
-                list_cache.insert(list_id, got);
+                e.insert(got);
             }
             let ids = match &list_cache[&list_id] {
                 Ok(ids) => ids,
@@ -369,18 +368,15 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
 
     // Each backup's own WAL, start to stop.
     let per_tli = segments_by_timeline(&wal_objs, &dbs);
-    let present = |db: u32, tli: u32, n: u64| per_tli.get(&(db, tli)).is_some_and(|s| s.contains(&n));
+    let present =
+        |db: u32, tli: u32, n: u64| per_tli.get(&(db, tli)).is_some_and(|s| s.contains(&n));
     for m in &manifests {
         let ss = seg_size(&dbs, m.db_id);
         let (a, b) = (segno_of(&m.start_wal, ss), segno_of(&m.stop_wal, ss));
         let mut missing = Vec::new();
         for n in a..=b {
             let name = wal::segment_name(m.timeline, n, ss);
-            let path = format!(
-                "{stanza_name}/wal/{:04}/{}/{name}",
-                m.db_id,
-                &name[..16]
-            );
+            let path = format!("{stanza_name}/wal/{:04}/{}/{name}", m.db_id, &name[..16]);
             if !present(m.db_id, m.timeline, n) {
                 missing.push(name);
             } else if bad_wal.contains(&path) {
@@ -432,7 +428,10 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                 );
                 let obj = format!("{stanza_name}/wal/{db:04}");
                 if n > from {
-                    r.problem(obj, format!("{what}: point-in-time recovery cannot cross it"));
+                    r.problem(
+                        obj,
+                        format!("{what}: point-in-time recovery cannot cross it"),
+                    );
                 } else {
                     r.note(obj, format!("{what}, before the retained recovery window"));
                 }

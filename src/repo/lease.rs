@@ -216,10 +216,7 @@ impl Lease {
                 return Ok(());
             };
             if !said {
-                log::info!(
-                    "waiting for garbage collection to finish: {}",
-                    g.describe()
-                );
+                log::info!("waiting for garbage collection to finish: {}", g.describe());
                 said = true;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
