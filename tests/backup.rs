@@ -140,19 +140,7 @@ fn corrupt_page_is_reported_by_file_and_block() {
     assert_eq!(m.checksum_errors.len(), 1);
     let doc = a.dir.path().join("manifest.json");
     std::fs::write(&doc, serde_json::to_vec(&m).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/manifest.schema.json");
-    let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(py)
-        .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
-        .arg(&doc)
-        .arg(&schema)
-        .output()
-        .expect("python3 (pip install -r proto/reference/requirements.txt)");
-    assert!(
-        out.status.success(),
-        "manifest does not match its schema: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_matches_schema(&doc, "manifest.schema.json");
     // Asked to, the backup fails (and is still recorded, with the page listed).
     let r = a.on(
         &c,

@@ -46,20 +46,7 @@ fn labels(a: &Archive) -> Vec<String> {
 }
 
 fn backup_at(a: &Archive, c: &Cluster, kind: &str, clock: i64) -> Value {
-    let mut cmd = a.cmd(&[
-        "backup",
-        "--type",
-        kind,
-        "--start-fast",
-        "y",
-        "--output",
-        "json",
-    ]);
-    cmd.args(Archive::pg_args(c))
-        .env("PGFROST_TEST_CLOCK", clock.to_string());
-    let r = run(cmd);
-    assert_eq!(r.code, 0, "backup {kind}: {r:?}");
-    json_of(&r)
+    backup_with(a, c, kind, &[("PGFROST_TEST_CLOCK", &clock.to_string())])
 }
 
 const COUNT: &str = "SELECT count(*) || '/' || coalesce(sum(n), 0) FROM t";
@@ -463,19 +450,7 @@ fn a_lease_as_stored_matches_its_schema_and_goes_when_released() {
         assert_eq!(found.len(), 1);
         assert!(found[0].live(pgfrost::clock::real_unix()));
         let doc = dir.path().join(&found[0].path);
-        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/lease.schema.json");
-        let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = std::process::Command::new(py)
-            .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
-            .arg(&doc)
-            .arg(&schema)
-            .output()
-            .expect("python3 (pip install -r proto/reference/requirements.txt)");
-        assert!(
-            out.status.success(),
-            "lease does not match its schema: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_matches_schema(&doc, "lease.schema.json");
         // A gc lease written now makes a reader wait; released, the wait ends.
         let gc = Lease::acquire(&store, "main", LeaseKind::Gc, "expire")
             .await

@@ -193,18 +193,30 @@ pub fn segments(names: &[String]) -> Vec<String> {
 
 /// Takes a backup with an immediate checkpoint and returns its JSON report.
 pub fn backup(a: &Archive, c: &Cluster, kind: &str) -> serde_json::Value {
-    let r = a.on(
-        c,
-        &[
-            "backup",
-            "--type",
-            kind,
-            "--start-fast",
-            "y",
-            "--output",
-            "json",
-        ],
-    );
+    backup_with(a, c, kind, &[])
+}
+
+/// A backup with extra environment variables (the test clock, say).
+pub fn backup_with(
+    a: &Archive,
+    c: &Cluster,
+    kind: &str,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut cmd = a.cmd(&[
+        "backup",
+        "--type",
+        kind,
+        "--start-fast",
+        "y",
+        "--output",
+        "json",
+    ]);
+    cmd.args(Archive::pg_args(c));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let r = run(cmd);
     assert_eq!(r.code, 0, "backup {kind}: {r:?}\n{}", c.log_tail(20));
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
 }

@@ -210,3 +210,25 @@ pub fn cheap() -> pgfrost::repo::keys::Cost {
         parallelism: 1,
     }
 }
+
+/// Validates a JSON document against one of proto/'s schemas, with Python's jsonschema (installed
+/// by .ci/setup from proto/reference/requirements.txt).
+pub fn assert_matches_schema(doc: &Path, schema: &str) {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("proto")
+        .join(schema);
+    let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(py)
+        .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
+        .arg(doc)
+        .arg(&schema)
+        .output()
+        .expect("python3 (pip install -r proto/reference/requirements.txt)");
+    assert!(
+        out.status.success(),
+        "{} does not match {}: {}",
+        doc.display(),
+        schema.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
