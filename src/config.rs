@@ -149,6 +149,16 @@ pub const OPTIONS: &[OptDef] = &[
             "zstd level for new data (1-19; 0 stores it uncompressed).",
         )
     },
+    OptDef {
+        commands: &["backup", "expire"],
+        default: Some("32MiB"),
+        ..opt(
+            "pack-size",
+            "SIZE",
+            Group::Repository,
+            "Size new packs aim at (64KiB to 1GiB). Larger means fewer objects and requests; smaller means less rewritten when garbage collection compacts a mostly-dead pack.",
+        )
+    },
     opt(
         "pg-path",
         "DIR",
@@ -704,6 +714,13 @@ impl Settings {
         self.flag("archive-async")?;
         self.size("archive-push-queue-max")?;
         self.size("archive-get-queue-max")?;
+        if let Some(n) = self.size("pack-size")?
+            && !(64 << 10..=1 << 30).contains(&n)
+        {
+            return Err(Error::config(format!(
+                "invalid value for option pack-size: {n} bytes is outside 64KiB to 1GiB"
+            )));
+        }
         self.choice("retention-full-type", &["count", "time"])?;
         self.choice("retention-archive-type", &["full", "diff", "incr"])?;
         self.flag("expire-auto")?;

@@ -467,3 +467,84 @@ fn a_lease_as_stored_matches_its_schema_and_goes_when_released() {
         assert!(list(&store, "main").await.unwrap().is_empty());
     });
 }
+
+#[test]
+fn expire_killed_at_random_points_leaves_a_consistent_repository() {
+    let bin = PgBin::pg15();
+    // Small packs, so that collection rewrites and deletes many objects and a kill lands mid-way.
+    let a = Archive::new(Repo::Local, &[("pack-size", "128KiB")]);
+    let c = cluster(&bin, &a);
+    c.pgbench_init(3);
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    backup(&a, &c, "full");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("expire kill seed {seed}");
+    let mut killed_mid_way = 0;
+    for round in 0..8 {
+        c.pgbench(&["-t", "1500", "-c", "2"]);
+        let newest = backup(&a, &c, if round % 3 == 0 { "full" } else { "incr" });
+        let all = labels(&a);
+        let older: Vec<&String> = all
+            .iter()
+            .filter(|l| l.as_str() != newest["label"].as_str().unwrap())
+            .collect();
+        let set = older
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 900);
+        let mut cmd = a.cmd(&["expire", "--set", &set]);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_way += 1;
+        }
+        // SAFETY: kill(2) on the child's process group; no memory is involved.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        // Whatever the kill interrupted: every backup still listed is whole.
+        let v = run(a.cmd(&["verify"]));
+        assert_eq!(v.code, 0, "round {round}, killed after {delay:?}: {v:?}");
+        // The dead expire's lease does not hold anyone up, and the next expire finishes the job.
+        let r = run(a.cmd(&["expire", "--output", "json"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let j = json_of(&r);
+        assert!(j["gc_postponed"].is_null(), "{j:#}");
+        // (Packs orphaned by the kill are part of what it collected.) Nothing is left over.
+        let d = json_of(&run(a.cmd(&[
+            "expire",
+            "--dry-run",
+            "y",
+            "--output",
+            "json",
+        ])));
+        assert_eq!(d["gc"]["orphan_packs"], 0, "{d:#}");
+        assert_eq!(d["gc"]["packs_deleted"], 0, "{d:#}");
+        assert_eq!(d["gc"]["segments_replaced"], 0, "{d:#}");
+    }
+    assert!(
+        killed_mid_way >= 3,
+        "only {killed_mid_way} kills landed before expire finished"
+    );
+    // The survivor restores to what the cluster holds now.
+    let last = labels(&a).pop().unwrap();
+    let fp = c.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history");
+    let (r, _d) = restore_at(&a, &bin, &last, &[]);
+    assert_eq!(
+        r.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history"),
+        fp
+    );
+}

@@ -773,7 +773,8 @@ async fn take(
     let level = settings.u32("compress-level") as i32;
     let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone())
         .await?
-        .with_compression((level > 0).then_some(level));
+        .with_compression((level > 0).then_some(level))
+        .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize);
     let adopted = bs.adopt_orphan_packs().await?;
     if adopted > 0 {
         log::info!("backup: reusing {adopted} pack(s) left by an interrupted run");

@@ -356,7 +356,13 @@ async fn expire_leased(
             .into_iter()
             .filter(|m| plan.keep.contains(&m.label))
             .collect();
-        let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone()).await?;
+        let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone())
+            .await?
+            .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize)
+            .with_compression(match settings.u32("compress-level") {
+                0 => None,
+                l => Some(l as i32),
+            });
         let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run).await?;
         report.gc = Some(g);
     }

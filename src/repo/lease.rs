@@ -58,6 +58,9 @@ pub struct LeaseDoc {
     pub id: String,
     /// The pgfrost command holding it (backup, restore, expire, ...).
     pub command: String,
+    /// Which process space `pid` belongs to: a hash of the host name, machine id, boot id and
+    /// PID namespace, so that a reader in the same one can tell a dead holder at once.
+    pub host: String,
     pub pid: u32,
     /// Real Unix seconds (never the test clock).
     pub created_unix: i64,
@@ -66,9 +69,43 @@ pub struct LeaseDoc {
 }
 
 impl LeaseDoc {
+    /// Renewed within its TTL, and, when it was taken in this process space, its holder is
+    /// still running (a killed holder does not block others for the whole TTL).
     pub fn live(&self, now_unix: i64) -> bool {
-        now_unix - self.renewed_unix < self.ttl_seconds
+        if now_unix - self.renewed_unix >= self.ttl_seconds {
+            return false;
+        }
+        if self.host == host_id() && self.pid > 0 {
+            // SAFETY: kill with signal 0 only checks whether the process exists.
+            let r = unsafe { libc::kill(self.pid as i32, 0) };
+            // EPERM: it exists, under another user.
+            return r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        }
+        true
     }
+}
+
+/// The process space this process runs in. Containers sharing a host name still differ in
+/// their PID namespace; a reboot changes the boot id (and with it, what a pid means).
+pub fn host_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pgfrost lease host v1");
+        for part in [
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
+            std::fs::read_to_string("/etc/machine-id").unwrap_or_default(),
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+            std::fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ] {
+            h.update(part.trim().as_bytes());
+            h.update(&[0]);
+        }
+        h.finalize().to_hex()[..32].to_string()
+    })
+    .clone()
 }
 
 /// A lease found in the repository.
@@ -143,6 +180,7 @@ impl Lease {
             kind,
             id: id.clone(),
             command: command.into(),
+            host: host_id(),
             pid: std::process::id(),
             created_unix: now,
             renewed_unix: now,
