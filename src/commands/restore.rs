@@ -293,9 +293,7 @@ fn restore_file(sh: &Shared, j: &Job) -> Result<()> {
             .map_err(|e| io("chown", &j.path, e))?;
     }
     // Flushed here, while other workers keep writing, rather than in one sync at the end.
-    if std::env::var("PGFROST_EXP_SYNCFS").is_err() {
-        f.sync_all().map_err(|e| io("sync", &j.path, e))?;
-    }
+    f.sync_all().map_err(|e| io("sync", &j.path, e))?;
     Ok(())
 }
 
@@ -791,13 +789,6 @@ async fn restore_from(
         .collect();
     dirs.push(pg_path.clone());
     dirs.extend(spc.values().cloned());
-    if std::env::var("PGFROST_EXP_SYNCFS").is_ok() {
-        let f = std::fs::File::open(&pg_path).map_err(|e| io("open", &pg_path, e))?;
-        // SAFETY: syncfs on an open descriptor.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-            return Err(io("syncfs", &pg_path, std::io::Error::last_os_error()));
-        }
-    }
     for d in &dirs {
         std::fs::File::open(d)
             .and_then(|f| f.sync_all())
