@@ -676,7 +676,11 @@ pub async fn run(settings: &Settings) -> Result<()> {
             e.file, e.block
         ));
     }
-    if let Some(r) = &expired {
+    // Expire's lines only when it did something: a quiet night stays quiet.
+    if let Some(r) = expired
+        .as_ref()
+        .filter(|r| !r.expired.is_empty() || r.wal_files > 0 || r.freed_bytes != 0)
+    {
         for line in r.summary_lines() {
             text.push_str(&format!("\n{line}"));
         }
