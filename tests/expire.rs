@@ -548,3 +548,32 @@ fn expire_killed_at_random_points_leaves_a_consistent_repository() {
         fp
     );
 }
+
+#[test]
+fn staging_files_of_killed_writers_are_swept_once_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = pgfrost::store::Location::Local(dir.path().to_path_buf());
+    let store = pgfrost::store::Store::open(&loc, false).unwrap();
+    let d = dir.path().join("main/pack/ab");
+    std::fs::create_dir_all(&d).unwrap();
+    let old = d.join("abcd#7");
+    let young = d.join("abce#8");
+    let object = d.join("abcf");
+    for p in [&old, &young, &object] {
+        std::fs::write(p, b"0123456789").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for p in [&old, &object] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    let (n, bytes) = rt()
+        .block_on(store.sweep_staging("main", Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!((n, bytes), (1, 10));
+    assert!(!old.exists() && young.exists() && object.exists());
+}

@@ -78,6 +78,13 @@ impl ExpireReport {
                 g.segments_replaced
             ));
         }
+        if let Some(g) = self.gc.as_ref().filter(|g| g.staging_files > 0) {
+            out.push(format!(
+                "removed {} staging file(s) left by killed writers ({})",
+                g.staging_files,
+                mib(g.staging_bytes as i64)
+            ));
+        }
         if let Some(p) = &self.gc_postponed {
             out.push(format!("garbage collection postponed: {p}"));
         }

@@ -21,6 +21,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
+/// Staging files younger than this may belong to a writer at work.
+pub const STAGING_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// A pack is rewritten when at least this share of its bytes is dead.
 pub const REWRITE_DEAD_SHARE: f64 = 0.5;
 /// Index segments written by garbage collection name at most this many packs each.
@@ -39,6 +41,9 @@ pub struct GcReport {
     /// Sizes of the objects deleted and written; freed = deleted - written.
     pub bytes_deleted: u64,
     pub bytes_written: u64,
+    /// Staging files of killed writers removed (local disk; not objects, so not in freed).
+    pub staging_files: u64,
+    pub staging_bytes: u64,
 }
 
 impl GcReport {
@@ -223,6 +228,8 @@ pub async fn collect(
     for s in &affected {
         store.delete(&s.path).await?;
     }
+    (report.staging_files, report.staging_bytes) =
+        store.sweep_staging(stanza, STAGING_MIN_AGE).await?;
     // 3. Packs.
     futures::stream::iter(going.iter())
         .map(|p| {

@@ -322,6 +322,46 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes the local backend's staging files (`<name>#<n>`, hidden from listings) under
+    /// `prefix` that are older than `min_age`: a writer killed between writing one and linking
+    /// it into place leaves it behind. Younger ones may belong to a writer at work. Object
+    /// storage has no such files. Returns (files, bytes) removed.
+    pub async fn sweep_staging(
+        &self,
+        prefix: &str,
+        min_age: std::time::Duration,
+    ) -> Result<(u64, u64)> {
+        let Location::Local(dir) = &self.location else {
+            return Ok((0, 0));
+        };
+        let root = dir.join(prefix);
+        tokio::task::spawn_blocking(move || {
+            let mut removed = (0u64, 0u64);
+            for entry in walkdir::WalkDir::new(&root).into_iter().flatten() {
+                let name = entry.file_name().to_string_lossy();
+                let staging = name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+                if !staging || !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= min_age);
+                if old && std::fs::remove_file(entry.path()).is_ok() {
+                    removed.0 += 1;
+                    removed.1 += meta.len();
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| Error::internal(format!("staging sweep failed: {e}")))
+    }
+
     /// The names directly under `prefix` that have objects below them (one level, no recursion).
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
         let p = (!prefix.is_empty()).then(|| Path::from(prefix));
