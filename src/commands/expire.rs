@@ -370,7 +370,12 @@ async fn expire_leased(
                 0 => None,
                 l => Some(l as i32),
             });
-        let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run).await?;
+        let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run)
+            .await
+            .map_err(|e| {
+                e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)")
+                    .hint("run 'pgfrost verify' to find what is damaged or missing")
+            })?;
         report.gc = Some(g);
     }
     report.freed_bytes = (report.manifest_bytes + report.wal_bytes) as i64

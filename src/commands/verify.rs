@@ -135,6 +135,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         let parts: Vec<&str> = rest.split('/').collect();
         let ok = match parts.as_slice() {
             ["db", n] => n.len() == 4 && n.bytes().all(|c| c.is_ascii_digit()),
+            // WAL paths are checked with the WAL archive below.
             ["wal", ..] | ["lock", _] => true,
             ["backup", l] => manifest::is_label(l),
             ["pack", xx, id] => is_hex64(id) && id.starts_with(xx),
@@ -335,7 +336,13 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     }
 
     // WAL: every file authenticated and checked.
-    let (wal_objs, _) = stanza::list_wal(repo, stanza_name).await?;
+    let (wal_objs, strays) = stanza::list_wal(repo, stanza_name).await?;
+    for l in strays {
+        r.problem(
+            &l.path,
+            "not a WAL file filed where the format puts it (docs/format.md, WAL files)",
+        );
+    }
     let mut bad_wal: HashSet<String> = HashSet::new();
     let by_id: HashMap<u32, &StanzaDb> = dbs.iter().map(|d| (d.id, d)).collect();
     let by_id = &by_id;
