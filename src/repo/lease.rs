@@ -72,10 +72,10 @@ impl LeaseDoc {
     /// Renewed within its TTL, and, when it was taken in this process space, its holder is
     /// still running (a killed holder does not block others for the whole TTL).
     pub fn live(&self, now_unix: i64) -> bool {
-        if now_unix - self.renewed_unix >= self.ttl_seconds {
+        if now_unix.saturating_sub(self.renewed_unix) >= self.ttl_seconds {
             return false;
         }
-        if self.host == host_id() && self.pid > 0 {
+        if self.host == host_id() && self.pid > 0 && self.pid <= i32::MAX as u32 {
             // SAFETY: kill with signal 0 only checks whether the process exists.
             let r = unsafe { libc::kill(self.pid as i32, 0) };
             // EPERM: it exists, under another user.
@@ -135,6 +135,13 @@ impl Found {
     }
 }
 
+/// A lease document, or None when it is not one of ours (treated as a dead lease).
+pub fn parse(b: &[u8]) -> Option<LeaseDoc> {
+    serde_json::from_slice::<LeaseDoc>(b)
+        .ok()
+        .filter(|d| d.format == FORMAT && d.version == 1)
+}
+
 pub fn dir(stanza: &str) -> String {
     format!("{stanza}/lock")
 }
@@ -144,9 +151,7 @@ pub async fn list(store: &Store, stanza: &str) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     for l in store.list(&dir(stanza)).await? {
         let doc = match store.get_opt(&l.path).await? {
-            Some(b) => serde_json::from_slice::<LeaseDoc>(&b)
-                .ok()
-                .filter(|d| d.format == FORMAT && d.version == 1),
+            Some(b) => parse(&b),
             // Released between the listing and the read.
             None => continue,
         };
