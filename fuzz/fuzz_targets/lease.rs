@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = serde_json::to_vec(&doc).expect("a parsed lease serializes");
-    assert_eq!(lease::parse(&again), Some(doc.clone()), "lease changed in a round trip");
+    assert_eq!(
+        lease::parse(&again),
+        Some(doc.clone()),
+        "lease changed in a round trip"
+    );
     for now in [i64::MIN, -1, 0, doc.renewed_unix, i64::MAX] {
         let _ = doc.live(now);
     }

@@ -70,13 +70,35 @@ fn raw(keys: &Keys, kind: Kind, compression: u8, limit: u64, len: usize, payload
         sealed.len()
     );
     match compression {
-        COMPRESSION_NONE => assert_eq!(opened.as_deref(), Ok(payload)),
+        COMPRESSION_NONE => {
+            assert_eq!(opened.as_deref(), Ok(payload));
+            let mut out = vec![0u8; payload.len()];
+            assert_eq!(
+                opener.open_exact_into(keys, kind, NAME, &sealed, &mut out),
+                Ok(())
+            );
+            assert_eq!(out, payload);
+        }
         COMPRESSION_ZSTD => {
             if let Ok(p) = &opened {
                 assert!(p.len() as u64 <= limit);
                 // open decodes to the frame's declared size; open_exact at that size must agree.
                 let again = opener.open_exact(keys, kind, NAME, &sealed, p.len());
                 assert_eq!(again.as_ref(), Ok(p), "open_exact disagrees with open");
+                // So must open_exact_into, the allocation-free path restores use.
+                let mut out = vec![0u8; p.len()];
+                let into = opener.open_exact_into(keys, kind, NAME, &sealed, &mut out);
+                assert_eq!(into, Ok(()), "open_exact_into disagrees with open");
+                assert_eq!(&out, p, "open_exact_into decoded differently");
+            }
+            // Where open fails, open_exact_into at any length fails too.
+            if opened.is_err() {
+                let mut out = vec![0u8; (limit as usize).min(1 << 16)];
+                assert!(
+                    opener
+                        .open_exact_into(keys, kind, NAME, &sealed, &mut out)
+                        .is_err()
+                );
             }
             // Anything else is an authentic but undecodable payload: an error, never AuthFailed.
             if let Err(e) = &opened {

@@ -17,6 +17,11 @@ use tokio::task::JoinSet;
 
 pub type BlockId = [u8; 32];
 
+thread_local! {
+    /// One zstd context per thread, rather than one per read.
+    static OPENER: std::cell::RefCell<Opener> = std::cell::RefCell::new(Opener::new());
+}
+
 /// Default pack size: large enough that object stores see few requests, small enough that a
 /// killed upload wastes little.
 pub const DEFAULT_PACK_SIZE: usize = 32 << 20;
@@ -230,7 +235,25 @@ impl BlockStore {
     /// Reads blocks, in the order asked. Each is authenticated (AEAD bound to its id), decompressed
     /// to the recorded length, and its id recomputed from the plaintext.
     pub async fn read_blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>> {
+        let mut buf = Vec::new();
+        let lens = self.read_blocks_into(ids, &mut buf).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut at = 0;
+        for n in lens {
+            out.push(buf[at..at + n as usize].to_vec());
+            at += n as usize;
+        }
+        Ok(out)
+    }
+
+    /// Reads blocks into `buf`, back to back in the order asked (a file's blocks come out as its
+    /// bytes), and returns their lengths. Checked as [`BlockStore::read_blocks`] does; `buf` is
+    /// reused from call to call, so a restore allocates nothing per block.
+    pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
         let mut by_pack: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
+        let mut at = Vec::with_capacity(ids.len());
+        let mut lens = Vec::with_capacity(ids.len());
+        let mut total = 0usize;
         let packs = {
             let idx = self.index.read().unwrap();
             for (i, id) in ids.iter().enumerate() {
@@ -245,12 +268,15 @@ impl BlockStore {
                         ),
                     )
                 })?;
+                at.push(total);
+                lens.push(loc.raw_length);
+                total += loc.raw_length as usize;
                 by_pack.entry(loc.pack).or_default().push((i, *id, loc));
             }
             idx.packs.clone()
         };
-        let mut out: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
-        let mut opener = Opener::new();
+        buf.clear();
+        buf.resize(total, 0);
         let mut groups: Vec<_> = by_pack.into_iter().collect();
         groups.sort_by_key(|(p, _)| *p);
         let fetched = futures::stream::iter(groups)
@@ -270,11 +296,15 @@ impl BlockStore {
         futures::pin_mut!(fetched);
         while let Some(r) = fetched.next().await {
             let (path, items, blobs) = r?;
-            for ((i, id, loc), blob) in items.into_iter().zip(blobs) {
-                out[i] = self.open_block(&mut opener, &path, &id, &blob, loc.raw_length)?;
-            }
+            OPENER.with_borrow_mut(|opener| {
+                for ((i, id, loc), blob) in items.into_iter().zip(blobs) {
+                    let out = &mut buf[at[i]..at[i] + loc.raw_length as usize];
+                    self.open_block_into(opener, &path, &id, &blob, out)?;
+                }
+                Ok::<_, Error>(())
+            })?;
         }
-        Ok(out)
+        Ok(lens)
     }
 
     pub async fn read_block(&self, id: &BlockId) -> Result<Vec<u8>> {
@@ -283,6 +313,30 @@ impl BlockStore {
             .await?
             .pop()
             .unwrap())
+    }
+
+    fn open_block_into(
+        &self,
+        opener: &mut Opener,
+        pack: &str,
+        id: &BlockId,
+        blob: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "block {} in pack '{pack}' of repository {}: {m}",
+                hex_id(id),
+                self.store.location()
+            ))
+        };
+        opener
+            .open_exact_into(&self.keys, Kind::Block, id, blob, out)
+            .map_err(|e| bad(e.to_string()))?;
+        if self.keys.block_id(out) != *id {
+            return Err(bad("content does not hash to its id".into()));
+        }
+        Ok(())
     }
 
     fn open_block(
