@@ -422,11 +422,33 @@ fn a_lone_incremental_restores_after_everything_else_expired() {
         full["label"].as_str().unwrap(),
         i1["label"].as_str().unwrap()
     );
+    // While a restore (a read lease) is at work, the backups go but their blocks stay.
+    let rt = rt();
+    let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+    let reader = rt
+        .block_on(pgfrost::repo::lease::Lease::acquire(
+            &store,
+            "main",
+            pgfrost::repo::lease::LeaseKind::Read,
+            "restore",
+        ))
+        .unwrap();
     let r = run(a.cmd(&["expire", "--set", &set, "--output", "json"]));
     assert_eq!(r.code, 0, "{r:?}");
     let v = json_of(&r);
     assert_eq!(v["expired"].as_array().unwrap().len(), 2);
+    assert!(v["gc"].is_null(), "{v:#}");
+    assert!(
+        v["gc_postponed"].as_str().unwrap().contains("read lease"),
+        "{v:#}"
+    );
+    rt.block_on(reader.release());
+    // Once it has finished, the next expire collects.
+    let r = run(a.cmd(&["expire", "--output", "json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = json_of(&r);
     assert!(v["gc"]["live_blocks"].as_u64().unwrap() > 0);
+    assert!(v["freed_bytes"].as_i64().unwrap() > 0, "{v:#}");
     assert_eq!(labels(&a), vec![newest.to_string()]);
     assert_eq!(run(a.cmd(&["verify"])).code, 0);
     let (r, _d) = restore_at(&a, &bin, newest, &[]);
