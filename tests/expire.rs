@@ -240,6 +240,14 @@ fn backup_expire_and_archive_push_together_lose_nothing() {
             });
             let during = run(a.cmd(&["expire", "--output", "json"]));
             assert_eq!(during.code, 0, "{during:?}");
+            // A lease there before the expire started and still there after it ended was there
+            // all along (a backup takes one lease, once).
+            let leased = leased
+                && rt()
+                    .block_on(store.list("main/lock"))
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.path.contains("/backup-"));
             let out = child.wait_with_output().unwrap();
             assert!(
                 out.status.success(),
