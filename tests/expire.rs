@@ -406,6 +406,31 @@ fn verify_names_every_problem() {
         t.stdout.contains("PROBLEM") && t.stderr.contains("problem(s)"),
         "{t:?}"
     );
+
+    // A damaged manifest: info still shows the rest and names it; verify names it too.
+    let m = repo.join("backup").join(full["label"].as_str().unwrap());
+    let mut b = std::fs::read(&m).unwrap();
+    let n = b.len();
+    b[n - 20] ^= 1;
+    std::fs::write(&m, b).unwrap();
+    let i = run(a.cmd(&["info", "--output", "json"]));
+    assert_eq!(i.code, 0, "{i:?}");
+    let iv = json_of(&i);
+    let st = &iv["stanzas"][0];
+    assert_eq!(st["backups"].as_array().unwrap().len(), 1, "{iv:#}");
+    assert!(
+        st["unreadable"][0]
+            .as_str()
+            .unwrap()
+            .contains(full["label"].as_str().unwrap())
+    );
+    let v = run(a.cmd(&["verify"]));
+    assert_eq!(v.code, 22);
+    assert!(
+        v.stdout
+            .contains(&format!("main/backup/{}", full["label"].as_str().unwrap())),
+        "{v:?}"
+    );
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! info: what the repository holds, per stanza, for people (text) and scripts (json).
 
-use super::expire::{read_all, segno_of};
+use super::expire::segno_of;
 use super::{emit, open_repo};
 use crate::clock;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::pg::wal;
 use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{self, Manifest};
 use crate::repo::stanza::{self, StanzaDb, WalObject};
 use serde::Serialize;
 use serde_json::json;
@@ -79,6 +79,8 @@ pub struct StanzaInfo {
     pub backups: Vec<BackupInfo>,
     pub wal: Vec<TimelineInfo>,
     pub recovery_window: Option<Window>,
+    /// Backups whose manifest cannot be read (run verify).
+    pub unreadable: Vec<String>,
     pub size: Sizes,
 }
 
@@ -173,6 +175,9 @@ fn render(s: &StanzaInfo) -> String {
             }
         ));
     }
+    for u in &s.unreadable {
+        t.push_str(&format!("  UNREADABLE backup {u}\n"));
+    }
     for w in &s.wal {
         t.push_str(&format!(
             "  WAL cluster {:04} timeline {}: {} .. {}, {} segment(s){}\n",
@@ -203,7 +208,15 @@ fn render(s: &StanzaInfo) -> String {
 pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
     let dbs = stanza::history(repo, name).await?;
     let current = dbs.last().cloned();
-    let manifests = read_all(repo, name).await?;
+    // info shows what it can: an unreadable manifest is listed, not fatal.
+    let mut manifests = Vec::new();
+    let mut unreadable = Vec::new();
+    for l in manifest::list(repo, name).await? {
+        match manifest::read(repo, name, &l).await {
+            Ok(m) => manifests.push(m),
+            Err(e) => unreadable.push(format!("{l}: {e}")),
+        }
+    }
     let (wal, _) = stanza::list_wal(repo, name).await?;
     let mut size = Sizes::default();
     for l in repo.store.list(name).await? {
@@ -230,6 +243,7 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         backups: backups.iter().map(|m| backup_info(m)).collect(),
         wal: timelines(&wal, &dbs),
         recovery_window: current.and_then(|db| window(&backups, &wal, &db)),
+        unreadable,
         size,
     })
 }
