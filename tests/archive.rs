@@ -7,7 +7,6 @@ mod common;
 use common::fixture::*;
 use common::pg::*;
 use common::*;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 #[test]
@@ -263,12 +262,7 @@ fn sigkill_at_random_points_never_leaves_a_bad_segment() {
             copies.push((s.clone(), p, std::fs::read(c.wal_dir().join(s)).unwrap()));
         }
         c.stop();
-        let mut seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("sigkill seed {seed}");
+        let mut clock = KillClock::new("sigkill");
         // Kills are drawn within the time one push really takes here, so most land mid-way.
         let (_, path0, _) = &copies[0];
         let timed = std::time::Instant::now();
@@ -281,20 +275,11 @@ fn sigkill_at_random_points_never_leaves_a_bad_segment() {
             let (name, path, bytes) = &copies[i % copies.len()];
             let obj = format!("main/wal/0001/{}/{name}", &name[..16]);
             a.delete_object(&obj);
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let delay = Duration::from_millis(seed % push_ms);
-            let mut cmd = a.cmd(&["archive-push", path.to_str().unwrap()]);
-            // A process group of its own, so the kill reaches pgfrost and not only runuser.
-            cmd.process_group(0)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            let mut child = cmd.spawn().unwrap();
+            let delay = clock.below(push_ms);
+            let mut child = spawn_group(a.cmd(&["archive-push", path.to_str().unwrap()]));
             std::thread::sleep(delay);
             let finished = child.try_wait().unwrap().is_some();
-            // SAFETY: kill(2) on the child's process group; no memory is involved.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            signal_group(&child, libc::SIGKILL);
             let _ = child.wait();
             if !finished {
                 killed_mid_way += 1;

@@ -169,12 +169,7 @@ fn killed_backup_leaves_nothing_and_the_next_reuses_its_blocks() {
     c.sql("CHECKPOINT");
     let mut cmd = a.cmd(&["backup", "--type", "full", "--start-fast", "y"]);
     cmd.args(Archive::pg_args(&c));
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_group(cmd);
     // Kill it as soon as its first pack is stored (before any index segment names it).
     let repo = a.dir.path().join("repo/main");
     // Complete packs only: the local store stages a write as `<name>#<n>` until it is whole.
@@ -196,8 +191,7 @@ fn killed_backup_leaves_nothing_and_the_next_reuses_its_blocks() {
         child.try_wait().unwrap().is_none(),
         "the backup finished before it could be killed"
     );
-    // SAFETY: kill(2) on the child's process group.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    signal_group(&child, libc::SIGKILL);
     let _ = child.wait();
     let before = stored();
     assert!(

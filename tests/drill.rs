@@ -161,8 +161,8 @@ fn interrupted_drill_still_cleans_up() {
             .unwrap_or(false)
     });
     assert!(running, "PostgreSQL never started in the drill");
-    // SAFETY: kill(2) on the drill's process group, as a terminal's Ctrl-C would.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    // To the drill's process group, as a terminal's Ctrl-C would.
+    signal_group(&child, libc::SIGINT);
     let _ = child.wait();
     let clean = wait_until(std::time::Duration::from_secs(90), || {
         std::fs::read_dir(scratch.path())

@@ -538,12 +538,7 @@ fn killed_expires(repo: Repo, rounds: usize) {
     c.pgbench_init(3);
     assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
     backup(&a, &c, "full");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("expire kill seed {seed}");
+    let mut clock = KillClock::new("expire kill");
     let mut killed_mid_way = 0;
     for round in 0..rounds {
         c.pgbench(&["-t", "1500", "-c", "2"]);
@@ -558,29 +553,19 @@ fn killed_expires(repo: Repo, rounds: usize) {
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
             .join(",");
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
         // Kills are drawn within what this expire takes here (its dry run, and half again for
         // the deletions), so most land mid-way.
         let timed = std::time::Instant::now();
         let dry = run(a.cmd(&["expire", "--set", &set, "--dry-run", "y"]));
         assert_eq!(dry.code, 0, "{dry:?}");
         let span = timed.elapsed().as_millis() as u64 * 3 / 2 + 20;
-        let delay = Duration::from_millis(seed % span);
-        let mut cmd = a.cmd(&["expire", "--set", &set]);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let delay = clock.below(span);
+        let mut child = spawn_group(a.cmd(&["expire", "--set", &set]));
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             killed_mid_way += 1;
         }
-        // SAFETY: kill(2) on the child's process group; no memory is involved.
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        signal_group(&child, libc::SIGKILL);
         let _ = child.wait();
         // Whatever the kill interrupted: every backup still listed is whole.
         let v = run(a.cmd(&["verify"]));

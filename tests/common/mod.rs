@@ -232,3 +232,44 @@ pub fn assert_matches_schema(doc: &Path, schema: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Starts `cmd` in a process group of its own (so a signal reaches pgfrost, not only runuser),
+/// with its output discarded.
+pub fn spawn_group(mut cmd: Command) -> std::process::Child {
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+/// Sends `sig` to a child's process group started by [`spawn_group`].
+pub fn signal_group(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on the child's process group; no memory is involved.
+    unsafe { libc::kill(-(child.id() as i32), sig) };
+}
+
+/// Random kill times: xorshift seeded from the clock, the seed printed so a failure can be
+/// replayed.
+pub struct KillClock(u64);
+
+impl KillClock {
+    pub fn new(what: &str) -> KillClock {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("{what} seed {seed}");
+        KillClock(seed)
+    }
+
+    /// A delay below `span_ms` milliseconds.
+    pub fn below(&mut self, span_ms: u64) -> std::time::Duration {
+        let s = &mut self.0;
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        std::time::Duration::from_millis(*s % span_ms.max(1))
+    }
+}
