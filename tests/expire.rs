@@ -444,7 +444,15 @@ fn a_lone_incremental_restores_after_everything_else_expired() {
     c.pgbench(&["-t", "300"]);
     let i1 = backup(&a, &c, "incr");
     c.pgbench(&["-t", "300"]);
-    let i2 = backup(&a, &c, "incr");
+    // A `set` meant for another command, left in the environment, never steers the expire
+    // that follows a backup.
+    let i2 = backup_with(
+        &a,
+        &c,
+        "incr",
+        &[("PGFROST_SET", full["label"].as_str().unwrap())],
+    );
+    assert_eq!(labels(&a).len(), 3);
     let fp = c.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history");
     let newest = i2["label"].as_str().unwrap();
     // The newest cannot be expired by hand.

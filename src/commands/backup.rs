@@ -639,7 +639,14 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let label = m.label.clone();
     let kind = m.kind;
     let expired = if settings.flag("expire-auto")? {
-        match super::expire::expire(settings, &repo, &stanza_name).await {
+        match super::expire::expire(
+            settings,
+            &repo,
+            &stanza_name,
+            &super::expire::Ask::default(),
+        )
+        .await
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 // The backup itself is complete and recorded; a failed expire only delays upkeep.

@@ -189,10 +189,31 @@ pub fn retention_view(m: &Manifest, dbs: &[StanzaDb]) -> retention::Backup {
     }
 }
 
+/// What one expire run is asked to do beyond the policy.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    pub dry_run: bool,
+    /// Backups named with --set: exactly these expire, instead of what the policy says.
+    pub sets: Vec<String>,
+}
+
 pub async fn run(settings: &Settings) -> Result<()> {
     let stanza_name = settings.required("stanza")?.to_string();
     let repo = open_repo(settings).await?;
-    let r = expire(settings, &repo, &stanza_name).await?;
+    let ask = Ask {
+        dry_run: settings.flag("dry-run")?,
+        sets: settings
+            .string("set")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let r = expire(settings, &repo, &stanza_name, &ask).await?;
     emit(
         settings,
         &r.summary_lines().join("\n"),
@@ -201,9 +222,16 @@ pub async fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Applies retention and collects garbage; also run after every backup (expire-auto).
-pub async fn expire(settings: &Settings, repo: &Repository, stanza: &str) -> Result<ExpireReport> {
-    let dry_run = settings.flag("dry-run")?;
+/// Applies retention and collects garbage; also run after every backup (expire-auto), which
+/// asks for nothing but the policy: a `set` or `dry-run` left in the environment or the config
+/// file for other commands must not steer it.
+pub async fn expire(
+    settings: &Settings,
+    repo: &Repository,
+    stanza: &str,
+    ask: &Ask,
+) -> Result<ExpireReport> {
+    let dry_run = ask.dry_run;
     let pol = policy(settings)?;
     let dbs = stanza::history(repo, stanza).await?;
     let current = dbs.last().ok_or_else(|| {
@@ -228,7 +256,7 @@ pub async fn expire(settings: &Settings, repo: &Repository, stanza: &str) -> Res
         settings,
         repo,
         stanza,
-        &pol,
+        (&pol, ask),
         &dbs,
         current.id,
         lease.as_ref(),
@@ -250,7 +278,7 @@ async fn expire_leased(
     settings: &Settings,
     repo: &Repository,
     stanza: &str,
-    pol: &Policy,
+    (pol, ask): (&Policy, &Ask),
     dbs: &[StanzaDb],
     current_db: u32,
     lease: Option<&Lease>,
@@ -277,15 +305,7 @@ async fn expire_leased(
     let manifests = read_all(repo, stanza).await?;
     let backups: Vec<retention::Backup> =
         manifests.iter().map(|m| retention_view(m, dbs)).collect();
-    let sets: Vec<&str> = settings
-        .string("set")
-        .map(|s| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let sets: Vec<&str> = ask.sets.iter().map(String::as_str).collect();
     let plan = if sets.is_empty() {
         retention::plan(&backups, pol, clock::now_unix(), current_db)
     } else {
