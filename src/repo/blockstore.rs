@@ -246,8 +246,8 @@ impl BlockStore {
         Ok(out)
     }
 
-    /// Reads blocks into `buf`, back to back in the order asked (a file's blocks come out as its
-    /// bytes), and returns their lengths. Checked as [`BlockStore::read_blocks`] does; `buf` is
+    /// Reads blocks into the start of `buf` (which may be longer), back to back in the order
+    /// asked (a file's blocks come out as its bytes), and returns their lengths. Checked as [`BlockStore::read_blocks`] does; `buf` is
     /// reused from call to call, so a restore allocates nothing per block.
     pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
         let mut by_pack: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
@@ -275,8 +275,11 @@ impl BlockStore {
             }
             idx.packs.clone()
         };
-        buf.clear();
-        buf.resize(total, 0);
+        // Zeroed only when it grows: every byte up to `total` is overwritten below, and the
+        // buffer is reused from batch to batch.
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
         let mut groups: Vec<_> = by_pack.into_iter().collect();
         groups.sort_by_key(|(p, _)| *p);
         let fetched = futures::stream::iter(groups)
