@@ -48,6 +48,18 @@ pub struct Policy {
     pub archive: Option<(u32, BackupType)>,
 }
 
+impl Policy {
+    /// The WAL rule: `retention-archive` when set, else what `retention-full` implies (its
+    /// count of fulls; with time-based retention, every retained full). None keeps all WAL.
+    pub fn archive_rule(&self) -> Option<(u32, BackupType)> {
+        self.archive.or(match self.full {
+            Some(FullRetention::Count(n)) => Some((n, BackupType::Full)),
+            Some(FullRetention::Days(_)) => Some((u32::MAX, BackupType::Full)),
+            None => None,
+        })
+    }
+}
+
 /// The WAL one cluster (stanza record) keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalKeep {
@@ -217,12 +229,7 @@ pub fn plan(backups: &[Backup], policy: &Policy, now_unix: i64, current_db: u32)
         .collect();
 
     // WAL, per cluster.
-    let archive = policy.archive.or(match policy.full {
-        Some(FullRetention::Count(n)) => Some((n, BackupType::Full)),
-        // Time-based full retention: WAL from the oldest retained full onwards.
-        Some(FullRetention::Days(_)) => Some((u32::MAX, BackupType::Full)),
-        None => None,
-    });
+    let archive = policy.archive_rule();
     let mut wal = BTreeMap::new();
     let dbs: HashSet<u32> = backups
         .iter()

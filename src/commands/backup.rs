@@ -781,11 +781,7 @@ async fn take(
             kind = BackupType::Full;
         }
     }
-    let level = settings.u32("compress-level") as i32;
-    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone())
-        .await?
-        .with_compression((level > 0).then_some(level))
-        .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize);
+    let bs = super::open_block_store(settings, repo, &stanza_name).await?;
     let adopted = bs.adopt_orphan_packs().await?;
     if adopted > 0 {
         log::info!("backup: reusing {adopted} pack(s) left by an interrupted run");

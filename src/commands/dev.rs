@@ -42,10 +42,7 @@ struct Catalog {
 pub async fn run(sub: &str, leaf: &clap::ArgMatches, settings: &Settings) -> Result<()> {
     let stanza = settings.required("stanza")?.to_string();
     let repo = open_repo(settings).await?;
-    let level = settings.u32("compress-level") as i32;
-    let bs = BlockStore::open(repo.store.clone(), &stanza, repo.keys.clone())
-        .await?
-        .with_compression((level > 0).then_some(level));
+    let bs = super::open_block_store(settings, &repo, &stanza).await?;
     match sub {
         "put-dir" => {
             put_dir(

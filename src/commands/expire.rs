@@ -148,20 +148,13 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
 /// Reads every manifest of the stanza, oldest label first. Garbage collection must know every
 /// reference, so an unreadable manifest stops expire rather than being skipped.
 pub async fn read_all(repo: &Repository, stanza: &str) -> Result<Vec<Manifest>> {
-    let mut out = Vec::new();
-    for l in manifest::list(repo, stanza).await? {
-        match manifest::read(repo, stanza, &l).await {
-            Ok(m) => out.push(m),
-            // Expired by another process between the listing and the read.
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e.hint(
-                    "expire needs every manifest to know which blocks are in use; run 'pgfrost verify', and remove a backup that cannot be repaired with 'pgfrost expire --set LABEL'",
-                ));
-            }
-        }
+    let (good, bad) = manifest::read_each(repo, stanza).await?;
+    match bad.into_iter().next() {
+        None => Ok(good),
+        Some((_, e)) => Err(e.hint(
+            "expire needs every manifest to know which blocks are in use; run 'pgfrost verify', and remove a backup that cannot be repaired with 'pgfrost expire --set LABEL'",
+        )),
     }
-    Ok(out)
 }
 
 pub fn segno_of(name: &str, seg_size: u64) -> u64 {
@@ -171,11 +164,7 @@ pub fn segno_of(name: &str, seg_size: u64) -> u64 {
 }
 
 pub fn retention_view(m: &Manifest, dbs: &[StanzaDb]) -> retention::Backup {
-    let seg_size = dbs
-        .iter()
-        .find(|d| d.id == m.db_id)
-        .map(|d| d.wal_segment_size)
-        .unwrap_or(16 << 20);
+    let seg_size = stanza::seg_size(dbs, m.db_id);
     retention::Backup {
         label: m.label.clone(),
         kind: m.kind,
@@ -327,14 +316,9 @@ async fn expire_leased(
     }
 
     // WAL: only with a policy that speaks about it (or backups named by hand).
-    if pol.full.is_some() || pol.archive.is_some() {
+    if pol.archive_rule().is_some() {
         let (wal, _) = stanza::list_wal(repo, stanza).await?;
-        let seg_size = |db: u32| {
-            dbs.iter()
-                .find(|d| d.id == db)
-                .map(|d| d.wal_segment_size)
-                .unwrap_or(16 << 20)
-        };
+        let seg_size = |db: u32| stanza::seg_size(dbs, db);
         let mut doomed = Vec::new();
         for w in &wal {
             let rule = plan
@@ -383,13 +367,11 @@ async fn expire_leased(
             .into_iter()
             .filter(|m| plan.keep.contains(&m.label))
             .collect();
-        let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone())
-            .await?
-            .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize)
-            .with_compression(match settings.u32("compress-level") {
-                0 => None,
-                l => Some(l as i32),
-            });
+        // Empty: collection loads every index segment itself, once.
+        let bs = super::configure_block_store(
+            settings,
+            BlockStore::open_empty(repo.store.clone(), stanza, repo.keys.clone()),
+        )?;
         let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run)
             .await
             .map_err(|e| {
@@ -440,11 +422,7 @@ fn named(
         &Policy {
             full: None,
             diff: None,
-            archive: pol.archive.or(match pol.full {
-                Some(FullRetention::Count(n)) => Some((n, BackupType::Full)),
-                Some(FullRetention::Days(_)) => Some((u32::MAX, BackupType::Full)),
-                None => None,
-            }),
+            archive: pol.archive_rule(),
         },
         0,
         current_db,

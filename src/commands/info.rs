@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::pg::wal;
 use crate::repo::Repository;
 use crate::repo::manifest::{self, Manifest};
-use crate::repo::stanza::{self, StanzaDb, WalObject};
+use crate::repo::stanza::{self, StanzaDb, WalObject, seg_size};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,14 +209,8 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
     let dbs = stanza::history(repo, name).await?;
     let current = dbs.last().cloned();
     // info shows what it can: an unreadable manifest is listed, not fatal.
-    let mut manifests = Vec::new();
-    let mut unreadable = Vec::new();
-    for l in manifest::list(repo, name).await? {
-        match manifest::read(repo, name, &l).await {
-            Ok(m) => manifests.push(m),
-            Err(e) => unreadable.push(format!("{l}: {e}")),
-        }
-    }
+    let (manifests, bad) = manifest::read_each(repo, name).await?;
+    let unreadable = bad.into_iter().map(|(l, e)| format!("{l}: {e}")).collect();
     let (wal, _) = stanza::list_wal(repo, name).await?;
     let mut size = Sizes::default();
     for l in repo.store.list(name).await? {
@@ -269,13 +263,6 @@ fn backup_info(m: &Manifest) -> BackupInfo {
         files: s.files,
         checksum_errors: m.checksum_errors.len(),
     }
-}
-
-pub fn seg_size(dbs: &[StanzaDb], db: u32) -> u64 {
-    dbs.iter()
-        .find(|d| d.id == db)
-        .map(|d| d.wal_segment_size)
-        .unwrap_or(16 << 20)
 }
 
 /// Full segments (not partial or backup history files) per (cluster, timeline).

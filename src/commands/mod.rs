@@ -17,6 +17,7 @@ pub mod verify;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::passphrase;
+use crate::repo::blockstore::BlockStore;
 use crate::repo::{self, Repository};
 use crate::store::Store;
 use clap::ArgMatches;
@@ -69,6 +70,24 @@ pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository
     let store = Store::open(&settings.location()?, false)?;
     let pw = passphrase::current(settings, &store.location().to_string())?;
     Repository::open_with_passphrase(store, pw.as_bytes()).await
+}
+
+/// The stanza's block store with its index loaded, writing new packs as the options say.
+pub async fn open_block_store(
+    settings: &Settings,
+    repo: &Repository,
+    stanza: &str,
+) -> Result<BlockStore> {
+    let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone()).await?;
+    configure_block_store(settings, bs)
+}
+
+/// Applies compress-level and pack-size to how a block store writes new packs.
+pub fn configure_block_store(settings: &Settings, bs: BlockStore) -> Result<BlockStore> {
+    let level = settings.u32("compress-level") as i32;
+    Ok(bs
+        .with_compression((level > 0).then_some(level))
+        .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize))
 }
 
 /// A `read` lease for a command that reads blocks (restore, drill, verify): garbage collection

@@ -1,14 +1,14 @@
 //! verify: read and check everything, and say every problem, not only the first.
 
-use super::expire::{policy, read_all, retention_view, segno_of};
-use super::info::{seg_size, segments_by_timeline};
+use super::expire::{policy, retention_view, segno_of};
+use super::info::segments_by_timeline;
 use super::{emit, open_repo};
 use crate::clock;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::wal;
 use crate::repo::blockstore::{BlockId, BlockStore, hex_id};
-use crate::repo::stanza::{self, StanzaDb};
+use crate::repo::stanza::{self, StanzaDb, seg_size};
 use crate::repo::{self, Repository, manifest};
 use crate::retention::{self, WalKeep};
 use futures::StreamExt;
@@ -175,12 +175,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     }
 
     // Packs: every byte read and every block authenticated and re-hashed.
-    let mut stored: HashMap<BlockId, u64> = HashMap::new();
-    for l in repo.store.list(&format!("{stanza_name}/pack")).await? {
-        if let Ok(id) = repo::format::hex_array::<32>(l.path.rsplit('/').next().unwrap_or(""), "") {
-            stored.insert(id, l.size);
-        }
-    }
+    let stored = bs.list_packs().await?;
     let mut bad_packs: HashMap<BlockId, String> = HashMap::new();
     let total = stored.len();
     let mut checks = futures::stream::iter(stored.keys().copied())
@@ -245,20 +240,11 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     }
 
     // Backups: each block of each file must be in a sound pack.
-    let manifests = match read_all(repo, stanza_name).await {
-        Ok(m) => m,
-        Err(_) => {
-            // Name each unreadable manifest, then carry on with the readable ones.
-            let mut ok = Vec::new();
-            for l in manifest::list(repo, stanza_name).await? {
-                match manifest::read(repo, stanza_name, &l).await {
-                    Ok(m) => ok.push(m),
-                    Err(e) => r.problem(manifest::path(stanza_name, &l), e.to_string()),
-                }
-            }
-            ok
-        }
-    };
+    // Each unreadable manifest is named; the readable ones are checked.
+    let (manifests, unreadable) = manifest::read_each(repo, stanza_name).await?;
+    for (l, e) in unreadable {
+        r.problem(manifest::path(stanza_name, &l), e.to_string());
+    }
     r.checked.manifests = manifests.len() as u64;
     let mut list_cache: HashMap<BlockId, std::result::Result<Vec<BlockId>, String>> =
         HashMap::new();

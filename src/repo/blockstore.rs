@@ -342,30 +342,6 @@ impl BlockStore {
         Ok(())
     }
 
-    fn open_block(
-        &self,
-        opener: &mut Opener,
-        pack: &str,
-        id: &BlockId,
-        blob: &[u8],
-        raw: u32,
-    ) -> Result<Vec<u8>> {
-        let bad = |m: String| {
-            Error::corrupt(format!(
-                "block {} in pack '{pack}' of repository {}: {m}",
-                hex_id(id),
-                self.store.location()
-            ))
-        };
-        let plain = opener
-            .open_exact(&self.keys, Kind::Block, id, blob, raw as usize)
-            .map_err(|e| bad(e.to_string()))?;
-        if self.keys.block_id(&plain) != *id {
-            return Err(bad("content does not hash to its id".into()));
-        }
-        Ok(plain)
-    }
-
     /// Reads a whole pack and checks everything in it: name = hash of bytes, header, footer,
     /// trailer, and every block. Returns its entries.
     pub async fn check_pack(&self, id: &BlockId) -> Result<Vec<Entry>> {
@@ -400,10 +376,12 @@ impl BlockStore {
         let mut opener = Opener::new();
         let entries = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
         let mut out = Vec::with_capacity(entries.len());
+        let mut plain = Vec::new();
         for e in entries {
             let blob = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
-            let plain = self.open_block(&mut opener, &path, &e.id, blob, e.raw_length)?;
-            let wanted = keep(&e.id).then_some(plain);
+            plain.resize(e.raw_length as usize, 0);
+            self.open_block_into(&mut opener, &path, &e.id, blob, &mut plain)?;
+            let wanted = keep(&e.id).then(|| plain.clone());
             out.push((e, wanted));
         }
         Ok(out)
@@ -443,21 +421,31 @@ impl BlockStore {
         pack::decode_entries(&plain, start).map_err(bad)
     }
 
+    /// Every pack stored for this stanza, with its size. Names that are not pack ids are not packs
+    /// (verify reports them).
+    pub async fn list_packs(&self) -> Result<HashMap<BlockId, u64>> {
+        let mut out = HashMap::new();
+        for l in self.store.list(&format!("{}/pack", self.prefix)).await? {
+            let name = l.path.rsplit('/').next().unwrap_or("");
+            if let Ok(id) = super::format::hex_array::<32>(name, "pack name") {
+                out.insert(id, l.size);
+            }
+        }
+        Ok(out)
+    }
+
     /// Finds packs that no index segment names (left by a process killed between a pack upload
     /// and its index segment) and indexes them from their trailers, so their blocks are reused
     /// rather than uploaded again. Returns how many packs were adopted.
     pub async fn adopt_orphan_packs(&self) -> Result<usize> {
         self.refresh().await?;
         let known: HashSet<BlockId> = self.indexed_packs().into_iter().collect();
-        let mut orphans = Vec::new();
-        for l in self.store.list(&format!("{}/pack", self.prefix)).await? {
-            let name = l.path.rsplit('/').next().unwrap_or("");
-            if let Ok(id) = super::format::hex_array::<32>(name, "pack name")
-                && !known.contains(&id)
-            {
-                orphans.push(id);
-            }
-        }
+        let orphans: Vec<BlockId> = self
+            .list_packs()
+            .await?
+            .into_keys()
+            .filter(|id| !known.contains(id))
+            .collect();
         let mut found = Vec::new();
         for id in &orphans {
             // A torn or foreign pack is skipped, not fatal: adoption is an optimisation.

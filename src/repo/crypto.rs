@@ -303,16 +303,31 @@ pub fn open_raw(
     name: &[u8],
     sealed: &[u8],
 ) -> Result<(u8, Vec<u8>), OpenError> {
+    let mut buf = Vec::new();
+    let compression = decrypt_into(keys, kind, name, sealed, &mut buf)?;
+    Ok((compression, buf))
+}
+
+/// Checks the header, then authenticates and decrypts the payload into `buf` (replacing its
+/// contents, reusing its allocation); returns the compression byte.
+fn decrypt_into(
+    keys: &Keys,
+    kind: Kind,
+    name: &[u8],
+    sealed: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<u8, OpenError> {
     let compression = check_header(sealed, kind)?;
     let ad = associated_data(&sealed[..HEADER_LEN], name);
     let nonce = XNonce::try_from(&sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN]).unwrap();
     let body_end = sealed.len() - TAG_LEN;
     let tag = Tag::try_from(&sealed[body_end..]).unwrap();
-    let mut buf = sealed[HEADER_LEN + NONCE_LEN..body_end].to_vec();
+    buf.clear();
+    buf.extend_from_slice(&sealed[HEADER_LEN + NONCE_LEN..body_end]);
     keys.aead
         .decrypt_inout_detached(&nonce, &ad, buf.as_mut_slice().into(), &tag)
         .map_err(|_| OpenError::AuthFailed)?;
-    Ok((compression, buf))
+    Ok(compression)
 }
 
 /// Opens objects; holds a reusable zstd context (and a scratch buffer), so keep one per thread.
@@ -371,18 +386,8 @@ impl Opener {
         sealed: &[u8],
         out: &mut [u8],
     ) -> Result<(), OpenError> {
-        let compression = check_header(sealed, kind)?;
-        let ad = associated_data(&sealed[..HEADER_LEN], name);
-        let nonce = XNonce::try_from(&sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN]).unwrap();
-        let body_end = sealed.len() - TAG_LEN;
-        let tag = Tag::try_from(&sealed[body_end..]).unwrap();
-        let body = &sealed[HEADER_LEN + NONCE_LEN..body_end];
+        let compression = decrypt_into(keys, kind, name, sealed, &mut self.scratch)?;
         let found = if compression == COMPRESSION_ZSTD {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(body);
-            keys.aead
-                .decrypt_inout_detached(&nonce, &ad, self.scratch.as_mut_slice().into(), &tag)
-                .map_err(|_| OpenError::AuthFailed)?;
             // A frame that declares another size, or holds more than `out`, fails here.
             match zstd::zstd_safe::get_frame_content_size(&self.scratch) {
                 Ok(Some(n)) if n == out.len() as u64 => {}
@@ -398,16 +403,13 @@ impl Opener {
                 .decompress_to_buffer(&self.scratch, out)
                 .map_err(|e| OpenError::Decompress(e.to_string()))?
         } else {
-            if body.len() != out.len() {
+            if self.scratch.len() != out.len() {
                 return Err(OpenError::SizeMismatch {
                     expected: out.len(),
-                    found: body.len(),
+                    found: self.scratch.len(),
                 });
             }
-            out.copy_from_slice(body);
-            keys.aead
-                .decrypt_inout_detached(&nonce, &ad, (&mut *out).into(), &tag)
-                .map_err(|_| OpenError::AuthFailed)?;
+            out.copy_from_slice(&self.scratch);
             out.len()
         };
         if found != out.len() {

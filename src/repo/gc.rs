@@ -107,9 +107,13 @@ pub async fn collect(
     retained: &[Manifest],
     dry_run: bool,
 ) -> Result<GcReport> {
-    bs.refresh().await?;
-    let live = live_blocks(bs, retained).await?;
+    // Every segment, loaded once: into `bs` to read the block lists, and kept per segment to
+    // know which segments name a pack that goes.
     let segments = load_segments(store, bs, stanza).await?;
+    for s in &segments {
+        bs.add_to_index(&s.path, &s.packs);
+    }
+    let live = live_blocks(bs, retained).await?;
     let mut report = GcReport {
         live_blocks: live.len() as u64,
         ..Default::default()
@@ -117,13 +121,7 @@ pub async fn collect(
 
     // Packs as stored, and as indexed (each segment agrees with the pack's trailer; the first
     // segment naming a pack is as good as any).
-    let mut stored: HashMap<BlockId, u64> = HashMap::new();
-    for l in store.list(&format!("{stanza}/pack")).await? {
-        let name = l.path.rsplit('/').next().unwrap_or("");
-        if let Ok(id) = super::format::hex_array::<32>(name, "pack name") {
-            stored.insert(id, l.size);
-        }
-    }
+    let stored = bs.list_packs().await?;
     report.packs_total = stored.len() as u64;
     let mut indexed: HashMap<BlockId, &[Entry]> = HashMap::new();
     for s in &segments {

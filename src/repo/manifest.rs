@@ -230,6 +230,24 @@ pub async fn list(repo: &Repository, stanza: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
+/// Reads every manifest of the stanza, oldest label first, and the labels whose manifest could
+/// not be read with why. A manifest expired between the listing and the read is simply gone.
+pub async fn read_each(
+    repo: &Repository,
+    stanza: &str,
+) -> Result<(Vec<Manifest>, Vec<(String, Error)>)> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for l in list(repo, stanza).await? {
+        match read(repo, stanza, &l).await {
+            Ok(m) => good.push(m),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => bad.push((l, e)),
+        }
+    }
+    Ok((good, bad))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,15 @@ impl StanzaDb {
     }
 }
 
+/// The WAL segment size of record `id` among `dbs` (PostgreSQL's default when the record is
+/// unknown, which verify reports separately).
+pub fn seg_size(dbs: &[StanzaDb], id: u32) -> u64 {
+    dbs.iter()
+        .find(|d| d.id == id)
+        .map(|d| d.wal_segment_size)
+        .unwrap_or(16 << 20)
+}
+
 pub fn db_path(stanza: &str, id: u32) -> String {
     format!("{stanza}/db/{id:04}")
 }
