@@ -104,23 +104,8 @@ fn corrupt_page_is_reported_by_file_and_block() {
     bytes[3 * 8192 + 4000] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     c.start();
-    let r = a.on(
-        &c,
-        &[
-            "backup",
-            "--type",
-            "full",
-            "--start-fast",
-            "y",
-            "--output",
-            "json",
-        ],
-    );
-    assert_eq!(
-        r.code, 0,
-        "a checksum failure must not fail the backup by default: {r:?}"
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // A checksum failure must not fail the backup by default.
+    let (r, v) = backup_run(&a, &c, "full", &[], &[]);
     let errs = v["checksum_errors"].as_array().unwrap();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0]["file"], rel.as_str());
@@ -202,24 +187,11 @@ fn killed_backup_leaves_nothing_and_the_next_reuses_its_blocks() {
     assert!(wait_until(Duration::from_secs(10), || {
         c.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND query ILIKE '%backup_start%'") == "0"
     }));
-    let r = a.on(
-        &c,
-        &[
-            "backup",
-            "--type",
-            "full",
-            "--start-fast",
-            "y",
-            "--output",
-            "json",
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let (r, v) = backup_run(&a, &c, "full", &[], &[]);
     assert!(
         r.stderr.contains("left by an interrupted run"),
         "the interrupted run's pack was not adopted: {r:?}"
     );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     // The adopted pack holds at least its size in raw block bytes; none of them is new again.
     let (read, new) = (
         v["stats"]["read_bytes"].as_u64().unwrap(),
@@ -343,40 +315,12 @@ fn wal_summary_incremental_equals_hashing_incremental() {
         c.sql("VACUUM");
         let fingerprint = c.sql(FINGERPRINT);
         c.sql("VACUUM");
-        let r = a.on(
-            &c,
-            &[
-                "backup",
-                "--type",
-                "incr",
-                "--start-fast",
-                "y",
-                "--output",
-                "json",
-            ],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
+        let (r, by_summary) = backup_run(&a, &c, "incr", &[], &[]);
         assert!(
             r.stderr.contains("WAL summaries name"),
             "the summary path was not taken: {r:?}"
         );
-        let by_summary: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-        let r = a.on(
-            &c,
-            &[
-                "backup",
-                "--type",
-                "incr",
-                "--start-fast",
-                "y",
-                "--wal-summary",
-                "n",
-                "--output",
-                "json",
-            ],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
-        let by_hash: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let (_, by_hash) = backup_run(&a, &c, "incr", &["--wal-summary", "n"], &[]);
         let read = |v: &serde_json::Value| v["stats"]["read_bytes"].as_u64().unwrap();
         assert!(
             read(&by_summary) * 3 < read(&by_hash),

@@ -49,7 +49,17 @@ fn backup_at(a: &Archive, c: &Cluster, kind: &str, clock: i64) -> Value {
     backup_with(a, c, kind, &[("PGFROST_TEST_CLOCK", &clock.to_string())])
 }
 
+/// A local store in a temporary directory, for tests of the storage-level mechanisms.
+fn scratch_store() -> (tempfile::TempDir, pgfrost::store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = pgfrost::store::Location::Local(dir.path().to_path_buf());
+    let store = pgfrost::store::Store::open(&loc, false).unwrap();
+    (dir, store)
+}
+
 const COUNT: &str = "SELECT count(*) || '/' || coalesce(sum(n), 0) FROM t";
+/// What pgbench has done: equal on source and restore only if every transaction came back.
+const HISTORY: &str = "SELECT sum(delta) || '/' || count(*) FROM pgbench_history";
 
 #[test]
 fn a_scripted_month_keeps_exactly_what_the_policy_says() {
@@ -288,7 +298,7 @@ fn backup_expire_and_archive_push_together_lose_nothing() {
 
     c.sql("SELECT pg_switch_wal()");
     wait_archived(&c);
-    let source = c.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history");
+    let source = c.sql(HISTORY);
     let v = run(a.cmd(&["verify"]));
     assert_eq!(v.code, 0, "{v:?}");
     // Every retained backup restores; the newest replays to the end of the archive and holds
@@ -317,10 +327,7 @@ fn backup_expire_and_archive_push_together_lose_nothing() {
     let mut restored = Cluster::from_data_dir(&bin, &data, &[("archive_mode", "off")]);
     restored.start();
     assert!(wait_promoted(&restored), "{}", restored.log_tail(30));
-    assert_eq!(
-        restored.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history"),
-        source
-    );
+    assert_eq!(restored.sql(HISTORY), source);
 }
 
 #[test]
@@ -453,7 +460,7 @@ fn a_lone_incremental_restores_after_everything_else_expired() {
         &[("PGFROST_SET", full["label"].as_str().unwrap())],
     );
     assert_eq!(labels(&a).len(), 3);
-    let fp = c.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history");
+    let fp = c.sql(HISTORY);
     let newest = i2["label"].as_str().unwrap();
     // The newest cannot be expired by hand.
     let r = run(a.cmd(&["expire", "--set", newest]));
@@ -493,17 +500,12 @@ fn a_lone_incremental_restores_after_everything_else_expired() {
     assert_eq!(labels(&a), vec![newest.to_string()]);
     assert_eq!(run(a.cmd(&["verify"])).code, 0);
     let (r, _d) = restore_at(&a, &bin, newest, &[]);
-    assert_eq!(
-        r.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history"),
-        fp
-    );
+    assert_eq!(r.sql(HISTORY), fp);
 }
 
 #[test]
 fn a_lease_as_stored_matches_its_schema_and_goes_when_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let loc = pgfrost::store::Location::Local(dir.path().to_path_buf());
-    let store = pgfrost::store::Store::open(&loc, false).unwrap();
+    let (dir, store) = scratch_store();
     rt().block_on(async {
         use pgfrost::repo::lease::{Lease, LeaseKind, list};
         let l = Lease::acquire(&store, "main", LeaseKind::Backup, "backup")
@@ -601,19 +603,14 @@ fn killed_expires(repo: Repo, rounds: usize) {
     );
     // The survivor restores to what the cluster holds now.
     let last = labels(&a).pop().unwrap();
-    let fp = c.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history");
+    let fp = c.sql(HISTORY);
     let (r, _d) = restore_at(&a, &bin, &last, &[]);
-    assert_eq!(
-        r.sql("SELECT sum(delta) || '/' || count(*) FROM pgbench_history"),
-        fp
-    );
+    assert_eq!(r.sql(HISTORY), fp);
 }
 
 #[test]
 fn staging_files_of_killed_writers_are_swept_once_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let loc = pgfrost::store::Location::Local(dir.path().to_path_buf());
-    let store = pgfrost::store::Store::open(&loc, false).unwrap();
+    let (dir, store) = scratch_store();
     let d = dir.path().join("main/pack/ab");
     std::fs::create_dir_all(&d).unwrap();
     let old = d.join("abcd#7");

@@ -203,6 +203,18 @@ pub fn backup_with(
     kind: &str,
     env: &[(&str, &str)],
 ) -> serde_json::Value {
+    backup_run(a, c, kind, &[], env).1
+}
+
+/// A backup that must succeed, with extra flags and environment: the run (for its log on
+/// stderr) and its JSON output.
+pub fn backup_run(
+    a: &Archive,
+    c: &Cluster,
+    kind: &str,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (Run, serde_json::Value) {
     let mut cmd = a.cmd(&[
         "backup",
         "--type",
@@ -212,13 +224,14 @@ pub fn backup_with(
         "--output",
         "json",
     ]);
-    cmd.args(Archive::pg_args(c));
+    cmd.args(Archive::pg_args(c)).args(flags);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let r = run(cmd);
     assert_eq!(r.code, 0, "backup {kind}: {r:?}\n{}", c.log_tail(20));
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+    let v = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    (r, v)
 }
 
 /// Waits (up to two minutes) until a recovering cluster has finished recovery and promoted.
