@@ -196,7 +196,11 @@ async fn block_store_suite(store: Store) {
     // Simulate the crash window: a pack on storage with no index segment naming it.
     let mut sealer = pgfrost::repo::crypto::Sealer::new(Some(3));
     let mut pb = pgfrost::repo::pack::PackBuilder::new();
-    pb.add(&mut sealer, &keys, extra_id, &extra);
+    let run = vec![pgfrost::repo::index::RunBlock {
+        id: extra_id,
+        raw_length: extra.len() as u32,
+    }];
+    pb.add_run(&mut sealer, &keys, run, &extra);
     let (bytes, pack_id, _) = pb.finish(&mut sealer, &keys);
     store
         .put_new(&fresh.pack_path(&pack_id), bytes.into())

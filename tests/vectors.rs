@@ -6,11 +6,13 @@
 
 use pgfrost::repo::crypto::{self, Keys, Kind, MasterKey, Opener};
 use pgfrost::repo::format::{KeySlot, RepoConfig};
-use pgfrost::repo::index::{self, Entry, PackEntries};
+use pgfrost::repo::index::{self, PackEntries, Run, RunBlock};
 use pgfrost::repo::keys::{self, Cost, SlotOpen, SlotRandom, SlotSpec};
 use pgfrost::repo::pack;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+
+type BlockIdRef<'a> = &'a [u8; 32];
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto")
@@ -72,13 +74,13 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         {"plaintext": h(&block_b), "id": h(&keys.block_id(&block_b))},
     ]);
 
-    // Sealed objects: one raw block, one zstd-compressed block.
+    // Sealed objects: a raw run of one block, a zstd-compressed run of one block.
     let id_a = keys.block_id(&block_a);
     let nonce1: [u8; 24] = arr(3, 1);
     let sealed_block = seal(
         &keys,
-        Kind::Block,
-        &id_a,
+        Kind::Run,
+        b"",
         crypto::COMPRESSION_NONE,
         &nonce1,
         &block_a,
@@ -89,38 +91,50 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
     let nonce2: [u8; 24] = arr(5, 2);
     let sealed_z = seal(
         &keys,
-        Kind::Block,
-        &id_c,
+        Kind::Run,
+        b"",
         crypto::COMPRESSION_ZSTD,
         &nonce2,
         &frame,
     );
     let sealed = json!([
-        {"kind": Kind::Block as u8, "name": h(&id_a), "compression": 0, "nonce": h(&nonce1),
+        {"kind": Kind::Run as u8, "name": "", "compression": 0, "nonce": h(&nonce1),
          "payload": h(&block_a), "plaintext": h(&block_a), "sealed": h(&sealed_block)},
-        {"kind": Kind::Block as u8, "name": h(&id_c), "compression": 1, "nonce": h(&nonce2),
+        {"kind": Kind::Run as u8, "name": "", "compression": 1, "nonce": h(&nonce2),
          "payload": h(&frame), "plaintext": h(&plain_c), "sealed": h(&sealed_z)},
         named(&keys, Kind::Wal, "main/wal/0001/00000002.history", b"1\t0/3000060\tno recovery target specified\n", 31),
         named(&keys, Kind::StanzaDb, "main/db/0001", STANZA_DB.as_bytes(), 37),
     ]);
 
-    // A pack of two blocks (uncompressed, fixed nonces) and its trailer.
+    // A pack of two runs (uncompressed, fixed nonces): block a alone, then blocks b and c
+    // sealed together; and its trailer.
     let id_b = keys.block_id(&block_b);
     let mut p = Vec::new();
     p.extend_from_slice(&pack::PACK_MAGIC);
     p.extend_from_slice(&[pack::PACK_VERSION, 0, 0, 0]);
-    let mut entries = Vec::new();
-    for (i, (id, data)) in [(id_a, &block_a), (id_b, &block_b)].into_iter().enumerate() {
+    let mut runs = Vec::new();
+    let contents: [&[(BlockIdRef, &Vec<u8>)]; 2] = [
+        &[(&id_a, &block_a)],
+        &[(&id_b, &block_b), (&id_c, &plain_c)],
+    ];
+    for (i, blocks) in contents.into_iter().enumerate() {
         let off = p.len();
-        p.extend(seal(&keys, Kind::Block, &id, 0, &arr(11, i as u8), data));
-        entries.push(Entry {
-            id,
+        let plain: Vec<u8> = blocks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        p.extend(seal(&keys, Kind::Run, b"", 0, &arr(11, i as u8), &plain));
+        runs.push(Run {
             offset: off as u32,
             length: (p.len() - off) as u32,
-            raw_length: data.len() as u32,
+            blocks: blocks
+                .iter()
+                .map(|(id, d)| RunBlock {
+                    id: **id,
+                    raw_length: d.len() as u32,
+                })
+                .collect(),
         });
     }
-    let trailer_plain = pack::encode_entries(&entries);
+    let mut trailer_plain = Vec::new();
+    index::encode_runs(&runs, &mut trailer_plain);
     let tstart = p.len();
     p.extend(seal(
         &keys,
@@ -134,20 +148,23 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
     p.extend_from_slice(&tlen.to_le_bytes());
     p.extend_from_slice(&pack::FOOTER_MAGIC);
     let pack_id = *blake3::hash(&p).as_bytes();
-    let ej = |e: &Entry| json!({"id": h(&e.id), "offset": e.offset, "length": e.length, "raw_length": e.raw_length});
+    let rj = |r: &Run| {
+        json!({"offset": r.offset, "length": r.length,
+               "blocks": r.blocks.iter().map(|b| json!({"id": h(&b.id), "raw_length": b.raw_length})).collect::<Vec<_>>()})
+    };
     let pack_v = json!({
         "name": h(&pack_id),
         "bytes": h(&p),
         "trailer_plaintext": h(&trailer_plain),
         "trailer_nonce": h(&arr::<24>(13, 9)),
-        "entries": entries.iter().map(ej).collect::<Vec<_>>(),
-        "blocks": [h(&block_a), h(&block_b)],
+        "runs": runs.iter().map(rj).collect::<Vec<_>>(),
+        "blocks": [h(&block_a), h(&block_b), h(&plain_c)],
     });
 
     // An index segment naming that pack, sealed uncompressed with a fixed nonce.
     let seg_plain = index::encode_segment(&[PackEntries {
         pack: pack_id,
-        entries: entries.clone(),
+        runs: runs.clone(),
     }]);
     let seg_nonce: [u8; 24] = arr(17, 4);
     let seg_sealed = seal(&keys, Kind::Index, b"", 0, &seg_nonce, &seg_plain);
@@ -157,14 +174,14 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         "nonce": h(&seg_nonce),
         "sealed": h(&seg_sealed),
         "plaintext": h(&seg_plain),
-        "packs": [{"pack": h(&pack_id), "entries": entries.iter().map(ej).collect::<Vec<_>>()}],
+        "packs": [{"pack": h(&pack_id), "runs": runs.iter().map(rj).collect::<Vec<_>>()}],
     });
 
     // config, a key slot with a cheap KDF, and a key file.
     let repo_id: [u8; 16] = arr(9, 5);
     let config = RepoConfig {
         format: "pgfrost-repository".into(),
-        version: 1,
+        version: pgfrost::repo::format::CONFIG_VERSION,
         repo_id: h(&repo_id),
         created: "2026-11-21T00:00:00Z".into(),
         key_check: h(&master.key_check(&repo_id)),
@@ -197,7 +214,7 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
     let key_file = keys::key_file_for(&master, &config, &config_bytes);
     json!({
         "format": "pgfrost-test-vectors",
-        "version": 1,
+        "version": 2,
         "master_key": h(master.as_bytes()),
         "contexts": {"block_id": crypto::CTX_BLOCK_ID, "seal": crypto::CTX_SEAL, "key_check": crypto::CTX_KEY_CHECK},
         "derived": derived,
@@ -213,19 +230,19 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
 
 #[test]
 fn vectors_match() {
-    let path = dir().join("vectors/v1.json");
+    let path = dir().join("vectors/v2.json");
     if std::env::var_os("PGFROST_WRITE_VECTORS").is_some() {
         let v = build(None);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     }
     let stored: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("proto/vectors/v1.json")).unwrap();
+        serde_json::from_slice(&std::fs::read(&path).expect("proto/vectors/v2.json")).unwrap();
     let frame = hex::decode(stored["sealed"][1]["payload"].as_str().unwrap()).unwrap();
     let built = build(Some(frame));
     assert!(
         built == stored,
-        "the code no longer produces proto/vectors/v1.json; a format change?"
+        "the code no longer produces proto/vectors/v2.json; a format change?"
     );
 
     // And the reading side accepts them, independently of how they were built.
@@ -245,26 +262,25 @@ fn vectors_match() {
         assert_eq!(o.open(&keys, kind, &name, &sealed, 1 << 20).unwrap(), plain);
     }
     let p = hex::decode(stored["pack"]["bytes"].as_str().unwrap()).unwrap();
-    let entries = pack::parse_pack(&keys, &mut o, &p).unwrap();
-    for (e, b) in entries
-        .iter()
-        .zip(stored["pack"]["blocks"].as_array().unwrap())
-    {
-        let blob = &p[e.offset as usize..(e.offset + e.length) as usize];
-        assert_eq!(
-            h(
-                &o.open_exact(&keys, Kind::Block, &e.id, blob, e.raw_length as usize)
-                    .unwrap()
-            ),
-            b.as_str().unwrap()
-        );
+    let runs = pack::parse_pack(&keys, &mut o, &p).unwrap();
+    let mut blocks = stored["pack"]["blocks"].as_array().unwrap().iter();
+    for r in &runs {
+        let blob = &p[r.offset as usize..(r.offset + r.length) as usize];
+        let plain = o
+            .open_exact(&keys, Kind::Run, b"", blob, r.raw_length() as usize)
+            .unwrap();
+        let mut at = 0;
+        for b in &r.blocks {
+            let data = &plain[at..at + b.raw_length as usize];
+            assert_eq!(keys.block_id(data), b.id);
+            assert_eq!(h(data), blocks.next().unwrap().as_str().unwrap());
+            at += b.raw_length as usize;
+        }
     }
+    assert!(blocks.next().is_none());
     let seg = hex::decode(stored["index_segment"]["sealed"].as_str().unwrap()).unwrap();
     let seg_plain = o.open(&keys, Kind::Index, b"", &seg, 1 << 20).unwrap();
-    assert_eq!(
-        index::decode_segment(&seg_plain).unwrap()[0].entries,
-        entries
-    );
+    assert_eq!(index::decode_segment(&seg_plain).unwrap()[0].runs, runs);
     let config_bytes = stored["config"]["bytes"].as_str().unwrap().as_bytes();
     let config: RepoConfig = serde_json::from_slice(config_bytes).unwrap();
     let slot: KeySlot = serde_json::from_value(stored["key_slot"]["slot"].clone()).unwrap();
@@ -317,10 +333,11 @@ fn layouts_match_code() {
             .as_bytes(),
         pack::FOOTER_MAGIC
     );
-    assert_eq!(size("index_entry"), pack::ENTRY_LEN);
+    assert_eq!(size("run_head"), index::RUN_HEAD_LEN);
+    assert_eq!(size("run_block"), index::RUN_BLOCK_LEN);
     let kinds = &l["sealed_header"]["kinds"];
     for k in [
-        Kind::Block,
+        Kind::Run,
         Kind::PackTrailer,
         Kind::Index,
         Kind::Wal,

@@ -298,10 +298,15 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
             }
         };
         out.read_bytes += read;
+        // A file's new blocks share runs with each other only, and its block list (read by a
+        // restore before the blocks) gets a run of its own.
+        shared.rt.block_on(writer.end_run())?;
         let list = if ids.is_empty() {
             String::new()
         } else {
-            hex_id(&shared.rt.block_on(writer.add(&ids))?)
+            let id = shared.rt.block_on(writer.add(&ids))?;
+            shared.rt.block_on(writer.end_run())?;
+            hex_id(&id)
         };
         out.files.push(FileEntry {
             path: t.rel,

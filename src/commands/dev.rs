@@ -128,6 +128,7 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
                 break;
             }
         }
+        writer.end_run().await?;
         files.push(CatalogFile {
             path: rel,
             size,

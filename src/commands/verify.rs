@@ -149,7 +149,8 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
 
     // Index segments, one by one so that a bad one is named and the rest still count.
     let bs = BlockStore::open_empty(repo.store.clone(), stanza_name, repo.keys.clone());
-    let mut indexed: HashMap<BlockId, (String, Vec<crate::repo::index::Entry>)> = HashMap::new();
+    // Every segment's runs for each pack: each must equal the pack's trailer.
+    let mut indexed: HashMap<BlockId, Vec<(String, Vec<crate::repo::index::Run>)>> = HashMap::new();
     for l in repo.store.list(&format!("{stanza_name}/index")).await? {
         if !is_hex64(l.path.rsplit('/').next().unwrap_or("")) {
             continue;
@@ -167,7 +168,8 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                 for p in packs {
                     indexed
                         .entry(p.pack)
-                        .or_insert_with(|| (l.path.clone(), p.entries));
+                        .or_default()
+                        .push((l.path.clone(), p.runs));
                 }
             }
             Err(e) => r.problem(&l.path, e.to_string()),
@@ -194,30 +196,24 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         }
         let path = bs.pack_path(&id);
         match res {
-            Ok(entries) => {
+            Ok(runs) => {
                 r.checked.packs += 1;
-                r.checked.blocks += entries.len() as u64;
+                r.checked.blocks += runs.iter().map(|r| r.blocks.len() as u64).sum::<u64>();
                 r.checked.bytes_read += stored[&id];
                 match indexed.get(&id) {
                     None => r.note(
                         &path,
                         "no index segment names this pack (left by an interrupted backup); the next backup reuses it or expire removes it",
                     ),
-                    Some((seg, es)) => {
-                        let mine: HashSet<_> = entries
-                            .iter()
-                            .map(|e| (e.id, e.offset, e.length, e.raw_length))
-                            .collect();
-                        let disagree = es
-                            .iter()
-                            .filter(|e| !mine.contains(&(e.id, e.offset, e.length, e.raw_length)))
-                            .count();
-                        if disagree > 0 {
-                            r.problem(
-                                &path,
-                                format!("{disagree} entries of index segment {seg} do not match the pack's trailer"),
-                            );
-                            bad_packs.insert(id, "its index entries are wrong".into());
+                    Some(segs) => {
+                        for (seg, listed) in segs {
+                            if *listed != runs {
+                                r.problem(
+                                    &path,
+                                    format!("index segment {seg} does not list the runs of the pack's trailer"),
+                                );
+                                bad_packs.insert(id, "its index entries are wrong".into());
+                            }
                         }
                     }
                 }
@@ -229,8 +225,9 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         }
     }
     drop(checks);
-    for (id, (seg, _)) in &indexed {
+    for (id, segs) in &indexed {
         if !stored.contains_key(id) {
+            let seg = &segs[0].0;
             r.problem(
                 bs.pack_path(id),
                 format!("missing, but index segment {seg} names it"),

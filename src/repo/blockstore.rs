@@ -6,7 +6,7 @@
 //! reference to something missing.
 
 use super::crypto::{Keys, Kind, MAX_OBJECT_PLAINTEXT, Opener, Sealer};
-use super::index::{self, Entry, PackEntries};
+use super::index::{self, PackEntries, Run, RunBlock};
 use super::pack::{self, PackBuilder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Put, Store};
@@ -18,8 +18,9 @@ use tokio::task::JoinSet;
 pub type BlockId = [u8; 32];
 
 thread_local! {
-    /// One zstd context per thread, rather than one per read.
-    static OPENER: std::cell::RefCell<Opener> = std::cell::RefCell::new(Opener::new());
+    /// One zstd context and run buffer per thread, rather than one per read.
+    static OPENER: std::cell::RefCell<(Opener, Vec<u8>)> =
+        std::cell::RefCell::new((Opener::new(), Vec::new()));
 }
 
 /// Default pack size: large enough that object stores see few requests, small enough that a
@@ -30,12 +31,26 @@ pub const DEFAULT_PACK_SIZE: usize = 32 << 20;
 pub const PACKS_PER_SEGMENT: usize = 16;
 /// Packs uploading at once per writer: overlaps upload (and fsync) with sealing.
 pub const UPLOADS_IN_FLIGHT: usize = 2;
+/// A writer closes a run before it would exceed this much plaintext (16 pages). Runs amortise
+/// zstd's per-frame table building and compress better than lone pages, but a reader that needs
+/// one block of a run decodes all of it: an incremental's scattered changes make short runs, and
+/// a restore pays for at most 15 unwanted pages per wanted one.
+pub const RUN_BYTES: usize = 128 << 10;
 
+/// A run as the index holds it.
 #[derive(Debug, Clone, Copy)]
-struct Loc {
+struct RunLoc {
     pack: u32,
     offset: u32,
     length: u32,
+    raw_length: u32,
+}
+
+/// A block as the index holds it: its run and its place in the run's plaintext.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    run: u32,
+    raw_offset: u32,
     raw_length: u32,
 }
 
@@ -43,6 +58,7 @@ struct Loc {
 struct Index {
     packs: Vec<BlockId>,
     pack_pos: HashMap<BlockId, u32>,
+    runs: Vec<RunLoc>,
     blocks: HashMap<BlockId, Loc>,
     segments: HashSet<String>,
 }
@@ -51,16 +67,29 @@ impl Index {
     fn add(&mut self, p: &PackEntries) {
         let next = self.packs.len() as u32;
         let pos = *self.pack_pos.entry(p.pack).or_insert(next);
-        if pos == next {
-            self.packs.push(p.pack);
+        if pos != next {
+            // A pack's name is the hash of its bytes: another segment naming it lists the same
+            // runs (verify checks every segment against the trailer).
+            return;
         }
-        for e in &p.entries {
-            self.blocks.entry(e.id).or_insert(Loc {
+        self.packs.push(p.pack);
+        for r in &p.runs {
+            let run = self.runs.len() as u32;
+            self.runs.push(RunLoc {
                 pack: pos,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
+                offset: r.offset,
+                length: r.length,
+                raw_length: r.raw_length() as u32,
             });
+            let mut raw_offset = 0u32;
+            for b in &r.blocks {
+                self.blocks.entry(b.id).or_insert(Loc {
+                    run,
+                    raw_offset,
+                    raw_length: b.raw_length,
+                });
+                raw_offset += b.raw_length;
+            }
         }
     }
 }
@@ -205,7 +234,9 @@ impl BlockStore {
     /// The pack the index places a block in.
     pub fn locate(&self, id: &BlockId) -> Option<BlockId> {
         let i = self.index.read().unwrap();
-        i.blocks.get(id).map(|l| i.packs[l.pack as usize])
+        i.blocks
+            .get(id)
+            .map(|l| i.packs[i.runs[l.run as usize].pack as usize])
     }
 
     /// (blocks, packs) known to the index.
@@ -225,6 +256,8 @@ impl BlockStore {
             bs: self.clone(),
             sealer: Sealer::new(self.level),
             pack: PackBuilder::new(),
+            run: Vec::new(),
+            run_blocks: Vec::new(),
             pending: HashSet::new(),
             done: Vec::new(),
             uploads: JoinSet::new(),
@@ -247,14 +280,17 @@ impl BlockStore {
     }
 
     /// Reads blocks into the start of `buf` (which may be longer), back to back in the order
-    /// asked (a file's blocks come out as its bytes), and returns their lengths. Checked as [`BlockStore::read_blocks`] does; `buf` is
-    /// reused from call to call, so a restore allocates nothing per block.
+    /// asked (a file's blocks come out as its bytes), and returns their lengths. Checked as
+    /// [`BlockStore::read_blocks`] does; `buf` is reused from call to call, so a restore
+    /// allocates nothing per block. Each run is fetched and decoded once however many of its
+    /// blocks are asked for.
     pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
-        let mut by_pack: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
+        // run -> the wanted blocks in it: (position in `ids`, id, place in the run).
+        let mut by_run: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
         let mut at = Vec::with_capacity(ids.len());
         let mut lens = Vec::with_capacity(ids.len());
         let mut total = 0usize;
-        let packs = {
+        let (packs, mut by_pack) = {
             let idx = self.index.read().unwrap();
             for (i, id) in ids.iter().enumerate() {
                 let loc = *idx.blocks.get(id).ok_or_else(|| {
@@ -271,43 +307,121 @@ impl BlockStore {
                 at.push(total);
                 lens.push(loc.raw_length);
                 total += loc.raw_length as usize;
-                by_pack.entry(loc.pack).or_default().push((i, *id, loc));
+                by_run.entry(loc.run).or_default().push((i, *id, loc));
             }
-            idx.packs.clone()
+            let mut by_pack: HashMap<u32, Vec<(RunLoc, Vec<(usize, BlockId, Loc)>)>> =
+                HashMap::new();
+            for (run, items) in by_run {
+                let r = idx.runs[run as usize];
+                by_pack.entry(r.pack).or_default().push((r, items));
+            }
+            (idx.packs.clone(), by_pack)
         };
         // Zeroed only when it grows: every byte up to `total` is overwritten below, and the
         // buffer is reused from batch to batch.
         if buf.len() < total {
             buf.resize(total, 0);
         }
-        let mut groups: Vec<_> = by_pack.into_iter().collect();
+        let mut groups: Vec<_> = by_pack.drain().collect();
         groups.sort_by_key(|(p, _)| *p);
         let fetched = futures::stream::iter(groups)
-            .map(|(p, mut items)| {
+            .map(|(p, mut runs)| {
                 let path = self.pack_path(&packs[p as usize]);
                 async move {
-                    items.sort_by_key(|(_, _, l)| l.offset);
-                    let ranges: Vec<_> = items
+                    runs.sort_by_key(|(r, _)| r.offset);
+                    let ranges: Vec<_> = runs
                         .iter()
-                        .map(|(_, _, l)| l.offset as u64..l.offset as u64 + l.length as u64)
+                        .map(|(r, _)| r.offset as u64..r.offset as u64 + r.length as u64)
                         .collect();
                     let blobs = self.store.get_ranges(&path, &ranges).await?;
-                    Ok::<_, Error>((path, items, blobs))
+                    Ok::<_, Error>((path, runs, blobs))
                 }
             })
             .buffered(4);
         futures::pin_mut!(fetched);
         while let Some(r) = fetched.next().await {
-            let (path, items, blobs) = r?;
-            OPENER.with_borrow_mut(|opener| {
-                for ((i, id, loc), blob) in items.into_iter().zip(blobs) {
-                    let out = &mut buf[at[i]..at[i] + loc.raw_length as usize];
-                    self.open_block_into(opener, &path, &id, &blob, out)?;
+            let (path, runs, blobs) = r?;
+            OPENER.with_borrow_mut(|(opener, scratch)| {
+                for ((run, items), blob) in runs.into_iter().zip(blobs) {
+                    self.open_run_into(opener, scratch, &path, &run, &items, &at, buf, &blob)?;
                 }
                 Ok::<_, Error>(())
             })?;
         }
         Ok(lens)
+    }
+
+    /// Opens one run and puts the wanted blocks (`items`) at their places (`at`) in `buf`,
+    /// checking each block's id.
+    #[allow(clippy::too_many_arguments)]
+    fn open_run_into(
+        &self,
+        opener: &mut Opener,
+        scratch: &mut Vec<u8>,
+        path: &str,
+        run: &RunLoc,
+        items: &[(usize, BlockId, Loc)],
+        at: &[usize],
+        buf: &mut [u8],
+        blob: &[u8],
+    ) -> Result<()> {
+        let bad = |m: String| {
+            Error::corrupt(format!(
+                "block run at offset {} of pack '{path}' in repository {}: {m}",
+                run.offset,
+                self.store.location()
+            ))
+        };
+        let run_len = run.raw_length as usize;
+        // A restore asks for a file's blocks in order, so a run usually lands whole in one
+        // place of `buf`: decode it there and skip the copy.
+        let first = at[items[0].0];
+        let whole = items
+            .iter()
+            .map(|(_, _, l)| l.raw_length as usize)
+            .sum::<usize>()
+            == run_len
+            && items
+                .iter()
+                .all(|(i, _, l)| at[*i] == first + l.raw_offset as usize);
+        if whole {
+            let out = &mut buf[first..first + run_len];
+            opener
+                .open_exact_into(&self.keys, Kind::Run, b"", blob, out)
+                .map_err(|e| bad(e.to_string()))?;
+            for (_, id, l) in items {
+                self.check_id(
+                    path,
+                    id,
+                    &out[l.raw_offset as usize..][..l.raw_length as usize],
+                )?;
+            }
+        } else {
+            if scratch.len() < run_len {
+                scratch.resize(run_len, 0);
+            }
+            let plain = &mut scratch[..run_len];
+            opener
+                .open_exact_into(&self.keys, Kind::Run, b"", blob, plain)
+                .map_err(|e| bad(e.to_string()))?;
+            for (i, id, l) in items {
+                let b = &plain[l.raw_offset as usize..][..l.raw_length as usize];
+                self.check_id(path, id, b)?;
+                buf[at[*i]..at[*i] + b.len()].copy_from_slice(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_id(&self, pack: &str, id: &BlockId, plain: &[u8]) -> Result<()> {
+        if self.keys.block_id(plain) != *id {
+            return Err(Error::corrupt(format!(
+                "block {} in pack '{pack}' of repository {}: content does not hash to its id",
+                hex_id(id),
+                self.store.location()
+            )));
+        }
+        Ok(())
     }
 
     pub async fn read_block(&self, id: &BlockId) -> Result<Vec<u8>> {
@@ -318,48 +432,19 @@ impl BlockStore {
             .unwrap())
     }
 
-    fn open_block_into(
-        &self,
-        opener: &mut Opener,
-        pack: &str,
-        id: &BlockId,
-        blob: &[u8],
-        out: &mut [u8],
-    ) -> Result<()> {
-        let bad = |m: String| {
-            Error::corrupt(format!(
-                "block {} in pack '{pack}' of repository {}: {m}",
-                hex_id(id),
-                self.store.location()
-            ))
-        };
-        opener
-            .open_exact_into(&self.keys, Kind::Block, id, blob, out)
-            .map_err(|e| bad(e.to_string()))?;
-        if self.keys.block_id(out) != *id {
-            return Err(bad("content does not hash to its id".into()));
-        }
-        Ok(())
-    }
-
     /// Reads a whole pack and checks everything in it: name = hash of bytes, header, footer,
-    /// trailer, and every block. Returns its entries.
-    pub async fn check_pack(&self, id: &BlockId) -> Result<Vec<Entry>> {
-        Ok(self
-            .pack_blocks(id, |_| false)
-            .await?
-            .into_iter()
-            .map(|(e, _)| e)
-            .collect())
+    /// trailer, and every run and block. Returns its runs.
+    pub async fn check_pack(&self, id: &BlockId) -> Result<Vec<Run>> {
+        Ok(self.pack_blocks(id, |_| false).await?.0)
     }
 
     /// Reads a whole pack, checks everything in it as [`BlockStore::check_pack`] does, and
-    /// returns every entry with the plaintext of those `keep` selects.
+    /// returns its runs with the plaintext of the blocks `keep` selects, in pack order.
     pub async fn pack_blocks(
         &self,
         id: &BlockId,
         keep: impl Fn(&BlockId) -> bool,
-    ) -> Result<Vec<(Entry, Option<Vec<u8>>)>> {
+    ) -> Result<(Vec<Run>, Vec<(BlockId, Vec<u8>)>)> {
         let path = self.pack_path(id);
         let bytes = self.store.get(&path).await?;
         let bad = |m: String| {
@@ -374,21 +459,30 @@ impl BlockStore {
             ));
         }
         let mut opener = Opener::new();
-        let entries = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
-        let mut out = Vec::with_capacity(entries.len());
+        let runs = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
+        let mut kept = Vec::new();
         let mut plain = Vec::new();
-        for e in entries {
-            let blob = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
-            plain.resize(e.raw_length as usize, 0);
-            self.open_block_into(&mut opener, &path, &e.id, blob, &mut plain)?;
-            let wanted = keep(&e.id).then(|| plain.clone());
-            out.push((e, wanted));
+        for r in &runs {
+            let blob = &bytes[r.offset as usize..r.offset as usize + r.length as usize];
+            plain.resize(r.raw_length() as usize, 0);
+            opener
+                .open_exact_into(&self.keys, Kind::Run, b"", blob, &mut plain)
+                .map_err(|e| bad(format!("block run at offset {}: {e}", r.offset)))?;
+            let mut at = 0usize;
+            for b in &r.blocks {
+                let data = &plain[at..at + b.raw_length as usize];
+                self.check_id(&path, &b.id, data)?;
+                if keep(&b.id) {
+                    kept.push((b.id, data.to_vec()));
+                }
+                at += b.raw_length as usize;
+            }
         }
-        Ok(out)
+        Ok((runs, kept))
     }
 
     /// Reads a pack's trailer with two range reads (footer, then trailer).
-    pub async fn read_trailer(&self, id: &BlockId) -> Result<Vec<Entry>> {
+    pub async fn read_trailer(&self, id: &BlockId) -> Result<Vec<Run>> {
         let path = self.pack_path(id);
         let bad = |m: String| {
             Error::corrupt(format!(
@@ -418,7 +512,7 @@ impl BlockStore {
                 MAX_OBJECT_PLAINTEXT,
             )
             .map_err(|e| bad(format!("trailer: {e}")))?;
-        pack::decode_entries(&plain, start).map_err(bad)
+        pack::decode_trailer(&plain, start).map_err(bad)
     }
 
     /// Every pack stored for this stanza, with its size. Names that are not pack ids are not packs
@@ -450,7 +544,7 @@ impl BlockStore {
         for id in &orphans {
             // A torn or foreign pack is skipped, not fatal: adoption is an optimisation.
             match self.read_trailer(id).await {
-                Ok(entries) => found.push(PackEntries { pack: *id, entries }),
+                Ok(runs) => found.push(PackEntries { pack: *id, runs }),
                 Err(e) => log::warn!("not adopting {}: {e}", self.pack_path(id)),
             }
         }
@@ -483,6 +577,9 @@ pub struct BlockWriter {
     bs: BlockStore,
     sealer: Sealer,
     pack: PackBuilder,
+    /// The open run: plaintexts of new blocks back to back, and the blocks.
+    run: Vec<u8>,
+    run_blocks: Vec<RunBlock>,
     pending: HashSet<BlockId>,
     done: Vec<PackEntries>,
     uploads: JoinSet<Result<()>>,
@@ -490,7 +587,8 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    /// Stores `data` unless a block with the same id exists; returns the id.
+    /// Stores `data` unless a block with the same id exists; returns the id. New blocks added
+    /// one after another share a run until it is full or [`BlockWriter::end_run`] closes it.
     pub async fn add(&mut self, data: &[u8]) -> Result<BlockId> {
         let id = self.bs.keys.block_id(data);
         self.stats.blocks += 1;
@@ -498,19 +596,42 @@ impl BlockWriter {
         if self.pending.contains(&id) || (!self.force && self.bs.contains(&id)) {
             return Ok(id);
         }
-        if self.pack.is_empty() {
-            self.pack.reserve(self.bs.pack_size + (64 << 10));
+        if !self.run.is_empty() && self.run.len() + data.len() > RUN_BYTES {
+            self.end_run().await?;
         }
-        let before = self.pack.len();
-        self.pack.add(&mut self.sealer, &self.bs.keys, id, data);
+        self.run.extend_from_slice(data);
+        self.run_blocks.push(RunBlock {
+            id,
+            raw_length: data.len() as u32,
+        });
         self.pending.insert(id);
         self.stats.new_blocks += 1;
         self.stats.new_bytes += data.len() as u64;
-        self.stats.stored_bytes += (self.pack.len() - before) as u64;
+        if self.run.len() >= RUN_BYTES {
+            self.end_run().await?;
+        }
+        Ok(id)
+    }
+
+    /// Closes the open run. A writer calls it where neighbouring blocks end (the end of a file),
+    /// so that a reader of one file never decodes another file's blocks.
+    pub async fn end_run(&mut self) -> Result<()> {
+        if self.run_blocks.is_empty() {
+            return Ok(());
+        }
+        if self.pack.is_empty() {
+            self.pack.reserve(self.bs.pack_size + (64 << 10));
+        }
+        let blocks = std::mem::take(&mut self.run_blocks);
+        let sealed = self
+            .pack
+            .add_run(&mut self.sealer, &self.bs.keys, blocks, &self.run);
+        self.run.clear();
+        self.stats.stored_bytes += sealed as u64;
         if self.pack.len() >= self.bs.pack_size {
             self.seal_pack().await?;
         }
-        Ok(id)
+        Ok(())
     }
 
     pub fn stats(&self) -> WriteStats {
@@ -525,8 +646,8 @@ impl BlockWriter {
 
     async fn seal_pack(&mut self) -> Result<()> {
         let builder = std::mem::take(&mut self.pack);
-        let (bytes, id, entries) = builder.finish(&mut self.sealer, &self.bs.keys);
-        self.done.push(PackEntries { pack: id, entries });
+        let (bytes, id, runs) = builder.finish(&mut self.sealer, &self.bs.keys);
+        self.done.push(PackEntries { pack: id, runs });
         self.stats.packs += 1;
         self.stats.pack_bytes += bytes.len() as u64;
         let (store, path) = (self.bs.store.clone(), self.bs.pack_path(&id));
@@ -564,8 +685,8 @@ impl BlockWriter {
         let done = std::mem::take(&mut self.done);
         self.stats.index_bytes += self.bs.write_segment(&done).await?;
         for p in &done {
-            for e in &p.entries {
-                self.pending.remove(&e.id);
+            for (_, b) in p.blocks() {
+                self.pending.remove(&b.id);
             }
         }
         self.stats.segments += 1;
@@ -575,6 +696,7 @@ impl BlockWriter {
     /// Uploads what is buffered and writes the index segment. Every block added is durable and
     /// readable once this returns.
     pub async fn finish(mut self) -> Result<WriteStats> {
+        self.end_run().await?;
         if !self.pack.is_empty() {
             self.seal_pack().await?;
         }

@@ -29,7 +29,8 @@ pub const CTX_KEY_CHECK: &str = "pgfrost 2026-11-21 master key check v1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    Block = 1,
+    /// One or more blocks of a pack, sealed together (format version 2).
+    Run = 1,
     PackTrailer = 2,
     Index = 3,
     /// A WAL file (segment, partial segment, timeline or backup history file).
@@ -43,7 +44,7 @@ pub enum Kind {
 impl Kind {
     pub fn from_u8(b: u8) -> Option<Kind> {
         match b {
-            1 => Some(Kind::Block),
+            1 => Some(Kind::Run),
             2 => Some(Kind::PackTrailer),
             3 => Some(Kind::Index),
             4 => Some(Kind::Wal),
@@ -54,7 +55,7 @@ impl Kind {
     }
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Block => "block",
+            Kind::Run => "block run",
             Kind::PackTrailer => "pack trailer",
             Kind::Index => "index segment",
             Kind::Wal => "wal file",
@@ -470,26 +471,23 @@ mod tests {
         let mut s = Sealer::new(Some(3));
         let mut o = Opener::new();
         let text = b"hello hello hello hello hello hello hello hello".repeat(50);
-        let sealed = s.seal(&k, Kind::Block, b"n", &text);
+        let sealed = s.seal(&k, Kind::Run, b"n", &text);
         assert_eq!(sealed[6], COMPRESSION_ZSTD);
         assert!(sealed.len() < text.len());
         assert_eq!(
-            o.open_exact(&k, Kind::Block, b"n", &sealed, text.len())
+            o.open_exact(&k, Kind::Run, b"n", &sealed, text.len())
                 .unwrap(),
             text
         );
-        assert_eq!(
-            o.open(&k, Kind::Block, b"n", &sealed, 1 << 20).unwrap(),
-            text
-        );
+        assert_eq!(o.open(&k, Kind::Run, b"n", &sealed, 1 << 20).unwrap(), text);
         // Random bytes do not compress, so they are stored raw.
         let mut rnd = vec![0u8; 4096];
         getrandom::fill(&mut rnd).unwrap();
-        let sealed = s.seal(&k, Kind::Block, b"n", &rnd);
+        let sealed = s.seal(&k, Kind::Run, b"n", &rnd);
         assert_eq!(sealed[6], COMPRESSION_NONE);
         assert_eq!(sealed.len(), rnd.len() + OVERHEAD);
         assert_eq!(
-            o.open_exact(&k, Kind::Block, b"n", &sealed, 4096).unwrap(),
+            o.open_exact(&k, Kind::Run, b"n", &sealed, 4096).unwrap(),
             rnd
         );
     }
@@ -505,7 +503,7 @@ mod tests {
             Err(OpenError::AuthFailed)
         );
         assert!(matches!(
-            o.open(&k, Kind::Block, b"a", &sealed, 100),
+            o.open(&k, Kind::Run, b"a", &sealed, 100),
             Err(OpenError::WrongKind { .. })
         ));
         for i in 0..sealed.len() {

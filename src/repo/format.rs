@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 pub const CONFIG_FORMAT: &str = "pgfrost-repository";
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 pub const SLOT_FORMAT: &str = "pgfrost-key-slot";
 pub const SLOT_VERSION: u32 = 1;
 pub const KEY_FILE_FORMAT: &str = "pgfrost-key-file";

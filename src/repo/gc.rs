@@ -13,7 +13,7 @@
 //! (see lease.rs): nothing may be adding references while the live set is computed.
 
 use super::blockstore::{BlockId, BlockStore};
-use super::index::{Entry, PackEntries};
+use super::index::{PackEntries, Run};
 use super::manifest::Manifest;
 use crate::error::Result;
 use crate::store::Store;
@@ -123,23 +123,24 @@ pub async fn collect(
     // segment naming a pack is as good as any).
     let stored = bs.list_packs().await?;
     report.packs_total = stored.len() as u64;
-    let mut indexed: HashMap<BlockId, &[Entry]> = HashMap::new();
+    let mut indexed: HashMap<BlockId, &[Run]> = HashMap::new();
     for s in &segments {
         for p in &s.packs {
-            indexed.entry(p.pack).or_insert(&p.entries);
+            indexed.entry(p.pack).or_insert(&p.runs);
         }
     }
 
     // Where several packs hold the same live block, one copy is enough: packs with the most live
-    // bytes claim their blocks first, so copies in emptier packs count as dead.
+    // bytes claim their blocks first, so copies in emptier packs count as dead. A run's bytes
+    // are live while any block in it is (a run is sealed as one piece).
     let mut candidates: Vec<(BlockId, u64)> = indexed
         .iter()
         .filter(|(p, _)| stored.contains_key(*p))
-        .map(|(p, es)| {
-            let bytes = es
+        .map(|(p, runs)| {
+            let bytes = runs
                 .iter()
-                .filter(|e| live.contains(&e.id))
-                .map(|e| e.length as u64)
+                .filter(|r| r.blocks.iter().any(|b| live.contains(&b.id)))
+                .map(|r| r.length as u64)
                 .sum();
             (*p, bytes)
         })
@@ -151,10 +152,16 @@ pub async fn collect(
     for (p, _) in &candidates {
         let mut mine = HashSet::new();
         let mut live_bytes = 0u64;
-        for e in indexed[p] {
-            if live.contains(&e.id) && claimed.insert(e.id) {
-                mine.insert(e.id);
-                live_bytes += e.length as u64;
+        for r in indexed[p] {
+            let mut run_live = false;
+            for b in &r.blocks {
+                if live.contains(&b.id) && claimed.insert(b.id) {
+                    mine.insert(b.id);
+                    run_live = true;
+                }
+            }
+            if run_live {
+                live_bytes += r.length as u64;
             }
         }
         let size = stored[p];
@@ -196,10 +203,18 @@ pub async fn collect(
     if !rewrite.is_empty() {
         let mut w = bs.writer().forcing();
         for (p, mine) in &rewrite {
-            for (_, plain) in bs.pack_blocks(p, |id| mine.contains(id)).await? {
-                if let Some(plain) = plain {
+            let (runs, kept) = bs.pack_blocks(p, |id| mine.contains(id)).await?;
+            let mut kept = kept.into_iter().peekable();
+            // Blocks of one old run stay together (they are neighbours in one file); blocks of
+            // different old runs do not share a new one.
+            for r in &runs {
+                while let Some((id, plain)) =
+                    kept.next_if(|(id, _)| r.blocks.iter().any(|b| b.id == *id))
+                {
+                    debug_assert!(mine.contains(&id));
                     w.add(&plain).await?;
                 }
+                w.end_run().await?;
             }
         }
         let st = w.finish().await?;

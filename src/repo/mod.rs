@@ -83,7 +83,13 @@ pub async fn read_config(store: &Store) -> Result<(RepoConfig, Bytes)> {
             config.version,
             format::CONFIG_VERSION
         ))
-        .hint("use the pgfrost release that created the repository, or a newer one"));
+        .hint(if config.version < format::CONFIG_VERSION {
+            // Version 1 (one sealed object per block) only ever existed before the first
+            // release; there is nothing to migrate in the field.
+            "this repository was written by a development build of pgfrost that stored each block on its own; create a new repository ('pgfrost repo-create') and take a new full backup"
+        } else {
+            "use the pgfrost release that created the repository, or a newer one"
+        }));
     }
     Ok((config, bytes))
 }
