@@ -51,7 +51,7 @@ fn reference_reader_accepts_the_vectors() {
     let py = require_python();
     let mut c = Command::new(py);
     c.arg(root().join("proto/reference/check_vectors.py"))
-        .arg(root().join("proto/vectors/v1.json"));
+        .arg(root().join("proto/vectors/v2.json"));
     let r = run_py(c);
     assert_eq!(r.code, 0, "check_vectors.py failed:\n{r:?}");
     assert!(!r.stdout.contains("FAIL"), "{r:?}");

@@ -173,8 +173,35 @@ async fn block_store_suite(store: Store) {
     }
     let st2 = w2.finish().await.unwrap();
     assert_eq!((st2.new_blocks, st2.packs, st2.segments), (0, 0, 0));
+    let mut runs = 0;
     for p in bs2.indexed_packs() {
-        bs2.check_pack(&p).await.unwrap();
+        for r in bs2.check_pack(&p).await.unwrap() {
+            runs += 1;
+            assert!(r.raw_length() <= 128 << 10, "run too long: {r:?}");
+        }
+    }
+    // Blocks of about 8 KiB share runs: 300 of them need at least 19 runs, and fewer than 300.
+    assert!((19..100).contains(&runs), "{runs} runs for 300 blocks");
+
+    // Runs are opened whole but read piecemeal: any subset, in any order, with repeats, comes
+    // back exactly (a restore of an incremental wants a few blocks of many runs).
+    let mut order: Vec<usize> = (0..300).rev().step_by(7).collect();
+    order.extend([5, 5, 6, 4, 299, 0, 150, 151, 150]);
+    order.extend(20..60);
+    let want: Vec<_> = order.iter().map(|&i| ids[i]).collect();
+    let back = bs2.read_blocks(&want).await.unwrap();
+    for (got, &i) in back.iter().zip(&order) {
+        assert!(*got == blocks[i], "block {i} read back wrong");
+    }
+    let mut buf = vec![0xAAu8; 3 << 20];
+    let lens = bs2.read_blocks_into(&want, &mut buf).await.unwrap();
+    let mut at = 0;
+    for (n, &i) in lens.iter().zip(&order) {
+        assert!(
+            buf[at..at + *n as usize] == blocks[i][..],
+            "block {i} in buffer"
+        );
+        at += *n as usize;
     }
 
     // Another stanza's store is separate.

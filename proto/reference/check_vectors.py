@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Checks proto/vectors/v1.json with the independent reader (pgfrost_reader.py).
+"""Checks proto/vectors/v2.json with the independent reader (pgfrost_reader.py).
 
-Usage: check_vectors.py [proto/vectors/v1.json]
+Usage: check_vectors.py [proto/vectors/v2.json]
 
 Prints one line per check (PASS/FAIL); exits 0 only if every check passes.
 """
@@ -75,13 +75,13 @@ def flip_all(data: bytes, opener, what: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    default = Path(__file__).resolve().parent.parent / "vectors" / "v1.json"
+    default = Path(__file__).resolve().parent.parent / "vectors" / "v2.json"
     path = Path(argv[1]) if len(argv) > 1 else default
     v = json.loads(path.read_text())
     H = bytes.fromhex
 
-    check("vectors: format pgfrost-test-vectors, version 1")(
-        lambda: expect(v.get("format") == "pgfrost-test-vectors" and v.get("version") == 1,
+    check("vectors: format pgfrost-test-vectors, version 2")(
+        lambda: expect(v.get("format") == "pgfrost-test-vectors" and v.get("version") == 2,
                        f"format {v.get('format')!r} version {v.get('version')!r}"))
 
     # --- constants ----------------------------------------------------------------------------
@@ -126,7 +126,8 @@ def main(argv: list[str]) -> int:
         name, nonce, payload = H(s["name"]), H(s["nonce"]), H(s["payload"])
         plaintext, sealed = H(s["plaintext"]), H(s["sealed"])
         label = f"sealed {i} (kind {kind}, compression {comp}, {len(sealed)} bytes)"
-        raw_len = len(plaintext) if kind == r.KIND_BLOCK else None
+        # A run opens to exactly its plaintext length (the sum of its blocks' raw_length).
+        raw_len = len(plaintext) if kind == r.KIND_RUN else None
 
         def reseal(kind=kind, comp=comp, nonce=nonce, payload=payload, name=name, sealed=sealed):
             got = r.seal(keys.seal, kind, comp, nonce, payload, name)
@@ -145,40 +146,67 @@ def main(argv: list[str]) -> int:
             expect(o.plaintext == plaintext, "opened plaintext differs")
             expect(o.compression == comp and o.nonce == nonce and o.payload == payload,
                    "header/nonce/payload differ")
-            if kind == r.KIND_BLOCK:
-                expect(r.open_block(keys, sealed, name, len(plaintext)) == plaintext, "block")
+            if kind == r.KIND_RUN:
+                # As a run of one block (id recomputed), and of two blocks split anywhere.
+                whole = r.RunBlock(r.block_id(keys.block_id, plaintext), len(plaintext))
+                run = r.Run(8, len(sealed), (whole,))
+                expect(r.open_run(keys, sealed, run) == [plaintext], "run of one block")
+                cut = len(plaintext) // 3
+                halves = (plaintext[:cut], plaintext[cut:])
+                run2 = r.Run(8, len(sealed), tuple(
+                    r.RunBlock(r.block_id(keys.block_id, h), len(h)) for h in halves))
+                expect(r.open_run(keys, sealed, run2) == list(halves), "run of two blocks")
 
         def header_ok(kind=kind, comp=comp, sealed=sealed, nonce=nonce):
             expect(sealed[:8] == r.sealed_header(kind, comp), "header bytes")
             expect(sealed[8:32] == nonce, "nonce at offset 8")
 
-        def wrong_context(kind=kind, name=name, sealed=sealed, raw_len=raw_len):
+        def name_ok(kind=kind, name=name, s=s):
+            if kind == r.KIND_RUN:
+                expect(name == b"", "a block run's name is not empty")
+            elif kind in (r.KIND_WAL, r.KIND_STANZA_DB, r.KIND_MANIFEST):
+                expect(name == s["path"].encode("utf-8"), "name is not the object's path")
+            else:
+                expect(name == b"", "a trailer's or segment's name is not empty")
+
+        def wrong_context(kind=kind, name=name, sealed=sealed, raw_len=raw_len,
+                          plaintext=plaintext):
             # another kind, another name, a header that says otherwise: all refused
             other = r.KIND_INDEX if kind != r.KIND_INDEX else r.KIND_TRAILER
             must_fail(lambda: r.open_sealed(keys.seal, sealed, other, name))
             relabelled = sealed[:5] + bytes([other]) + sealed[6:]
-            must_fail(lambda: r.open_sealed(keys.seal, relabelled, other,
-                                            name if other == r.KIND_BLOCK else b""))
-            if kind == r.KIND_BLOCK:
-                must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, bytes(32), raw_length=raw_len))
-                must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, name,
-                                                raw_length=(raw_len or 0) + 1))
+            must_fail(lambda: r.open_sealed(keys.seal, relabelled, other, name))
+            if kind == r.KIND_RUN:
+                # named as in version 1 (by the block id): refused
+                bid = r.block_id(keys.block_id, plaintext)
+                must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, bid, raw_length=raw_len))
+                for n in (raw_len + 1, raw_len - 1) if raw_len else (1,):
+                    must_fail(lambda n=n: r.open_sealed(keys.seal, sealed, kind, name,
+                                                        raw_length=n))
+                # block lengths that do not add up, or a wrong id, refused by open_run
+                whole = r.RunBlock(bid, len(plaintext))
+                for run in (r.Run(8, len(sealed), (whole, r.RunBlock(bid, 0))),
+                            r.Run(8, len(sealed), (r.RunBlock(bid, len(plaintext) + 1),)),
+                            r.Run(8, len(sealed), (r.RunBlock(bytes(32), len(plaintext)),))):
+                    must_fail(lambda run=run: r.open_run(keys, sealed, run))
             else:
-                must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, bytes(32)[:1]))
+                must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, name + b"/"))
+                if name:
+                    must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, b""))
+            must_fail(lambda: r.open_sealed(keys.seal, sealed, kind, bytes(32)[:1],
+                                            raw_length=raw_len))
             togg = sealed[:6] + bytes([sealed[6] ^ 1]) + sealed[7:]
             must_fail(lambda: r.open_sealed(keys.seal, togg, kind, name, raw_length=raw_len))
             must_fail(lambda: r.open_sealed(keys.seal[:31] + b"\0", sealed, kind, name,
                                             raw_length=raw_len))
 
         check(f"{label}: header and nonce layout")(header_ok)
+        check(f"{label}: name (empty for a block run, else the path)")(name_ok)
         check(f"{label}: sealing the payload with the given nonce reproduces the bytes")(reseal)
         check(f"{label}: payload decodes to the plaintext")(payload_ok)
-        check(f"{label}: opens to the plaintext")(open_ok)
-        if kind == r.KIND_BLOCK:
-            check(f"{label}: name is the block id of the plaintext")(
-                lambda name=name, plaintext=plaintext: expect(
-                    r.block_id(keys.block_id, plaintext) == name, "name != block id"))
-        check(f"{label}: refused with another kind/name/compression/key")(wrong_context)
+        check(f"{label}: opens to the plaintext" +
+              (" (and as a run of one or two blocks)" if kind == r.KIND_RUN else ""))(open_ok)
+        check(f"{label}: refused with another kind/name/length/compression/key")(wrong_context)
         check(f"{label}: every single-byte change is refused")(
             lambda sealed=sealed, kind=kind, name=name, raw_len=raw_len: flip_all(
                 sealed, lambda d: r.open_sealed(keys.seal, d, kind, name, raw_length=raw_len),
@@ -187,36 +215,63 @@ def main(argv: list[str]) -> int:
     # --- pack ---------------------------------------------------------------------------------
     pv = v["pack"]
     pack_bytes, pack_name = H(pv["bytes"]), H(pv["name"])
-    want_entries = [r.Entry(H(e["id"]), e["offset"], e["length"], e["raw_length"])
-                    for e in pv["entries"]]
+    want_runs = [r.Run.from_json(run) for run in pv["runs"]]
 
     def open_pack(data: bytes, name: bytes | None):
         p = r.parse_pack(keys.seal, data, name)
-        return p, [r.open_block(keys, data[e.offset:e.offset + e.length], e.block_id,
-                                e.raw_length) for e in p.entries]
+        return p, [b for run in p.runs for b in r.read_run(keys, data, run)]
 
     check(f"pack: name = BLAKE3 of its {len(pack_bytes)} bytes")(
         lambda: expect(r.blake3_hash(pack_bytes) == pack_name, "BLAKE3 differs"))
 
     def pack_parse():
         p, _ = open_pack(pack_bytes, pack_name)
-        expect(p.entries == want_entries, f"entries {[e.to_json() for e in p.entries]}")
+        expect(p.runs == want_runs, f"runs {[run.to_json() for run in p.runs]}")
         expect(p.trailer_plaintext == H(pv["trailer_plaintext"]), "trailer plaintext differs")
-        expect(r.parse_trailer_plaintext(H(pv["trailer_plaintext"])) == want_entries,
-               "trailer_plaintext parses to other entries")
+        expect(r.parse_trailer_plaintext(H(pv["trailer_plaintext"])) == want_runs,
+               "trailer_plaintext parses to other runs")
+        expect(r.encode_run_list(want_runs) == H(pv["trailer_plaintext"]),
+               "the vector's runs do not encode to its trailer plaintext")
+        expect(pack_bytes[:8] == r.PACK_MAGIC + bytes([2, 0, 0, 0]), "header: PGFP, 2, 0, 0, 0")
+        t = int.from_bytes(pack_bytes[-8:-4], "little")
+        expect(p.trailer_offset == len(pack_bytes) - 8 - t, "footer: trailer length")
+        trailer = pack_bytes[p.trailer_offset:-8]
+        o = r.open_sealed(keys.seal, trailer, r.KIND_TRAILER, b"")
+        expect(o.nonce == H(pv["trailer_nonce"]), "trailer nonce differs")
+        expect(r.seal(keys.seal, r.KIND_TRAILER, o.compression, o.nonce, o.payload) == trailer,
+               "re-sealing the trailer")
 
-    check("pack: header, footer, trailer parse; entries equal the vector's")(pack_parse)
+    check("pack: header, footer, trailer (nonce) parse; runs equal the vector's")(pack_parse)
+
+    def pack_layout():
+        expect(want_runs[0].offset == 8, "first run at 8")
+        for a, b in zip(want_runs, want_runs[1:]):
+            expect(b.offset == a.offset + a.length, "runs back to back")
+        p = r.parse_pack(keys.seal, pack_bytes, pack_name)
+        expect(want_runs[-1].offset + want_runs[-1].length == p.trailer_offset,
+               "last run ends where the trailer starts")
+        expect(all(run.length >= 48 and run.blocks for run in want_runs), "run sizes")
+
+    check("pack: runs tile [8, trailer start), each >= 48 bytes and with >= 1 block")(pack_layout)
 
     def pack_blocks():
         _, blocks = open_pack(pack_bytes, pack_name)
         expect(blocks == [H(b) for b in pv["blocks"]], "blocks differ")
+        flat = [b for run in want_runs for b in run.blocks]
+        expect(len(flat) == len(blocks), "the vector lists as many blocks as its runs hold")
         ids = {b["id"]: H(b["plaintext"]) for b in v["block_ids"]}
-        for e, b in zip(want_entries, blocks):
-            if e.block_id.hex() in ids:
-                expect(ids[e.block_id.hex()] == b, "block differs from block_ids vector")
+        for rb, pt in zip(flat, blocks):
+            expect(len(pt) == rb.raw_length, "raw_length")
+            if rb.block_id.hex() in ids:
+                expect(ids[rb.block_id.hex()] == pt, "block differs from block_ids vector")
+        for run in want_runs:
+            opened = r.read_run(keys, pack_bytes, run)
+            for i, b in enumerate(run.blocks):
+                start = run.block_start(i)
+                expect(b"".join(opened)[start:start + b.raw_length] == opened[i], "block place")
 
-    check("pack: every block opens (id as name, raw_length, keyed id) to the listed plaintext")(
-        pack_blocks)
+    check("pack: every run opens (kind 1, empty name, sum of raw_length) to the listed blocks "
+          "(keyed ids)")(pack_blocks)
     check("pack: path is <stanza>/pack/<xx>/<id>")(
         lambda: expect(r.pack_path("s", pack_name) == f"s/pack/{pv['name'][:2]}/{pv['name']}",
                        "path"))
@@ -229,22 +284,85 @@ def main(argv: list[str]) -> int:
         must_fail(lambda: open_pack(pack_bytes + b"\0", None)),
         must_fail(lambda: open_pack(pack_bytes[:8] + pack_bytes[9:], None)),
     ])
+    check("pack: version 1 (and 3) refused")(lambda: [
+        must_fail(lambda: open_pack(pack_bytes[:4] + bytes([n]) + pack_bytes[5:], None))
+        for n in (1, 3)])
+
+    # Forged trailers, sealed with the right key, that break one rule each: a reader without
+    # the keys cannot make them, but the rules are the reader's to check, not the seal's.
+    body_end = want_runs[-1].offset + want_runs[-1].length
+
+    def forge(run_list: bytes, body: bytes | None = None) -> bytes:
+        body = pack_bytes[8:body_end] if body is None else body
+        trailer = r.seal(keys.seal, r.KIND_TRAILER, 0, bytes(range(24)), run_list)
+        return (pack_bytes[:8] + body + trailer + len(trailer).to_bytes(4, "little") +
+                r.PACK_FOOTER_MAGIC)
+
+    def forged_ok():
+        _, blocks = open_pack(forge(r.encode_run_list(want_runs)), None)
+        expect(blocks == [H(b) for b in pv["blocks"]], "re-trailered pack")
+        p = r.parse_pack(keys.seal, forge(r.encode_run_list([]), b""), None)
+        expect(p.runs == [] and p.trailer_offset == 8, "a pack with no runs")
+
+    check("pack: re-sealed trailer accepted; a pack with no runs (trailer at 8) is valid")(
+        forged_ok)
+
+    def forged_bad():
+        first, second = want_runs[0], want_runs[1]
+        swapped = r.Run(second.offset, second.length, tuple(reversed(second.blocks)))
+        grown = r.Run(first.offset, first.length, (r.RunBlock(
+            first.blocks[0].block_id, first.blocks[0].raw_length + 1),))
+        cases = {
+            "block_count 0": [r.Run(first.offset, first.length, ()), second],
+            "first run not at 8": [r.Run(9, first.length - 1, first.blocks), second],
+            "gap between runs": [r.Run(first.offset, first.length - 1, first.blocks), second],
+            "overlapping runs": [first, r.Run(second.offset - 1, second.length, second.blocks)],
+            "runs end before the trailer": [first],
+            "runs end after the trailer": [first, r.Run(second.offset, second.length + 1,
+                                                        second.blocks)],
+            "a run shorter than 48": [r.Run(8, 40, first.blocks), r.Run(48, body_end - 48,
+                                                                    second.blocks)],
+            "runs swapped": [r.Run(8, first.length, second.blocks),
+                             r.Run(8 + first.length, second.length, first.blocks)],
+            "blocks of a run swapped": [first, swapped],
+            "raw_length off by one": [grown, second],
+            "runs out of order": [second, first],
+        }
+        for what, runs in cases.items():
+            try:
+                open_pack(forge(r.encode_run_list(runs)), None)
+            except r.FormatError:
+                continue
+            raise AssertionError(f"forged trailer accepted: {what}")
+        good = r.encode_run_list(want_runs)
+        for extra in (b"\0", good[4:16]):
+            must_fail(lambda extra=extra: open_pack(forge(good + extra), None))
+        must_fail(lambda: open_pack(forge(good[:-1]), None))
+        must_fail(lambda: open_pack(forge((3).to_bytes(4, "little") + good[4:]), None))
+
+    check("pack: forged trailers breaking a rule (count, tiling, >= 48, order, raw_length, ids, "
+          "trailing bytes) are refused")(forged_bad)
 
     # --- index segment ------------------------------------------------------------------------
     iv = v["index_segment"]
     seg_bytes, seg_name = H(iv["sealed"]), H(iv["name"])
-    want_segment = [(H(p["pack"]), [r.Entry(H(e["id"]), e["offset"], e["length"],
-                                            e["raw_length"]) for e in p["entries"]])
+    want_segment = [(H(p["pack"]), [r.Run.from_json(run) for run in p["runs"]])
                     for p in iv["packs"]]
     check("index segment: name = BLAKE3 of the sealed bytes")(
         lambda: expect(r.blake3_hash(seg_bytes) == seg_name, "BLAKE3 differs"))
 
     def seg_open():
         got = r.open_index_segment(keys.seal, seg_bytes, seg_name)
-        expect(got == want_segment, "parsed segment differs from the vector's packs")
+        expect([(sp.pack_id, sp.runs) for sp in got] == want_segment,
+               "parsed segment differs from the vector's packs")
         o = r.open_sealed(keys.seal, seg_bytes, r.KIND_INDEX, b"")
         expect(o.plaintext == H(iv["plaintext"]), "plaintext differs")
-        expect(r.parse_index_plaintext(H(iv["plaintext"])) == want_segment, "plaintext parse")
+        expect(o.compression == iv["compression"] and o.nonce == H(iv["nonce"]),
+               "compression/nonce differ")
+        expect([(sp.pack_id, sp.runs) for sp in r.parse_index_plaintext(H(iv["plaintext"]))]
+               == want_segment, "plaintext parse")
+        expect(H(iv["plaintext"]) == len(want_segment).to_bytes(4, "little") + b"".join(
+            pid + r.encode_run_list(runs) for pid, runs in want_segment), "plaintext layout")
         # Re-sealing with the nonce found in the object reproduces it (payload as stored)
         expect(r.seal(keys.seal, r.KIND_INDEX, o.compression, o.nonce, o.payload) == seg_bytes,
                "re-seal")
@@ -252,14 +370,34 @@ def main(argv: list[str]) -> int:
     check("index segment: opens (kind 3, empty name) and parses to the vector's packs")(seg_open)
 
     def seg_matches_pack():
-        for pid, entries in want_segment:
-            expect(pid == pack_name, "segment names another pack")
-            expect(entries == want_entries, "segment entries != pack trailer entries")
-            for e in entries:
-                r.open_block(keys, pack_bytes[e.offset:e.offset + e.length], e.block_id,
-                             e.raw_length)
+        pack = r.parse_pack(keys.seal, pack_bytes, pack_name)
+        for sp in r.open_index_segment(keys.seal, seg_bytes, seg_name):
+            expect(sp.pack_id == pack_name, "segment names another pack")
+            r.check_segment_pack(sp, pack)
+            expect(sp.run_list == H(pv["trailer_plaintext"]), "run list != trailer plaintext")
+            got = [b for run in sp.runs for b in r.read_run(keys, pack_bytes, run)]
+            expect(got == [H(b) for b in pv["blocks"]], "blocks located through the segment")
 
-    check("index segment: its entries locate and open the pack's blocks")(seg_matches_pack)
+    check("index segment: its run list equals the pack's trailer, byte for byte, and locates "
+          "and opens the pack's blocks")(seg_matches_pack)
+
+    def seg_differs():
+        pack = r.parse_pack(keys.seal, pack_bytes, pack_name)
+        first, second = want_runs[0], want_runs[1]
+        other = [first, r.Run(second.offset, second.length, tuple(reversed(second.blocks)))]
+        pt = (1).to_bytes(4, "little") + pack_name + r.encode_run_list(other)
+        sp = r.parse_index_plaintext(pt)[0]
+        must_fail(lambda: r.check_segment_pack(sp, pack))
+        for bad in (pt + b"\0", pt[:-1], (2).to_bytes(4, "little") + pt[4:],
+                    (0).to_bytes(4, "little") + pt[4:]):
+            must_fail(lambda bad=bad: r.parse_index_plaintext(bad))
+        bad_layout = (1).to_bytes(4, "little") + pack_name + r.encode_run_list(
+            [r.Run(9, first.length, first.blocks)])
+        must_fail(lambda: r.parse_index_plaintext(bad_layout))
+        expect(r.parse_index_plaintext((0).to_bytes(4, "little")) == [], "empty segment")
+
+    check("index segment: a run list other than the trailer's, trailing bytes, bad counts or "
+          "layout are refused")(seg_differs)
     check("index segment: every single-byte change is refused (without the name check)")(
         lambda: flip_all(seg_bytes, lambda d: r.open_index_segment(keys.seal, d), "segment"))
     check("index segment: a changed byte is refused by the name check alone")(
@@ -268,18 +406,19 @@ def main(argv: list[str]) -> int:
     # --- config -------------------------------------------------------------------------------
     config_raw = v["config"]["bytes"].encode("utf-8")
     config = r.parse_config(config_raw)
-    check("config: validates against config.schema.json (version 1)")(
+    check("config: validates against config.schema.json (version 2)")(
         lambda: r.validate_schema(json.loads(config_raw), "config.schema.json", "config"))
     check("config: key_check = BLAKE3-keyed(key-check key, repo_id bytes)")(
         lambda: expect(r.blake3_keyed(keys.key_check, config.repo_id) == config.key_check,
                        "key_check differs") or r.check_master_key(config, master))
 
     def config_version():
-        d = json.loads(config_raw)
-        d["version"] = 2
-        must_fail(lambda: r.parse_config(json.dumps(d).encode()))
+        expect(json.loads(config_raw)["version"] == r.CONFIG_VERSION == 2, "config version 2")
+        for version in (1, 3):
+            d = dict(json.loads(config_raw), version=version)
+            must_fail(lambda d=d: r.parse_config(json.dumps(d).encode()))
 
-    check("config: an unknown version is refused")(config_version)
+    check("config: version 1 (and other unknown versions) refused")(config_version)
 
     # --- key slot -----------------------------------------------------------------------------
     ks = v["key_slot"]

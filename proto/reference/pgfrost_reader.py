@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reader for pgfrost repository format version 1.
+"""Independent reader for pgfrost repository format version 2.
 
 Written from docs/format.md and proto/ alone (not from the Rust sources). Library plus a small CLI:
 
@@ -51,8 +51,8 @@ SLOT_CHECK_MESSAGE = b"pgfrost key slot check v1"
 
 SEALED_MAGIC = b"PGFR"
 SEALED_VERSION = 1
-KIND_BLOCK, KIND_TRAILER, KIND_INDEX, KIND_WAL, KIND_STANZA_DB, KIND_MANIFEST = 1, 2, 3, 4, 5, 6
-KINDS = {KIND_BLOCK: "block", KIND_TRAILER: "pack trailer", KIND_INDEX: "index segment",
+KIND_RUN, KIND_TRAILER, KIND_INDEX, KIND_WAL, KIND_STANZA_DB, KIND_MANIFEST = 1, 2, 3, 4, 5, 6
+KINDS = {KIND_RUN: "block run", KIND_TRAILER: "pack trailer", KIND_INDEX: "index segment",
          KIND_WAL: "wal file", KIND_STANZA_DB: "stanza db record", KIND_MANIFEST: "manifest"}
 COMPRESSION_NONE, COMPRESSION_ZSTD = 0, 1
 HEADER_LEN = 8
@@ -62,13 +62,16 @@ SEALED_OVERHEAD = HEADER_LEN + NONCE_LEN + TAG_LEN  # 48
 MAX_OBJECT_PLAINTEXT = 1 << 30  # "other objects: at most 1 GiB"
 
 PACK_MAGIC = b"PGFP"
-PACK_VERSION = 1
+PACK_VERSION = 2
 PACK_FOOTER_MAGIC = b"PGFE"
 PACK_HEADER_LEN = 8
 PACK_FOOTER_LEN = 8
-ENTRY_LEN = 44
+MAX_PACK_LEN = (1 << 32) - 1  # "offsets are u32, so a pack is smaller than 4 GiB"
+RUN_HEAD_LEN = 12  # offset u32 | length u32 | block_count u32
+RUN_BLOCK_LEN = 36  # block id [32] | raw_length u32
+MAX_RUN_PLAINTEXT = (1 << 32) - 1  # "a run's plaintext length is ... less than 2^32"
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 KEY_SLOT_VERSION = 1
 KEY_FILE_VERSION = 1
 
@@ -208,8 +211,11 @@ class Opened:
 
 def open_sealed(seal_key: bytes, data: bytes, expected_kind: int, name: bytes = b"", *,
                 raw_length: int | None = None) -> Opened:
-    """Opens a sealed object. For a block, pass name = block id and raw_length from the index;
-    other objects are limited to 1 GiB of plaintext."""
+    """Opens a sealed object. For a block run, pass the empty name and raw_length = the run's
+    plaintext length (the sum of its blocks' raw_length, from the run list); other objects are
+    limited to 1 GiB of plaintext."""
+    if expected_kind == KIND_RUN and raw_length is None:
+        raise ValueError("a block run is opened with its plaintext length from the run list")
     if len(data) < SEALED_OVERHEAD:
         raise FormatError(f"sealed object: {len(data)} bytes, shorter than the 48-byte overhead")
     header = data[:HEADER_LEN]
@@ -225,13 +231,11 @@ def open_sealed(seal_key: bytes, data: bytes, expected_kind: int, name: bytes = 
         raise FormatError(f"sealed object: unknown compression {compression}")
     if reserved != 0:
         raise FormatError("sealed object: reserved byte is not 0")
-    if expected_kind == KIND_BLOCK and len(name) != 32:
-        raise ValueError("a block is opened with its 32-byte id as name")
     nonce = data[HEADER_LEN:HEADER_LEN + NONCE_LEN]
     payload = aead_decrypt(seal_key, nonce, data[HEADER_LEN + NONCE_LEN:], header + name)
     if compression == COMPRESSION_ZSTD:
         if raw_length is not None:
-            plaintext = zstd_decompress_exact(payload, exact=raw_length)
+            plaintext = zstd_decompress_exact(payload, exact=raw_length, limit=raw_length)
         else:
             plaintext = zstd_decompress_exact(payload, limit=MAX_OBJECT_PLAINTEXT)
     else:
@@ -244,92 +248,140 @@ def open_sealed(seal_key: bytes, data: bytes, expected_kind: int, name: bytes = 
     return Opened(kind, compression, nonce, payload, plaintext)
 
 
-def open_block(keys: SubKeys, sealed: bytes, bid: bytes, raw_length: int) -> bytes:
-    """Opens a sealed block: AEAD with the id as name, exact raw_length, recomputed keyed id."""
-    plaintext = open_sealed(keys.seal, sealed, KIND_BLOCK, bid, raw_length=raw_length).plaintext
-    if not ct_eq(block_id(keys.block_id, plaintext), bid):
-        raise FormatError(f"block {bid.hex()}: recomputed id differs")
-    return plaintext
-
-
-# --- index entries, trailers, packs ------------------------------------------------------------
+# --- runs: run lists, packs --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Entry:
+class RunBlock:
     block_id: bytes
-    offset: int
-    length: int
     raw_length: int
 
     def to_json(self) -> dict:
-        return {"id": self.block_id.hex(), "offset": self.offset, "length": self.length,
-                "raw_length": self.raw_length}
+        return {"id": self.block_id.hex(), "raw_length": self.raw_length}
 
 
-def _parse_entries(buf: bytes, pos: int, count: int, what: str) -> tuple[list[Entry], int]:
-    need = count * ENTRY_LEN
-    if len(buf) - pos < need:
-        raise FormatError(f"{what}: {count} entries need {need} bytes, {len(buf) - pos} left")
-    out = []
-    for _ in range(count):
-        bid = buf[pos:pos + 32]
-        off, length, raw = struct.unpack_from("<III", buf, pos + 32)
-        out.append(Entry(bid, off, length, raw))
-        pos += ENTRY_LEN
-    return out, pos
+@dataclass(frozen=True)
+class Run:
+    """One run of a run list: where the sealed run lies in its pack, and its blocks in order."""
+    offset: int
+    length: int
+    blocks: tuple[RunBlock, ...]
+
+    @property
+    def raw_length(self) -> int:
+        """The run's plaintext length: the sum of its blocks' raw_length."""
+        return sum(b.raw_length for b in self.blocks)
+
+    def block_start(self, i: int) -> int:
+        """Place of block i in the run's plaintext: the sum of the raw_length before it."""
+        return sum(b.raw_length for b in self.blocks[:i])
+
+    def to_json(self) -> dict:
+        return {"offset": self.offset, "length": self.length,
+                "blocks": [b.to_json() for b in self.blocks]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Run":
+        return cls(d["offset"], d["length"],
+                   tuple(RunBlock(bytes.fromhex(b["id"]), b["raw_length"]) for b in d["blocks"]))
 
 
-def check_entries_layout(entries: list[Entry], blocks_end: int, what: str, *,
-                         contiguous: bool = True) -> None:
-    """Entries are in pack order, do not overlap, lie between the header and the trailer, each
-    at least 48 bytes. With contiguous=True also that they are back to back and fill the space
-    exactly (the pack table says 'sealed blocks (kind 1), back to back')."""
+def encode_run_list(runs: list[Run]) -> bytes:
+    """The run list's bytes (the writer's side; check_vectors.py uses it to forge trailers)."""
+    out = bytearray(struct.pack("<I", len(runs)))
+    for run in runs:
+        out += struct.pack("<III", run.offset, run.length, len(run.blocks))
+        for b in run.blocks:
+            out += b.block_id + struct.pack("<I", b.raw_length)
+    return bytes(out)
+
+
+def parse_run_list(buf: bytes, pos: int, what: str) -> tuple[list[Run], int]:
+    """Parses a run list starting at pos; returns the runs and the position after the list.
+    Checks block_count >= 1 and a run plaintext length below 2^32; the layout in the pack is
+    check_run_layout's."""
+    if len(buf) - pos < 4:
+        raise FormatError(f"{what}: shorter than its run count")
+    (count,) = struct.unpack_from("<I", buf, pos)
+    pos += 4
+    # Every run takes at least a head and one block: refuse a count the bytes cannot hold
+    # before looping over it.
+    if count * (RUN_HEAD_LEN + RUN_BLOCK_LEN) > len(buf) - pos:
+        raise FormatError(f"{what}: {count} runs cannot fit in {len(buf) - pos} bytes")
+    runs = []
+    for i in range(count):
+        if len(buf) - pos < RUN_HEAD_LEN:
+            raise FormatError(f"{what}: run {i} truncated in its head")
+        offset, length, block_count = struct.unpack_from("<III", buf, pos)
+        pos += RUN_HEAD_LEN
+        if block_count == 0:
+            raise FormatError(f"{what}: run {i} has block_count 0")
+        if block_count * RUN_BLOCK_LEN > len(buf) - pos:
+            raise FormatError(f"{what}: run {i}'s {block_count} blocks need "
+                              f"{block_count * RUN_BLOCK_LEN} bytes, {len(buf) - pos} left")
+        blocks = []
+        for _ in range(block_count):
+            (raw_length,) = struct.unpack_from("<I", buf, pos + 32)
+            blocks.append(RunBlock(buf[pos:pos + 32], raw_length))
+            pos += RUN_BLOCK_LEN
+        run = Run(offset, length, tuple(blocks))
+        if run.raw_length > MAX_RUN_PLAINTEXT:
+            raise FormatError(f"{what}: run {i}'s plaintext would be {run.raw_length} bytes, "
+                              "not less than 2^32")
+        runs.append(run)
+    return runs, pos
+
+
+def check_run_layout(runs: list[Run], trailer_start: int | None, what: str) -> None:
+    """The runs tile the space between the header and the trailer exactly: the first starts at
+    offset 8, each starts where the one before ends, each is at least 48 bytes, and the last ends
+    where the trailer starts. A run list in an index segment does not know where the trailer
+    starts (trailer_start None): there the end must only leave room for a trailer and a footer in
+    a pack smaller than 4 GiB."""
     prev_end = PACK_HEADER_LEN
-    for i, e in enumerate(entries):
-        if e.length < SEALED_OVERHEAD:
-            raise FormatError(f"{what}: entry {i} is {e.length} bytes, less than 48")
-        if e.offset < PACK_HEADER_LEN:
-            raise FormatError(f"{what}: entry {i} starts inside the pack header")
-        if e.offset < prev_end:
-            raise FormatError(f"{what}: entry {i} overlaps the previous one or is out of order")
-        if contiguous and e.offset != prev_end:
-            raise FormatError(f"{what}: gap before entry {i} (blocks are not back to back)")
-        if e.offset + e.length > blocks_end:
-            raise FormatError(f"{what}: entry {i} extends past the start of the trailer")
-        prev_end = e.offset + e.length
-    if contiguous and prev_end != blocks_end:
-        raise FormatError(f"{what}: {blocks_end - prev_end} unaccounted bytes before the trailer")
+    for i, run in enumerate(runs):
+        if run.offset != prev_end:
+            raise FormatError(f"{what}: run {i} starts at {run.offset}, not where the one before "
+                              f"it ends ({prev_end})")
+        if run.length < SEALED_OVERHEAD:
+            raise FormatError(f"{what}: run {i} is {run.length} bytes, less than 48")
+        prev_end = run.offset + run.length
+    if trailer_start is not None and prev_end != trailer_start:
+        raise FormatError(f"{what}: the runs end at {prev_end}, the trailer starts at "
+                          f"{trailer_start}")
+    if prev_end + SEALED_OVERHEAD + PACK_FOOTER_LEN > MAX_PACK_LEN:
+        raise FormatError(f"{what}: the runs end at {prev_end}, past what a pack smaller than "
+                          "4 GiB can hold")
 
 
-def parse_trailer_plaintext(pt: bytes) -> list[Entry]:
-    if len(pt) < 4:
-        raise FormatError("pack trailer: shorter than its count")
-    (count,) = struct.unpack_from("<I", pt, 0)
-    entries, pos = _parse_entries(pt, 4, count, "pack trailer")
+def parse_trailer_plaintext(pt: bytes, trailer_start: int | None = None) -> list[Run]:
+    """A run list and nothing after it, laid out as check_run_layout says."""
+    runs, pos = parse_run_list(pt, 0, "pack trailer")
     if pos != len(pt):
         raise FormatError(f"pack trailer: {len(pt) - pos} trailing bytes")
-    return entries
+    check_run_layout(runs, trailer_start, "pack trailer")
+    return runs
 
 
 @dataclass
 class Pack:
     name: bytes
-    entries: list[Entry]
-    trailer_plaintext: bytes
+    runs: list[Run]
+    trailer_plaintext: bytes  # the run list's exact bytes
     trailer_offset: int
 
 
-def parse_pack(seal_key: bytes, data: bytes, expected_name: bytes | None = None, *,
-               contiguous: bool = True) -> Pack:
+def parse_pack(seal_key: bytes, data: bytes, expected_name: bytes | None = None) -> Pack:
     """Parses a pack: name (BLAKE3 of the bytes, when expected_name is given), header, footer,
-    trailer (sealed kind 2, empty name) and the entries' layout. Blocks are not opened."""
+    trailer (sealed kind 2, empty name) and the runs' layout. Runs are not opened."""
     name = blake3_hash(data)
     if expected_name is not None and not ct_eq(name, expected_name):
         raise FormatError(f"pack: BLAKE3 of the bytes is {name.hex()}, not its name "
                           f"{expected_name.hex()}")
     if len(data) < PACK_HEADER_LEN + SEALED_OVERHEAD + PACK_FOOTER_LEN:
         raise FormatError("pack: too short")
+    if len(data) > MAX_PACK_LEN:
+        raise FormatError("pack: not smaller than 4 GiB")
     if data[:4] != PACK_MAGIC:
         raise FormatError(f"pack: bad magic {data[:4]!r}")
     if data[4] != PACK_VERSION:
@@ -344,9 +396,8 @@ def parse_pack(seal_key: bytes, data: bytes, expected_name: bytes | None = None,
     if t < SEALED_OVERHEAD or trailer_start < PACK_HEADER_LEN:
         raise FormatError(f"pack: trailer length {t} does not fit")
     trailer = open_sealed(seal_key, data[trailer_start:trailer_end], KIND_TRAILER, b"")
-    entries = parse_trailer_plaintext(trailer.plaintext)
-    check_entries_layout(entries, trailer_start, "pack trailer", contiguous=contiguous)
-    return Pack(name, entries, trailer.plaintext, trailer_start)
+    runs = parse_trailer_plaintext(trailer.plaintext, trailer_start)
+    return Pack(name, runs, trailer.plaintext, trailer_start)
 
 
 def pack_path(stanza: str, pack_id: bytes) -> str:
@@ -354,38 +405,84 @@ def pack_path(stanza: str, pack_id: bytes) -> str:
     return f"{stanza}/pack/{h[:2]}/{h}"
 
 
+def open_run(keys: SubKeys, sealed: bytes, run: Run) -> list[bytes]:
+    """Opens a sealed run (kind 1, empty name) to exactly the sum of its blocks' raw_length, cuts
+    its plaintext into the blocks at the places the run list gives and recomputes every block's
+    keyed id. Returns the blocks' plaintexts in run order."""
+    if len(sealed) != run.length:
+        raise ValueError(f"the run is {run.length} bytes, {len(sealed)} given")
+    plaintext = open_sealed(keys.seal, sealed, KIND_RUN, b"", raw_length=run.raw_length).plaintext
+    # Stricter than the text, which asks for the id of the block taken out: every block of the
+    # run is checked (the run list is authenticated, so a mismatch anywhere is damage).
+    out, pos = [], 0
+    for i, b in enumerate(run.blocks):
+        piece = plaintext[pos:pos + b.raw_length]
+        pos += b.raw_length
+        if not ct_eq(block_id(keys.block_id, piece), b.block_id):
+            raise FormatError(f"run at offset {run.offset}, block {i} ({b.block_id.hex()}): "
+                              "recomputed id differs")
+        out.append(piece)
+    return out
+
+
+def read_run(keys: SubKeys, pack_data: bytes, run: Run) -> list[bytes]:
+    """Reads bytes [offset, offset+length) of a pack (already checked by parse_pack, or whose
+    run list came from an index segment) and opens them as the run."""
+    if run.offset + run.length > len(pack_data):
+        raise FormatError(f"run at offset {run.offset}: past the end of the pack")
+    return open_run(keys, pack_data[run.offset:run.offset + run.length], run)
+
+
 # --- index segments ----------------------------------------------------------------------------
 
 
-def parse_index_plaintext(pt: bytes) -> list[tuple[bytes, list[Entry]]]:
+@dataclass
+class SegmentPack:
+    pack_id: bytes
+    runs: list[Run]
+    run_list: bytes  # the run list's exact bytes, to compare with the pack's trailer plaintext
+
+
+def parse_index_plaintext(pt: bytes) -> list[SegmentPack]:
     if len(pt) < 4:
         raise FormatError("index segment: shorter than its pack count")
     (pack_count,) = struct.unpack_from("<I", pt, 0)
     pos = 4
+    if pack_count * (32 + 4) > len(pt) - pos:
+        raise FormatError(f"index segment: {pack_count} packs cannot fit in {len(pt) - pos} "
+                          "bytes")
     out = []
     for p in range(pack_count):
-        if len(pt) - pos < 36:
+        if len(pt) - pos < 32:
             raise FormatError(f"index segment: pack {p} truncated")
         pack_id = pt[pos:pos + 32]
-        (count,) = struct.unpack_from("<I", pt, pos + 32)
-        entries, pos = _parse_entries(pt, pos + 36, count, f"index segment pack {p}")
-        # The documented layout rules of trailer entries ("as in trailers"), minus the
-        # trailer-position bound which the segment cannot know.
-        for i, e in enumerate(entries):
-            if e.length < SEALED_OVERHEAD or e.offset < PACK_HEADER_LEN:
-                raise FormatError(f"index segment pack {p} entry {i}: impossible location")
-        out.append((pack_id, entries))
+        start = pos + 32
+        runs, pos = parse_run_list(pt, start, f"index segment pack {p}")
+        # Stricter than the text, which only asks the run list to equal the pack's trailer's
+        # (checked against the pack by check_segment_pack): the trailer's rules are checked here
+        # already, except the end, which only the pack's footer tells.
+        check_run_layout(runs, None, f"index segment pack {p}")
+        out.append(SegmentPack(pack_id, runs, pt[start:pos]))
     if pos != len(pt):
         raise FormatError(f"index segment: {len(pt) - pos} trailing bytes")
     return out
 
 
 def open_index_segment(seal_key: bytes, data: bytes,
-                       expected_name: bytes | None = None) -> list[tuple[bytes, list[Entry]]]:
+                       expected_name: bytes | None = None) -> list[SegmentPack]:
     if expected_name is not None and not ct_eq(blake3_hash(data), expected_name):
         raise FormatError(f"index segment {expected_name.hex()}: BLAKE3 of the bytes differs")
     opened = open_sealed(seal_key, data, KIND_INDEX, b"")
     return parse_index_plaintext(opened.plaintext)
+
+
+def check_segment_pack(seg_pack: SegmentPack, pack: Pack) -> None:
+    """A pack's run list in a segment must equal, byte for byte, the run list of its trailer."""
+    if seg_pack.pack_id != pack.name:
+        raise ValueError("compare a segment's pack with the pack it names")
+    if seg_pack.run_list != pack.trailer_plaintext:
+        raise FormatError(f"index segment: the run list of pack {pack.name.hex()} differs from "
+                          "the pack's trailer")
 
 
 # --- JSON documents ----------------------------------------------------------------------------
@@ -572,16 +669,16 @@ def _main(argv: list[str]) -> int:
             k = derive_subkeys(unhex(args[0], 32))
             data = Path(args[1]).read_bytes()
             pack = parse_pack(k.seal, data, unhex(Path(args[1]).name, 32, "pack name"))
-            for e in pack.entries:
-                open_block(k, data[e.offset:e.offset + e.length], e.block_id, e.raw_length)
+            for run in pack.runs:
+                read_run(k, data, run)
             print(json.dumps({"name": pack.name.hex(),
-                              "entries": [e.to_json() for e in pack.entries]}, indent=2))
+                              "runs": [run.to_json() for run in pack.runs]}, indent=2))
         elif cmd == "index":
             k = derive_subkeys(unhex(args[0], 32))
             data = Path(args[1]).read_bytes()
             segs = open_index_segment(k.seal, data, unhex(Path(args[1]).name, 32, "segment name"))
-            print(json.dumps([{"pack": p.hex(), "entries": [e.to_json() for e in es]}
-                              for p, es in segs], indent=2))
+            print(json.dumps([{"pack": sp.pack_id.hex(), "runs": [run.to_json() for run in sp.runs]}
+                              for sp in segs], indent=2))
         else:
             print(f"unknown command {cmd!r}", file=sys.stderr)
             return 2

@@ -7,11 +7,13 @@ CATALOG.json is the stdout of `pgfrost dev put-dir` (a development tool's output
 repository format): {"catalog": {"stanza": ..., "files": [{"path", "size", "mode", "blocks"}]}, ...}.
 Every file is the concatenation of its blocks' plaintexts, in order.
 
-Reads config, keys/*, <stanza>/index/* and <stanza>/pack/** as docs/format.md describes; opens the
-master key through the key slots; checks every pack (name, header, footer, trailer) and every index
-segment (name, seal, layout); verifies every block read (AEAD with the id as name, exact
-raw_length, recomputed keyed id). Exit 0 on success, 1 on a refused object, 3 on a wrong
-passphrase, 2 on usage errors.
+Reads config, keys/*, <stanza>/index/* and <stanza>/pack/** as docs/format.md describes (format
+version 2); opens the master key through the key slots; checks every pack (name, header, footer,
+trailer, run layout) and every index segment (name, seal, layout, each pack's run list equal to
+that pack's trailer); finds blocks through the index segments only; opens each run it needs
+(kind 1, empty name, exactly the sum of its blocks' raw_length) once while a file's blocks come
+from it, and recomputes the keyed id of every block the run holds. Exit 0 on success, 1 on a
+refused object, 3 on a wrong passphrase, 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import sys
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
@@ -54,10 +57,17 @@ class Repo:
         log(f"config: repo_id {self.config.repo_id.hex()}; master key opened "
             f"({len(slots)} slot(s))")
         self.packs: dict[bytes, bytes] = {}
-        self.pack_entries: dict[bytes, dict[bytes, r.Entry]] = {}
-        self.index: dict[bytes, tuple[bytes, r.Entry]] = {}
+        self.parsed: dict[bytes, r.Pack] = {}
+        # block id -> (pack id, run, index of the block in the run)
+        self.index: dict[bytes, tuple[bytes, r.Run, int]] = {}
+        # (pack id, run offset) -> the run's blocks, most recently used last
+        self.runs: OrderedDict[tuple[bytes, int], list[bytes]] = OrderedDict()
+        self.cached_bytes = 0
+        self.run_opens = 0
         self._load_packs()
         self._load_index()
+
+    RUN_CACHE_BYTES = 64 << 20
 
     def _load_packs(self) -> None:
         pack_dir = self.root / self.stanza / "pack"
@@ -69,46 +79,58 @@ class Repo:
                     raise r.FormatError(f"{p.relative_to(self.root)}: not a pack path")
                 pid = bytes.fromhex(p.name)
                 data = p.read_bytes()
-                pack = r.parse_pack(self.keys.seal, data, pid)
+                self.parsed[pid] = r.parse_pack(self.keys.seal, data, pid)
                 self.packs[pid] = data
-                self.pack_entries[pid] = {e.block_id: e for e in pack.entries}
-        self.log(f"packs: {len(self.packs)} checked (name = BLAKE3, header, footer, trailer)")
+        runs = sum(len(p.runs) for p in self.parsed.values())
+        self.log(f"packs: {len(self.packs)} checked (name = BLAKE3, header, footer, trailer, "
+                 f"{runs} runs tiling them)")
 
     def _load_index(self) -> None:
         seg_dir = self.root / self.stanza / "index"
-        segments = entries = 0
+        segments = places = 0
+        named: set[bytes] = set()
         for p in visible(seg_dir):
             if not HEX64.match(p.name):
                 raise r.FormatError(f"{p.relative_to(self.root)}: not a segment name")
-            for pid, es in r.open_index_segment(self.keys.seal, p.read_bytes(),
-                                                bytes.fromhex(p.name)):
-                if pid not in self.packs:
-                    raise r.FormatError(f"index segment {p.name} names missing pack {pid.hex()}")
-                for e in es:
-                    # Not stated by docs/format.md, but implied by "the index can be rebuilt from
-                    # the packs alone": an index entry must agree with the pack's trailer.
-                    if self.pack_entries[pid].get(e.block_id) != e:
-                        raise r.FormatError(f"index segment {p.name}: entry for block "
-                                            f"{e.block_id.hex()} disagrees with pack trailer")
-                    self.index.setdefault(e.block_id, (pid, e))
-                    entries += 1
+            for sp in r.open_index_segment(self.keys.seal, p.read_bytes(),
+                                           bytes.fromhex(p.name)):
+                if sp.pack_id not in self.packs:
+                    raise r.FormatError(f"index segment {p.name} names missing pack "
+                                        f"{sp.pack_id.hex()}")
+                r.check_segment_pack(sp, self.parsed[sp.pack_id])
+                named.add(sp.pack_id)
+                for run in sp.runs:
+                    for i, b in enumerate(run.blocks):
+                        # Any of a block's places may be used: keep the first.
+                        self.index.setdefault(b.block_id, (sp.pack_id, run, i))
+                        places += 1
             segments += 1
-        adopted = 0
-        for pid, es in self.pack_entries.items():  # packs with no segment: adopted via trailer
-            for bid, e in es.items():
-                if bid not in self.index:
-                    self.index[bid] = (pid, e)
-                    adopted += 1
-        self.log(f"index: {segments} segment(s), {entries} entries, {len(self.index)} distinct "
-                 f"blocks ({adopted} only in pack trailers)")
+        # "A pack that no segment names ... is garbage to a reader": its blocks are not used.
+        garbage = len(self.packs) - len(named)
+        self.log(f"index: {segments} segment(s), {places} block places, {len(self.index)} "
+                 f"distinct blocks; {garbage} pack(s) named by no segment (garbage, unused)")
+
+    def _run(self, pid: bytes, run: r.Run) -> list[bytes]:
+        key = (pid, run.offset)
+        blocks = self.runs.get(key)
+        if blocks is not None:
+            self.runs.move_to_end(key)
+            return blocks
+        blocks = r.read_run(self.keys, self.packs[pid], run)
+        self.run_opens += 1
+        self.runs[key] = blocks
+        self.cached_bytes += run.raw_length
+        while self.cached_bytes > self.RUN_CACHE_BYTES and len(self.runs) > 1:
+            _, old = self.runs.popitem(last=False)
+            self.cached_bytes -= sum(len(b) for b in old)
+        return blocks
 
     def block(self, bid: bytes) -> bytes:
         try:
-            pid, e = self.index[bid]
+            pid, run, i = self.index[bid]
         except KeyError:
-            raise r.FormatError(f"block {bid.hex()} is in no index segment or pack") from None
-        data = self.packs[pid]
-        return r.open_block(self.keys, data[e.offset:e.offset + e.length], bid, e.raw_length)
+            raise r.FormatError(f"block {bid.hex()} is in no index segment") from None
+        return self._run(pid, run)[i]
 
 
 def safe_rel(path: str) -> PurePosixPath:
@@ -149,7 +171,7 @@ def main(argv: list[str]) -> int:
             total += len(content)
             blocks += len(f["blocks"])
         print(f"rebuilt {len(catalog['files'])} file(s), {total} bytes from {blocks} block "
-              f"reads under {a.out}")
+              f"reads ({repo.run_opens} run(s) opened) under {a.out}")
     except r.WrongPassphrase as e:
         print(f"wrong passphrase: {e}", file=sys.stderr)
         return 3
