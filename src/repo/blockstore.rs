@@ -46,6 +46,9 @@ struct RunLoc {
     raw_length: u32,
 }
 
+/// Blocks wanted from one run: (position in the request, id, place in the run).
+type Wanted = Vec<(usize, BlockId, Loc)>;
+
 /// A block as the index holds it: its run and its place in the run's plaintext.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
@@ -286,7 +289,7 @@ impl BlockStore {
     /// blocks are asked for.
     pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
         // run -> the wanted blocks in it: (position in `ids`, id, place in the run).
-        let mut by_run: HashMap<u32, Vec<(usize, BlockId, Loc)>> = HashMap::new();
+        let mut by_run: HashMap<u32, Wanted> = HashMap::new();
         let mut at = Vec::with_capacity(ids.len());
         let mut lens = Vec::with_capacity(ids.len());
         let mut total = 0usize;
@@ -309,8 +312,7 @@ impl BlockStore {
                 total += loc.raw_length as usize;
                 by_run.entry(loc.run).or_default().push((i, *id, loc));
             }
-            let mut by_pack: HashMap<u32, Vec<(RunLoc, Vec<(usize, BlockId, Loc)>)>> =
-                HashMap::new();
+            let mut by_pack: HashMap<u32, Vec<(RunLoc, Wanted)>> = HashMap::new();
             for (run, items) in by_run {
                 let r = idx.runs[run as usize];
                 by_pack.entry(r.pack).or_default().push((r, items));
