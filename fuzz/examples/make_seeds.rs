@@ -10,7 +10,7 @@
 
 use pgfrost::repo::crypto::{self, Kind, MAX_OBJECT_PLAINTEXT, MasterKey, Opener};
 use pgfrost::repo::format::{self, KeySlot, RepoConfig};
-use pgfrost::repo::index::{self, Entry, PackEntries};
+use pgfrost::repo::index::{self, PackEntries, Run, RunBlock};
 use pgfrost::repo::keys::{self, SlotOpen, SlotRandom};
 use pgfrost::repo::pack::{self, FOOTER_MAGIC, PACK_MAGIC, PACK_VERSION};
 use pgfrost::repo::stanza::{self, StanzaDb};
@@ -85,51 +85,76 @@ fn pretty<T: serde::Serialize>(v: &T) -> Vec<u8> {
     b
 }
 
-/// A pack like `PackBuilder` makes, with fixed nonces; returns (pack, trailer plaintext).
-fn make_pack(blocks: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+/// The run list entry of a run holding `blocks`, sealed at `offset` in `length` bytes.
+fn run_of(offset: usize, length: usize, blocks: &[Vec<u8>]) -> Run {
+    Run {
+        offset: offset as u32,
+        length: length as u32,
+        blocks: blocks
+            .iter()
+            .map(|b| RunBlock {
+                id: fx::keys().block_id(b),
+                raw_length: b.len() as u32,
+            })
+            .collect(),
+    }
+}
+
+/// A pack like `PackBuilder` makes (each run's blocks concatenated and sealed as one object of
+/// kind `Run` with an empty name), with fixed nonces; returns (pack, trailer plaintext).
+fn make_pack(runs: &[&[Vec<u8>]]) -> (Vec<u8>, Vec<u8>) {
     let keys = fx::keys();
     let mut buf = Vec::new();
     buf.extend_from_slice(&PACK_MAGIC);
     buf.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
-    let mut entries = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let id = keys.block_id(b);
+    let mut list = Vec::new();
+    for (i, blocks) in runs.iter().enumerate() {
+        assert!(!blocks.is_empty());
         let offset = buf.len();
-        buf.extend_from_slice(&seal(Kind::Block, &id, b, i as u8 + 1));
-        entries.push(Entry {
-            id,
-            offset: offset as u32,
-            length: (buf.len() - offset) as u32,
-            raw_length: b.len() as u32,
-        });
+        buf.extend_from_slice(&seal(Kind::Run, b"", &blocks.concat(), i as u8 + 1));
+        list.push(run_of(offset, buf.len() - offset, blocks));
     }
-    let trailer = pack::encode_entries(&entries);
+    let mut trailer = Vec::new();
+    index::encode_runs(&list, &mut trailer);
     let start = buf.len();
     buf.extend_from_slice(&seal(Kind::PackTrailer, b"", &trailer, 0xee));
     let tlen = (buf.len() - start) as u32;
     buf.extend_from_slice(&tlen.to_le_bytes());
     buf.extend_from_slice(&FOOTER_MAGIC);
-    let parsed = pack::parse_pack(keys, &mut Opener::new(), &buf).expect("seed pack parses");
-    assert_eq!(parsed, entries);
+    let mut o = Opener::new();
+    let parsed = pack::parse_pack(keys, &mut o, &buf).expect("seed pack parses");
+    assert_eq!(parsed, list);
+    // Every run opens and cuts into blocks with their ids, as a reader checks.
+    for (r, blocks) in parsed.iter().zip(runs) {
+        let blob = &buf[r.offset as usize..(r.offset + r.length) as usize];
+        let plain = o
+            .open_exact(keys, Kind::Run, b"", blob, r.raw_length() as usize)
+            .expect("seed run opens");
+        assert_eq!(plain, blocks.concat());
+        let mut at = 0;
+        for b in &r.blocks {
+            let data = &plain[at..at + b.raw_length as usize];
+            assert_eq!(keys.block_id(data), b.id);
+            at += data.len();
+        }
+    }
     (buf, trailer)
 }
 
 fn segment() -> Vec<u8> {
+    let pages: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 8192]).collect();
     let packs = vec![
         PackEntries {
             pack: [9; 32],
-            entries: (0..3u8)
-                .map(|i| Entry {
-                    id: [i; 32],
-                    offset: 8 + 100 * u32::from(i),
-                    length: 100,
-                    raw_length: 8192,
-                })
-                .collect(),
+            runs: vec![
+                run_of(8, 300, &pages[..3]),
+                run_of(308, 100, &pages[3..]),
+                run_of(408, 60, &[noise(20, 4)]),
+            ],
         },
         PackEntries {
             pack: [8; 32],
-            entries: vec![],
+            runs: vec![],
         },
     ];
     let b = index::encode_segment(&packs);
@@ -178,8 +203,9 @@ fn config_seeds(s: &mut Seeds) {
         ..config.clone()
     };
     s.write("config", "foreign.json", &pretty(&foreign));
+    // A version this build does not read, and a repo id that is not hex.
     let odd = RepoConfig {
-        version: 2,
+        version: format::CONFIG_VERSION + 1,
         repo_id: "not hex".into(),
         ..config.clone()
     };
@@ -241,18 +267,17 @@ fn key_file_seeds(s: &mut Seeds) {
 
 fn sealed_seeds(s: &mut Seeds) {
     let keys = fx::keys();
-    let block = b"PostgreSQL page ".repeat(512);
-    let id = keys.block_id(&block);
-    let noisy = noise(300, 1);
-    let noisy_id = keys.block_id(&noisy);
-    let (_, trailer) = make_pack(std::slice::from_ref(&block));
+    let pages = [b"PostgreSQL page ".repeat(512), vec![0u8; 8192]];
+    let run = pages.concat();
+    let noisy = [noise(300, 1)];
+    let (_, trailer) = make_pack(&[&pages, &noisy]);
     let wal = wal_file();
     let db = stanza_db();
     // (seed name, kind, object name, plaintext, limit selector)
     type Case<'a> = (&'a str, Kind, &'a [u8], &'a [u8], u8);
     let cases: [Case; 6] = [
-        ("block_zstd", Kind::Block, &id, &block, 0),
-        ("block_raw", Kind::Block, &noisy_id, &noisy, 20),
+        ("run_zstd", Kind::Run, b"", &run, 0),
+        ("run_raw", Kind::Run, b"", &noisy[0], 20),
         ("index_zstd", Kind::Index, b"", &segment(), 0),
         ("trailer", Kind::PackTrailer, b"", &trailer, 16),
         ("wal", Kind::Wal, WAL_NAME, &wal, 0),
@@ -283,10 +308,11 @@ fn roundtrip_seeds(s: &mut Seeds) {
         b
     };
     let seg = segment();
-    let block = b"PostgreSQL page ".repeat(512);
-    let (_, trailer) = make_pack(std::slice::from_ref(&block));
+    let page = b"PostgreSQL page ".repeat(512);
+    let run = [page.clone(), noise(100, 5), vec![0u8; 8192]].concat();
+    let (_, trailer) = make_pack(&[&[page.clone(), vec![0u8; 8192]], &[noise(100, 5)]]);
     let seg_z = zstd_frame(&seg);
-    let block_z = zstd_frame(&block);
+    let run_z = zstd_frame(&run);
     s.write(
         "sealed_roundtrip",
         "raw_index_zstd",
@@ -294,8 +320,8 @@ fn roundtrip_seeds(s: &mut Seeds) {
     );
     s.write(
         "sealed_roundtrip",
-        "raw_block_zstd",
-        &raw(Kind::Block, 1, block.len(), &block_z),
+        "raw_run_zstd",
+        &raw(Kind::Run, 1, run.len(), &run_z),
     );
     s.write(
         "sealed_roundtrip",
@@ -307,7 +333,7 @@ fn roundtrip_seeds(s: &mut Seeds) {
     s.write(
         "sealed_roundtrip",
         "raw_two_frames",
-        &raw(Kind::Block, 1, 17, &two),
+        &raw(Kind::Run, 1, 17, &two),
     );
     // A skippable frame (magic 0x184D2A50, 4-byte length) in front of a real one.
     let mut skip = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
@@ -321,11 +347,11 @@ fn roundtrip_seeds(s: &mut Seeds) {
     let mut c = zstd::bulk::Compressor::new(3).unwrap();
     c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
         .unwrap();
-    let nosize = c.compress(&block).unwrap();
+    let nosize = c.compress(&run).unwrap();
     s.write(
         "sealed_roundtrip",
         "raw_no_content_size",
-        &raw(Kind::Block, 1, block.len(), &nosize),
+        &raw(Kind::Run, 1, run.len(), &nosize),
     );
     s.write(
         "sealed_roundtrip",
@@ -345,18 +371,20 @@ fn roundtrip_seeds(s: &mut Seeds) {
     let mut sealer = vec![1, kind_sel(Kind::Index), 3];
     sealer.extend_from_slice(&seg);
     s.write("sealed_roundtrip", "sealer_index", &sealer);
-    let mut sealer = vec![1, kind_sel(Kind::Block), 2];
-    sealer.extend_from_slice(&block);
-    s.write("sealed_roundtrip", "sealer_block", &sealer);
+    let mut sealer = vec![1, kind_sel(Kind::Run), 2];
+    sealer.extend_from_slice(&run);
+    s.write("sealed_roundtrip", "sealer_run", &sealer);
 }
 
 fn pack_seeds(s: &mut Seeds) {
-    let blocks = vec![
-        b"PostgreSQL page ".repeat(512),
-        noise(200, 2),
-        vec![0u8; 8192],
-    ];
-    let (p, trailer) = make_pack(&blocks);
+    let page = b"PostgreSQL page ".repeat(512);
+    let zeros = vec![0u8; 8192];
+    // Runs of two blocks, one block (incompressible, stored raw) and three blocks.
+    let (p, trailer) = make_pack(&[
+        &[page.clone(), zeros.clone()],
+        &[noise(200, 2)],
+        &[zeros.clone(), noise(64, 6), page.clone()],
+    ]);
     let with_mode = |mode: u8, rest: &[&[u8]]| {
         let mut b = vec![mode];
         for r in rest {
@@ -398,6 +426,18 @@ fn pack_seeds(s: &mut Seeds) {
         "pack",
         "authentic_trailer_zstd",
         &with_mode(3, &[&[1], &k, body, &zstd_frame(&trailer)]),
+    );
+    // The same runs, but the first run's two blocks split at another place: the run opens to
+    // the same length, the blocks slice, and their ids no longer match (a reader refuses them).
+    let mut runs = index::decode_runs(&mut index::Reader::new(&trailer)).unwrap();
+    runs[0].blocks[0].raw_length -= 100;
+    runs[0].blocks[1].raw_length += 100;
+    let mut resplit = Vec::new();
+    index::encode_runs(&runs, &mut resplit);
+    s.write(
+        "pack",
+        "authentic_trailer_resplit",
+        &with_mode(3, &[&[0], &k, body, &resplit]),
     );
 }
 
