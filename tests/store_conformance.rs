@@ -322,3 +322,36 @@ fn s3_errors_are_clear() {
         );
     });
 }
+
+/// A repository of format version 1 (blocks sealed one by one; development builds only) is
+/// refused with a message that says what to do, before anything in it is read or changed.
+#[test]
+fn format_1_repository_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let rt = rt();
+    let store = Store::open(&Location::Local(root.clone()), true).unwrap();
+    rt.block_on(Repository::create(
+        store.clone(),
+        PASS.as_bytes(),
+        cheap(),
+        "old",
+    ))
+    .unwrap();
+    let cfg = root.join("config");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    let old = text.replace("\"version\": 2", "\"version\": 1");
+    std::fs::write(&cfg, &old).unwrap();
+    let before = files_under(&root);
+    let e = rt
+        .block_on(Repository::open_with_passphrase(store, PASS.as_bytes()))
+        .err()
+        .expect("a format 1 repository must be refused");
+    assert_eq!(e.kind, ErrorKind::Config, "{e}");
+    assert!(e.message.contains("format version 1"), "{e}");
+    let hint = e.hint.clone().unwrap_or_default();
+    assert!(hint.contains("create a new repository"), "{hint}");
+    assert_eq!(files_under(&root), before);
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), old);
+}
