@@ -11,7 +11,7 @@ use super::pack::{self, PackBuilder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Put, Store};
 use futures::{StreamExt, TryStreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use tokio::task::JoinSet;
 
@@ -84,14 +84,12 @@ impl Index {
                 length: r.length,
                 raw_length: r.raw_length() as u32,
             });
-            let mut raw_offset = 0u32;
-            for b in &r.blocks {
+            for (raw_offset, b) in r.placed() {
                 self.blocks.entry(b.id).or_insert(Loc {
                     run,
                     raw_offset,
                     raw_length: b.raw_length,
                 });
-                raw_offset += b.raw_length;
             }
         }
     }
@@ -268,8 +266,9 @@ impl BlockStore {
         }
     }
 
-    /// Reads blocks, in the order asked. Each is authenticated (AEAD bound to its id), decompressed
-    /// to the recorded length, and its id recomputed from the plaintext.
+    /// Reads blocks, in the order asked. Each block's run is authenticated (AEAD) and decompressed
+    /// to the recorded length, and the block's id recomputed from its plaintext (runs carry no
+    /// name, so that check is what ties a block to its id).
     pub async fn read_blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>> {
         let mut buf = Vec::new();
         let lens = self.read_blocks_into(ids, &mut buf).await?;
@@ -293,7 +292,7 @@ impl BlockStore {
         let mut at = Vec::with_capacity(ids.len());
         let mut lens = Vec::with_capacity(ids.len());
         let mut total = 0usize;
-        let (packs, mut by_pack) = {
+        let (packs, by_pack) = {
             let idx = self.index.read().unwrap();
             for (i, id) in ids.iter().enumerate() {
                 let loc = *idx.blocks.get(id).ok_or_else(|| {
@@ -312,7 +311,8 @@ impl BlockStore {
                 total += loc.raw_length as usize;
                 by_run.entry(loc.run).or_default().push((i, *id, loc));
             }
-            let mut by_pack: HashMap<u32, Vec<(RunLoc, Wanted)>> = HashMap::new();
+            // Packs in index order, so that one file's packs are read in a stable order.
+            let mut by_pack: BTreeMap<u32, Vec<(RunLoc, Wanted)>> = BTreeMap::new();
             for (run, items) in by_run {
                 let r = idx.runs[run as usize];
                 by_pack.entry(r.pack).or_default().push((r, items));
@@ -324,9 +324,7 @@ impl BlockStore {
         if buf.len() < total {
             buf.resize(total, 0);
         }
-        let mut groups: Vec<_> = by_pack.drain().collect();
-        groups.sort_by_key(|(p, _)| *p);
-        let fetched = futures::stream::iter(groups)
+        let fetched = futures::stream::iter(by_pack)
             .map(|(p, mut runs)| {
                 let path = self.pack_path(&packs[p as usize]);
                 async move {
@@ -441,12 +439,13 @@ impl BlockStore {
     }
 
     /// Reads a whole pack, checks everything in it as [`BlockStore::check_pack`] does, and
-    /// returns its runs with the plaintext of the blocks `keep` selects, in pack order.
+    /// returns its runs with the plaintext of the blocks `keep` selects, in pack order, each
+    /// with the index of its run.
     pub async fn pack_blocks(
         &self,
         id: &BlockId,
         keep: impl Fn(&BlockId) -> bool,
-    ) -> Result<(Vec<Run>, Vec<(BlockId, Vec<u8>)>)> {
+    ) -> Result<(Vec<Run>, Vec<(usize, Vec<u8>)>)> {
         let path = self.pack_path(id);
         let bytes = self.store.get(&path).await?;
         let bad = |m: String| {
@@ -464,20 +463,18 @@ impl BlockStore {
         let runs = pack::parse_pack(&self.keys, &mut opener, &bytes).map_err(bad)?;
         let mut kept = Vec::new();
         let mut plain = Vec::new();
-        for r in &runs {
+        for (n, r) in runs.iter().enumerate() {
             let blob = &bytes[r.offset as usize..r.offset as usize + r.length as usize];
             plain.resize(r.raw_length() as usize, 0);
             opener
                 .open_exact_into(&self.keys, Kind::Run, b"", blob, &mut plain)
                 .map_err(|e| bad(format!("block run at offset {}: {e}", r.offset)))?;
-            let mut at = 0usize;
-            for b in &r.blocks {
-                let data = &plain[at..at + b.raw_length as usize];
+            for (at, b) in r.placed() {
+                let data = &plain[at as usize..][..b.raw_length as usize];
                 self.check_id(&path, &b.id, data)?;
                 if keep(&b.id) {
-                    kept.push((b.id, data.to_vec()));
+                    kept.push((n, data.to_vec()));
                 }
-                at += b.raw_length as usize;
             }
         }
         Ok((runs, kept))

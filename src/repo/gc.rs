@@ -203,19 +203,18 @@ pub async fn collect(
     if !rewrite.is_empty() {
         let mut w = bs.writer().forcing();
         for (p, mine) in &rewrite {
-            let (runs, kept) = bs.pack_blocks(p, |id| mine.contains(id)).await?;
-            let mut kept = kept.into_iter().peekable();
+            let (_, kept) = bs.pack_blocks(p, |id| mine.contains(id)).await?;
             // Blocks of one old run stay together (they are neighbours in one file); blocks of
             // different old runs do not share a new one.
-            for r in &runs {
-                while let Some((id, plain)) =
-                    kept.next_if(|(id, _)| r.blocks.iter().any(|b| b.id == *id))
-                {
-                    debug_assert!(mine.contains(&id));
-                    w.add(&plain).await?;
+            let mut last_run = None;
+            for (run, plain) in kept {
+                if last_run.is_some_and(|l| l != run) {
+                    w.end_run().await?;
                 }
-                w.end_run().await?;
+                last_run = Some(run);
+                w.add(&plain).await?;
             }
+            w.end_run().await?;
         }
         let st = w.finish().await?;
         report.bytes_written += st.pack_bytes + st.index_bytes;

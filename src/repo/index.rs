@@ -37,6 +37,15 @@ impl Run {
     pub fn raw_length(&self) -> u64 {
         self.blocks.iter().map(|b| b.raw_length as u64).sum()
     }
+
+    /// Each block with where it starts in the run's plaintext.
+    pub fn placed(&self) -> impl Iterator<Item = (u32, &RunBlock)> {
+        self.blocks.iter().scan(0u32, |at, b| {
+            let start = *at;
+            *at += b.raw_length;
+            Some((start, b))
+        })
+    }
 }
 
 /// One pack's worth of index entries.
