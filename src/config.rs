@@ -66,6 +66,7 @@ const KEY_CMDS: &[&str] = &["repo-create", "key"];
 const ARCHIVE_CMDS: &[&str] = &["archive-push", "archive-get", "check", "backup"];
 const RESTORE: &[&str] = &["restore", "drill"];
 const EXPIRE_CMDS: &[&str] = &["backup", "expire", "verify"];
+const INDEX_CMDS: &[&str] = &["backup", "restore", "drill", "verify", "expire"];
 
 pub const OPTIONS: &[OptDef] = &[
     opt(
@@ -157,6 +158,26 @@ pub const OPTIONS: &[OptDef] = &[
             "SIZE",
             Group::Repository,
             "Size new packs aim at (64KiB to 1GiB). Larger means fewer objects and requests; smaller means less rewritten when garbage collection compacts a mostly-dead pack.",
+        )
+    },
+    OptDef {
+        commands: INDEX_CMDS,
+        default: Some("/var/tmp"),
+        ..opt(
+            "index-path",
+            "DIR",
+            Group::Backup,
+            "Local directory for the on-disk part of the block index (about 60 bytes per stored block, in files removed as soon as they are opened). Prefer a disk to a tmpfs.",
+        )
+    },
+    OptDef {
+        commands: INDEX_CMDS,
+        default: Some("64MiB"),
+        ..opt(
+            "index-memory",
+            "SIZE",
+            Group::Backup,
+            "Memory the block index may hold (64KiB to 64GiB); beyond it the index goes to sorted files in index-path. With the default, a repository of up to about 600,000 distinct blocks (4.5 GiB of 8 KiB pages) never touches disk.",
         )
     },
     opt(
@@ -719,6 +740,13 @@ impl Settings {
         {
             return Err(Error::config(format!(
                 "invalid value for option pack-size: {n} bytes is outside 64KiB to 1GiB"
+            )));
+        }
+        if let Some(n) = self.size("index-memory")?
+            && !(64 << 10..=64 << 30).contains(&n)
+        {
+            return Err(Error::config(format!(
+                "invalid value for option index-memory: {n} bytes is outside 64KiB to 64GiB"
             )));
         }
         self.choice("retention-full-type", &["count", "time"])?;

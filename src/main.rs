@@ -64,6 +64,10 @@ fn run(matches: &clap::ArgMatches) -> pgfrost::error::Result<()> {
              HINT: set it in the config file or in PGFROST_REPO_S3_KEY_SECRET"
         );
     }
+    pgfrost::repo::blockmap::configure(pgfrost::repo::blockmap::Limits {
+        dir: settings.string("index-path").unwrap_or("/var/tmp").into(),
+        memory: settings.size("index-memory")?.unwrap_or(64 << 20) as usize,
+    });
     let (path, leaf) = cli::command_path(matches);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.u32("process-max").max(2) as usize)

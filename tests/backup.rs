@@ -206,6 +206,48 @@ fn killed_backup_leaves_nothing_and_the_next_reuses_its_blocks() {
     assert_eq!(r.sql("SELECT count(*) FROM pgbench_accounts"), "200000");
 }
 
+/// A repository whose block index is far beyond `index-memory`: backups dedup against, and
+/// restores read through, the index's tables on disk, and give the same data.
+#[test]
+fn backups_and_restores_with_the_index_on_disk() {
+    let bin = PgBin::pg15();
+    let idx = postgres_dir();
+    let idx_path = idx.path().display().to_string();
+    // 64 KiB holds about 600 entries; the cluster has about ten thousand blocks.
+    let a = Archive::new(
+        Repo::Local,
+        &[("index-memory", "64KiB"), ("index-path", &idx_path)],
+    );
+    let c = cluster(&bin, &a);
+    c.pgbench_init(5);
+    c.sql("CREATE TABLE extra(n int); INSERT INTO extra SELECT generate_series(1, 1000)");
+    let full = backup(&a, &c, "full");
+    c.pgbench(&["-t", "300", "-c", "2"]);
+    let (r, incr) = backup_run(&a, &c, "incr", &["--log-level", "debug"], &[]);
+    let f_incr = c.sql(FINGERPRINT);
+    assert!(
+        r.stderr.contains("written to a table"),
+        "the index never left memory: {}",
+        r.stderr
+    );
+    let (logical, new) = (
+        incr["stats"]["logical_bytes"].as_u64().unwrap(),
+        incr["stats"]["new_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        new * 4 < logical,
+        "incr stored {new} new bytes of {logical}: dedup missed blocks held on disk"
+    );
+    let (r, _d) = restore_at(&a, &bin, incr["label"].as_str().unwrap(), &[]);
+    assert_eq!(r.sql(FINGERPRINT), f_incr);
+    drop(r);
+    let v = run(a.cmd(&["verify"]));
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_ne!(full["label"], incr["label"]);
+    // The table files are unlinked as they are made: nothing stays behind.
+    assert_eq!(std::fs::read_dir(idx.path()).unwrap().count(), 0);
+}
+
 #[test]
 fn tablespaces_and_delta_restore() {
     let bin = PgBin::pg15();

@@ -164,7 +164,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         match loaded {
             Ok(packs) => {
                 r.checked.bytes_read += l.size;
-                bs.add_to_index(&l.path, &packs);
+                bs.add_to_index(&l.path, &packs)?;
                 for p in packs {
                     indexed
                         .entry(p.pack)

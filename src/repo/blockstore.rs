@@ -5,6 +5,7 @@
 //! A crash leaves unreferenced packs (garbage, adoptable through their trailers), never a
 //! reference to something missing.
 
+use super::blockmap::{BlockMap, Loc};
 use super::crypto::{Keys, Kind, MAX_OBJECT_PLAINTEXT, Opener, Sealer};
 use super::index::{self, PackEntries, Run, RunBlock};
 use super::pack::{self, PackBuilder};
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use tokio::task::JoinSet;
 
-pub type BlockId = [u8; 32];
+pub use super::blockmap::BlockId;
 
 thread_local! {
     /// One zstd context and run buffer per thread, rather than one per read.
@@ -37,61 +38,62 @@ pub const UPLOADS_IN_FLIGHT: usize = 2;
 /// a restore pays for at most 15 unwanted pages per wanted one.
 pub const RUN_BYTES: usize = 128 << 10;
 
-/// A run as the index holds it.
+/// A run of a known pack as a reader fetches it.
 #[derive(Debug, Clone, Copy)]
 struct RunLoc {
-    pack: u32,
     offset: u32,
     length: u32,
     raw_length: u32,
 }
 
+impl From<Loc> for RunLoc {
+    fn from(l: Loc) -> RunLoc {
+        RunLoc {
+            offset: l.run_offset,
+            length: l.run_length,
+            raw_length: l.run_raw,
+        }
+    }
+}
+
 /// Blocks wanted from one run: (position in the request, id, place in the run).
 type Wanted = Vec<(usize, BlockId, Loc)>;
-
-/// A block as the index holds it: its run and its place in the run's plaintext.
-#[derive(Debug, Clone, Copy)]
-struct Loc {
-    run: u32,
-    raw_offset: u32,
-    raw_length: u32,
-}
 
 #[derive(Default)]
 struct Index {
     packs: Vec<BlockId>,
     pack_pos: HashMap<BlockId, u32>,
-    runs: Vec<RunLoc>,
-    blocks: HashMap<BlockId, Loc>,
+    blocks: BlockMap,
     segments: HashSet<String>,
 }
 
 impl Index {
-    fn add(&mut self, p: &PackEntries) {
+    fn add(&mut self, p: &PackEntries) -> Result<()> {
         let next = self.packs.len() as u32;
         let pos = *self.pack_pos.entry(p.pack).or_insert(next);
         if pos != next {
             // A pack's name is the hash of its bytes: another segment naming it lists the same
             // runs (verify checks every segment against the trailer).
-            return;
+            return Ok(());
         }
         self.packs.push(p.pack);
         for r in &p.runs {
-            let run = self.runs.len() as u32;
-            self.runs.push(RunLoc {
-                pack: pos,
-                offset: r.offset,
-                length: r.length,
-                raw_length: r.raw_length() as u32,
-            });
+            let raw = r.raw_length() as u32;
             for (raw_offset, b) in r.placed() {
-                self.blocks.entry(b.id).or_insert(Loc {
-                    run,
-                    raw_offset,
-                    raw_length: b.raw_length,
-                });
+                self.blocks.insert(
+                    b.id,
+                    Loc {
+                        pack: pos,
+                        run_offset: r.offset,
+                        run_length: r.length,
+                        run_raw: raw,
+                        raw_offset,
+                        raw_length: b.raw_length,
+                    },
+                )?;
             }
         }
+        Ok(())
     }
 }
 
@@ -147,12 +149,15 @@ impl BlockStore {
         }
     }
 
-    pub fn add_to_index(&self, segment: &str, packs: &[PackEntries]) {
+    /// Adds a segment's packs to the index. Fails only when the index cannot write its
+    /// on-disk part (blockmap.rs).
+    pub fn add_to_index(&self, segment: &str, packs: &[PackEntries]) -> Result<()> {
         let mut idx = self.index.write().unwrap();
         for p in packs {
-            idx.add(p);
+            idx.add(p)?;
         }
         idx.segments.insert(segment.to_string());
+        Ok(())
     }
 
     pub fn with_pack_size(mut self, bytes: usize) -> Self {
@@ -194,17 +199,17 @@ impl BlockStore {
                 .filter(|p| !idx.segments.contains(p))
                 .collect()
         };
-        let loaded: Vec<(String, Vec<PackEntries>)> = futures::stream::iter(new)
+        // Each segment goes into the index as it arrives: holding them all first would cost
+        // memory in proportion to the repository.
+        let mut loaded = futures::stream::iter(new)
             .map(|path| async move {
                 let bytes = self.store.get(&path).await?;
                 let packs = self.decode_segment(&path, &bytes)?;
                 Ok::<_, Error>((path, packs))
             })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        for (path, packs) in loaded {
-            self.add_to_index(&path, &packs);
+            .buffer_unordered(8);
+        while let Some((path, packs)) = loaded.try_next().await? {
+            self.add_to_index(&path, &packs)?;
         }
         Ok(())
     }
@@ -229,21 +234,26 @@ impl BlockStore {
     }
 
     pub fn contains(&self, id: &BlockId) -> bool {
-        self.index.read().unwrap().blocks.contains_key(id)
+        self.index.read().unwrap().blocks.contains(id)
     }
 
     /// The pack the index places a block in.
     pub fn locate(&self, id: &BlockId) -> Option<BlockId> {
         let i = self.index.read().unwrap();
-        i.blocks
-            .get(id)
-            .map(|l| i.packs[i.runs[l.run as usize].pack as usize])
+        i.blocks.get(id).map(|l| i.packs[l.pack as usize])
     }
 
-    /// (blocks, packs) known to the index.
+    /// (blocks, packs) known to the index. A block stored in several packs may count more
+    /// than once.
     pub fn counts(&self) -> (usize, usize) {
         let i = self.index.read().unwrap();
         (i.blocks.len(), i.packs.len())
+    }
+
+    /// The index's tables on local disk and the bytes they hold (none while it fits in
+    /// `index-memory`).
+    pub fn index_tables(&self) -> (usize, u64) {
+        self.index.read().unwrap().blocks.tables()
     }
 
     /// Every pack id the index references.
@@ -287,15 +297,15 @@ impl BlockStore {
     /// allocates nothing per block. Each run is fetched and decoded once however many of its
     /// blocks are asked for.
     pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
-        // run -> the wanted blocks in it: (position in `ids`, id, place in the run).
-        let mut by_run: HashMap<u32, Wanted> = HashMap::new();
+        // (pack, run offset) -> the wanted blocks in that run.
+        let mut by_run: HashMap<(u32, u32), Wanted> = HashMap::new();
         let mut at = Vec::with_capacity(ids.len());
         let mut lens = Vec::with_capacity(ids.len());
         let mut total = 0usize;
         let (packs, by_pack) = {
             let idx = self.index.read().unwrap();
             for (i, id) in ids.iter().enumerate() {
-                let loc = *idx.blocks.get(id).ok_or_else(|| {
+                let loc = idx.blocks.get(id).ok_or_else(|| {
                     Error::new(
                         ErrorKind::NotFound,
                         format!(
@@ -309,13 +319,18 @@ impl BlockStore {
                 at.push(total);
                 lens.push(loc.raw_length);
                 total += loc.raw_length as usize;
-                by_run.entry(loc.run).or_default().push((i, *id, loc));
+                by_run
+                    .entry((loc.pack, loc.run_offset))
+                    .or_default()
+                    .push((i, *id, loc));
             }
             // Packs in index order, so that one file's packs are read in a stable order.
             let mut by_pack: BTreeMap<u32, Vec<(RunLoc, Wanted)>> = BTreeMap::new();
-            for (run, items) in by_run {
-                let r = idx.runs[run as usize];
-                by_pack.entry(r.pack).or_default().push((r, items));
+            for ((pack, _), items) in by_run {
+                by_pack
+                    .entry(pack)
+                    .or_default()
+                    .push((RunLoc::from(items[0].2), items));
             }
             (idx.packs.clone(), by_pack)
         };
@@ -562,7 +577,7 @@ impl BlockStore {
         let path = self.segment_path(&name);
         let size = sealed.len() as u64;
         self.store.put_new(&path, sealed.into()).await?;
-        self.add_to_index(&path, packs);
+        self.add_to_index(&path, packs)?;
         Ok(size)
     }
 }

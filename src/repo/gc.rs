@@ -111,7 +111,7 @@ pub async fn collect(
     // know which segments name a pack that goes.
     let segments = load_segments(store, bs, stanza).await?;
     for s in &segments {
-        bs.add_to_index(&s.path, &s.packs);
+        bs.add_to_index(&s.path, &s.packs)?;
     }
     let live = live_blocks(bs, retained).await?;
     let mut report = GcReport {

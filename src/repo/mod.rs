@@ -7,6 +7,7 @@
 //! <stanza>/index/<segment id>    index segments (index.rs)
 //! ```
 
+pub mod blockmap;
 pub mod blockstore;
 pub mod crypto;
 pub mod format;

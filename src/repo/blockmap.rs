@@ -1,0 +1,445 @@
+//! Where each block is: the block index's map from block id to its place in a pack, in bounded
+//! memory whatever the size of the repository.
+//!
+//! New entries go into an ordered in-memory map. When it reaches its share of `index-memory`
+//! it is written out, in id order, as a table in a local temporary file, and tables of similar
+//! size are merged (a log-structured merge): a lookup searches the map, then each table, newest
+//! first, and there are O(log n) tables. The files are unlinked as soon as they are created, so a
+//! killed process leaves nothing behind, and they are memory-mapped for lookups. Nothing here is
+//! stored in the repository: the index segments are the truth, and every process builds its map
+//! from them.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub type BlockId = [u8; 32];
+
+/// A block's place: its run (pack, offset, sealed and plaintext lengths) and where in the run's
+/// plaintext the block lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub pack: u32,
+    pub run_offset: u32,
+    pub run_length: u32,
+    pub run_raw: u32,
+    pub raw_offset: u32,
+    pub raw_length: u32,
+}
+
+/// One table record: the id, then the six fields of [`Loc`] little-endian.
+const REC: usize = 32 + 6 * 4;
+/// What one entry of the in-memory map costs, B-tree nodes included (about 56 bytes of key and
+/// value, nodes between half and wholly full): the map is written out when its entries would
+/// exceed `index-memory` at this rate.
+pub const MAP_BYTES_PER_ENTRY: usize = 112;
+/// Each table keeps the position of its first record for every 16-bit id prefix (256 KiB), so a
+/// lookup binary-searches a few hundred records rather than the whole table.
+const FAN: usize = 1 << 16;
+/// Bytes buffered while writing a table.
+const WRITE_BUF: usize = 1 << 20;
+
+/// Where tables go and how much memory the map may use. Set once per process from the options
+/// (`index-path`, `index-memory`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub dir: PathBuf,
+    pub memory: usize,
+}
+
+pub const DEFAULT_DIR: &str = "/var/tmp";
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+
+static LIMITS: Mutex<Option<Limits>> = Mutex::new(None);
+
+/// Sets the limits of every block map created from now on.
+pub fn configure(limits: Limits) {
+    *LIMITS.lock().unwrap() = Some(limits);
+}
+
+fn limits() -> Limits {
+    LIMITS.lock().unwrap().clone().unwrap_or(Limits {
+        dir: PathBuf::from(DEFAULT_DIR),
+        memory: DEFAULT_MEMORY,
+    })
+}
+
+/// A read-only memory map of a whole file.
+struct Map {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value; it is plain memory to any thread.
+unsafe impl Send for Map {}
+unsafe impl Sync for Map {}
+
+impl Map {
+    /// Maps `f`, which must be `len` bytes long and never change again: a table file is written
+    /// in full (so a full disk fails the write, not a later page fault) and unlinked before it
+    /// is mapped, so no other process can truncate it under the mapping.
+    fn new(f: &File, len: usize) -> std::io::Result<Map> {
+        if len == 0 {
+            return Ok(Map {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh shared read-only mapping of a file we hold open; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Lookups land anywhere: reading ahead around each would only evict useful pages.
+        // SAFETY: advice on the mapping just made.
+        unsafe { libc::madvise(ptr, len, libc::MADV_RANDOM) };
+        Ok(Map { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping is `len` readable bytes for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping what new() mapped, once.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+fn encode(id: &BlockId, l: &Loc, out: &mut [u8]) {
+    out[..32].copy_from_slice(id);
+    for (i, v) in [
+        l.pack,
+        l.run_offset,
+        l.run_length,
+        l.run_raw,
+        l.raw_offset,
+        l.raw_length,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out[32 + 4 * i..36 + 4 * i].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn decode(rec: &[u8]) -> Loc {
+    let f = |i: usize| u32::from_le_bytes(rec[32 + 4 * i..36 + 4 * i].try_into().unwrap());
+    Loc {
+        pack: f(0),
+        run_offset: f(1),
+        run_length: f(2),
+        run_raw: f(3),
+        raw_offset: f(4),
+        raw_length: f(5),
+    }
+}
+
+fn prefix(id: &[u8]) -> usize {
+    (id[0] as usize) << 8 | id[1] as usize
+}
+
+/// A sorted table of records in an unlinked file.
+struct Table {
+    map: Map,
+    n: usize,
+    /// fan[p] = the first record whose id's 16-bit prefix is at least p; fan[FAN] = n.
+    fan: Vec<u32>,
+}
+
+impl Table {
+    fn rec(&self, i: usize) -> &[u8] {
+        &self.map.bytes()[i * REC..(i + 1) * REC]
+    }
+
+    fn get(&self, id: &BlockId) -> Option<Loc> {
+        let p = prefix(id);
+        let (mut lo, mut hi) = (self.fan[p] as usize, self.fan[p + 1] as usize);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let r = self.rec(mid);
+            match r[..32].cmp(id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(decode(r)),
+            }
+        }
+        None
+    }
+}
+
+static TABLE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes records, in id order, to a new unlinked file in `dir` and maps it.
+struct TableWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    n: usize,
+    counts: Vec<u32>,
+    last: Option<BlockId>,
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
+    let err = Error::storage(format!(
+        "cannot {what} the block index's table file {}: {e}",
+        p.display()
+    ));
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        err.hint("free space there, or point index-path at a local directory with room (about 60 bytes per stored block)")
+    } else {
+        err.hint("point index-path at a writable local directory")
+    }
+}
+
+impl TableWriter {
+    fn new(dir: &Path) -> Result<TableWriter> {
+        let path = dir.join(format!(
+            "pgfrost-index-{}-{}",
+            std::process::id(),
+            TABLE_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err("create", &path, e))?;
+        // Unlinked at once: the open descriptor (then the mapping) keeps it, and a killed
+        // process leaves nothing to clean up.
+        std::fs::remove_file(&path).map_err(|e| io_err("unlink", &path, e))?;
+        Ok(TableWriter {
+            out: BufWriter::with_capacity(WRITE_BUF, f),
+            path,
+            n: 0,
+            counts: vec![0; FAN],
+            last: None,
+        })
+    }
+
+    /// Appends a record; ids must come in increasing order (a repeat is dropped: one place is
+    /// as good as another).
+    fn push(&mut self, id: &BlockId, l: &Loc) -> Result<()> {
+        if let Some(last) = &self.last {
+            if last == id {
+                return Ok(());
+            }
+            debug_assert!(last < id, "table records out of order");
+        }
+        let mut rec = [0u8; REC];
+        encode(id, l, &mut rec);
+        self.out
+            .write_all(&rec)
+            .map_err(|e| io_err("write", &self.path, e))?;
+        self.counts[prefix(id)] += 1;
+        self.n += 1;
+        self.last = Some(*id);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Table> {
+        let path = self.path;
+        let f = self
+            .out
+            .into_inner()
+            .map_err(|e| io_err("write", &path, e.into_error()))?;
+        let map = Map::new(&f, self.n * REC).map_err(|e| io_err("map", &path, e))?;
+        let mut fan = Vec::with_capacity(FAN + 1);
+        let mut at = 0u32;
+        for c in &self.counts {
+            fan.push(at);
+            at += c;
+        }
+        fan.push(at);
+        Ok(Table {
+            map,
+            n: self.n,
+            fan,
+        })
+    }
+}
+
+/// The map from block id to [`Loc`].
+pub struct BlockMap {
+    limits: Limits,
+    recent: BTreeMap<BlockId, Loc>,
+    /// Oldest first; each about twice the size of the next or more.
+    tables: Vec<Table>,
+}
+
+impl Default for BlockMap {
+    fn default() -> Self {
+        BlockMap::new(limits())
+    }
+}
+
+impl BlockMap {
+    pub fn new(limits: Limits) -> BlockMap {
+        BlockMap {
+            limits,
+            recent: BTreeMap::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    fn map_max(&self) -> usize {
+        (self.limits.memory / MAP_BYTES_PER_ENTRY).max(1)
+    }
+
+    pub fn get(&self, id: &BlockId) -> Option<Loc> {
+        if let Some(l) = self.recent.get(id) {
+            return Some(*l);
+        }
+        self.tables.iter().rev().find_map(|t| t.get(id))
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Entries held. A block stored in several packs may count more than once.
+    pub fn len(&self) -> usize {
+        self.recent.len() + self.tables.iter().map(|t| t.n).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tables on disk, and the bytes they hold.
+    pub fn tables(&self) -> (usize, u64) {
+        (
+            self.tables.len(),
+            self.tables.iter().map(|t| (t.n * REC) as u64).sum(),
+        )
+    }
+
+    /// Adds a place for `id` unless the in-memory part already has one. (Tables are not
+    /// searched: loading an index would then cost a lookup per entry. A block in two packs
+    /// may therefore be held twice, until a merge drops one.)
+    pub fn insert(&mut self, id: BlockId, loc: Loc) -> Result<()> {
+        self.recent.entry(id).or_insert(loc);
+        if self.recent.len() >= self.map_max() {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the in-memory part out as a table, then merges tables of similar size.
+    fn spill(&mut self) -> Result<()> {
+        let mut w = TableWriter::new(&self.limits.dir)?;
+        for (id, l) in &self.recent {
+            w.push(id, l)?;
+        }
+        let t = w.finish()?;
+        log::debug!("block index: {} entries written to a table", t.n);
+        self.recent.clear();
+        self.tables.push(t);
+        while self.tables.len() >= 2 {
+            let k = self.tables.len();
+            if self.tables[k - 2].n > 2 * self.tables[k - 1].n {
+                break;
+            }
+            let newer = self.tables.pop().unwrap();
+            let older = self.tables.pop().unwrap();
+            self.tables.push(merge(&self.limits.dir, &older, &newer)?);
+        }
+        Ok(())
+    }
+}
+
+fn merge(dir: &Path, a: &Table, b: &Table) -> Result<Table> {
+    let mut w = TableWriter::new(dir)?;
+    let (mut i, mut j) = (0, 0);
+    while i < a.n || j < b.n {
+        let take_a = j == b.n || (i < a.n && a.rec(i)[..32] <= b.rec(j)[..32]);
+        let r = if take_a {
+            i += 1;
+            a.rec(i - 1)
+        } else {
+            j += 1;
+            b.rec(j - 1)
+        };
+        w.push(r[..32].try_into().unwrap(), &decode(r))?;
+    }
+    let t = w.finish()?;
+    log::debug!("block index: tables merged into one of {} entries", t.n);
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u32) -> Loc {
+        Loc {
+            pack: n,
+            run_offset: n.wrapping_mul(3),
+            run_length: n ^ 0xdead,
+            run_raw: n + 7,
+            raw_offset: n / 3,
+            raw_length: 8192,
+        }
+    }
+
+    fn id(n: u32) -> BlockId {
+        *blake3::hash(&n.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn spills_merge_and_every_entry_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = BlockMap::new(Limits {
+            dir: dir.path().to_path_buf(),
+            memory: 100 * MAP_BYTES_PER_ENTRY,
+        });
+        for n in 0..5000u32 {
+            m.insert(id(n), loc(n)).unwrap();
+        }
+        // A block stored again elsewhere: either place will do, and it is still found.
+        m.insert(id(17), loc(99999)).unwrap();
+        let (tables, bytes) = m.tables();
+        assert!((2..=8).contains(&tables), "{tables} tables");
+        assert!(bytes >= 4900 * REC as u64);
+        for n in 0..5000u32 {
+            let l = m.get(&id(n)).unwrap_or_else(|| panic!("{n} lost"));
+            assert!(l == loc(n) || (n == 17 && l == loc(99999)), "{n}: {l:?}");
+        }
+        assert!(m.get(&id(5000)).is_none());
+        assert!(m.get(&[0; 32]).is_none() && m.get(&[0xff; 32]).is_none());
+        // The files are unlinked: nothing is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_a_clear_error() {
+        let mut m = BlockMap::new(Limits {
+            dir: PathBuf::from("/nonexistent/pgfrost"),
+            memory: MAP_BYTES_PER_ENTRY,
+        });
+        let e = m.insert(id(1), loc(1)).unwrap_err();
+        assert!(e.message.contains("/nonexistent/pgfrost"), "{e}");
+        assert!(e.hint.unwrap().contains("index-path"));
+    }
+}
