@@ -205,58 +205,75 @@ fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File
         .truncate(!sh.delta)
         .open(&j.path)
         .map_err(|e| io("create", &j.path, e))?;
-    let mut offset = 0u64;
+    // A backup cuts every file into BLCKSZ blocks, the last one shorter: block k lies at
+    // k * BLCKSZ, whatever order it is written in.
+    if ids.len() as u64 != j.size.div_ceil(BLCKSZ as u64) {
+        return Err(Error::corrupt(format!(
+            "{}: the backup lists {} blocks for a file of {} bytes",
+            j.path.display(),
+            ids.len(),
+            j.size
+        )));
+    }
+    let expected = |k: usize| (j.size - k as u64 * BLCKSZ as u64).min(BLCKSZ as u64) as u32;
+    // Blocks are asked for run by run (runs in the order of their first block in the file,
+    // blocks in run order), and a request never splits a run. An incremental's scattered
+    // changes leave runs partly wanted and spread over the file; read in file order, such a
+    // run was decoded again for every batch that touched it.
+    let want: Vec<usize> = (0..ids.len()).filter(|k| !keep[*k]).collect();
+    let places = sh
+        .bs
+        .placements(&want.iter().map(|&k| ids[k]).collect::<Vec<_>>());
+    // Unknown blocks get a run of their own; reading them fails with the block named.
+    let run_of = |n: usize| match places[n] {
+        Some((pack, off, _)) => (pack, off),
+        None => (u32::MAX, n as u32),
+    };
+    let mut first_of_run: HashMap<(u32, u32), usize> = HashMap::new();
+    for n in 0..want.len() {
+        first_of_run.entry(run_of(n)).or_insert(n);
+    }
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    order.sort_by_key(|&n| (first_of_run[&run_of(n)], places[n].map_or(0, |p| p.2), n));
     let mut i = 0;
-    while i < ids.len() {
-        let end = (i + BATCH).min(ids.len());
-        let want: Vec<(usize, BlockId)> = (i..end)
-            .filter(|k| !keep[*k])
-            .map(|k| (k, ids[k]))
-            .collect();
-        let lens = sh.rt.block_on(
-            sh.bs
-                .read_blocks_into(&want.iter().map(|(_, id)| *id).collect::<Vec<_>>(), buf),
-        )?;
-        // The wanted blocks sit back to back in `buf`; each run of them that is contiguous in the
-        // file too goes out in one write (a syscall per 8 KiB block costs more than decoding).
-        let mut next = want.iter().map(|(k, _)| *k).zip(lens).peekable();
+    while i < order.len() {
+        let mut end = (i + BATCH).min(order.len());
+        while end < order.len() && run_of(order[end]) == run_of(order[end - 1]) {
+            end += 1;
+        }
+        let batch: Vec<BlockId> = order[i..end].iter().map(|&n| ids[want[n]]).collect();
+        let lens = sh.rt.block_on(sh.bs.read_blocks_into(&batch, buf))?;
+        // The blocks sit back to back in `buf`; each stretch of them that is contiguous in
+        // the file too goes out in one write (a syscall per 8 KiB block costs more than
+        // decoding).
         let mut from = 0usize;
-        let mut k = i;
-        while k < end {
-            match next.peek() {
-                Some(&(w, _)) if w == k => {
-                    let (run_at, run_from) = (offset, from);
-                    while let Some(&(w, n)) = next.peek() {
-                        if w != k {
-                            break;
-                        }
-                        next.next();
-                        offset += n as u64;
-                        from += n as usize;
-                        k += 1;
-                    }
-                    f.write_all_at(&buf[run_from..from], run_at)
-                        .map_err(|e| io("write", &j.path, e))?;
-                    sh.written
-                        .fetch_add((from - run_from) as u64, Ordering::Relaxed);
+        let mut s = 0;
+        while s < lens.len() {
+            let k0 = want[order[i + s]];
+            let (at, mut len) = (from, 0usize);
+            let mut e = s;
+            while e < lens.len() && want[order[i + e]] == k0 + (e - s) {
+                let k = k0 + (e - s);
+                if lens[e] != expected(k) {
+                    return Err(Error::corrupt(format!(
+                        "{}: block {k} of the backup is {} bytes, the file's size says {}",
+                        j.path.display(),
+                        lens[e],
+                        expected(k)
+                    )));
                 }
-                _ => {
-                    // Kept as it was (--delta): blocks are 8 KiB except a file's last.
-                    offset += (j.size - offset).min(BLCKSZ as u64);
-                    k += 1;
-                }
+                len += lens[e] as usize;
+                e += 1;
             }
+            f.write_all_at(&buf[at..at + len], k0 as u64 * BLCKSZ as u64)
+                .map_err(|e| io("write", &j.path, e))?;
+            sh.written.fetch_add(len as u64, Ordering::Relaxed);
+            from += len;
+            s = e;
         }
         i = end;
     }
     f.set_len(j.size).map_err(|e| io("truncate", &j.path, e))?;
-    if offset != j.size {
-        return Err(Error::corrupt(format!(
-            "{}: the backup's blocks add up to {offset} bytes, the manifest says {}",
-            j.path.display(),
-            j.size
-        )));
-    }
     f.set_permissions(std::fs::Permissions::from_mode(j.mode))
         .map_err(|e| io("chmod", &j.path, e))?;
     let mtime = UNIX_EPOCH + Duration::from_secs(j.mtime.max(0) as u64);

@@ -237,6 +237,20 @@ impl BlockStore {
         self.index.read().unwrap().blocks.contains(id)
     }
 
+    /// Where the index places each block, as a sort key: (pack, run offset, place in the run).
+    /// A reader that asks for blocks in this order, without splitting a run between requests,
+    /// decodes every run once. None for a block the index does not know.
+    pub fn placements(&self, ids: &[BlockId]) -> Vec<Option<(u32, u32, u32)>> {
+        let i = self.index.read().unwrap();
+        ids.iter()
+            .map(|id| {
+                i.blocks
+                    .get(id)
+                    .map(|l| (l.pack, l.run_offset, l.raw_offset))
+            })
+            .collect()
+    }
+
     /// The pack the index places a block in.
     pub fn locate(&self, id: &BlockId) -> Option<BlockId> {
         let i = self.index.read().unwrap();
