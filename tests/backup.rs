@@ -244,6 +244,27 @@ fn backups_and_restores_with_the_index_on_disk() {
     let v = run(a.cmd(&["verify"]));
     assert_eq!(v.code, 0, "{v:?}");
     assert_ne!(full["label"], incr["label"]);
+
+    // Garbage collection, with its live set and claims on disk too: a new full, then only it
+    // is kept. Packs go, and what is left verifies and restores.
+    c.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 3 = 0");
+    c.sql("VACUUM FULL pgbench_accounts");
+    let full2 = backup(&a, &c, "full");
+    let f_full2 = c.sql(FINGERPRINT);
+    let e = run(a.cmd(&["expire", "--retention-full", "1", "--output", "json"]));
+    assert_eq!(e.code, 0, "{e:?}");
+    let e: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+    let gc = &e["gc"];
+    assert!(
+        gc["packs_deleted"].as_u64().unwrap() + gc["packs_rewritten"].as_u64().unwrap() > 0,
+        "{e}"
+    );
+    assert!(e["freed_bytes"].as_i64().unwrap() > 0, "{e}");
+    let v = run(a.cmd(&["verify"]));
+    assert_eq!(v.code, 0, "{v:?}");
+    let (r, _d) = restore_at(&a, &bin, full2["label"].as_str().unwrap(), &[]);
+    assert_eq!(r.sql(FINGERPRINT), f_full2);
+    drop(r);
     // The table files are unlinked as they are made: nothing stays behind.
     assert_eq!(std::fs::read_dir(idx.path()).unwrap().count(), 0);
 }

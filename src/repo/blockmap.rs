@@ -203,7 +203,7 @@ struct TableWriter {
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
     let err = Error::storage(format!(
-        "cannot {what} the block index's table file {}: {e}",
+        "cannot {what} the block index's file {}: {e}",
         p.display()
     ));
     if e.kind() == std::io::ErrorKind::StorageFull {
@@ -213,22 +213,35 @@ fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// A new empty file in `dir`, already unlinked: the open descriptor (then a mapping) keeps
+/// it, and a killed process leaves nothing to clean up. Returns it with the name it had.
+fn unlinked_file(dir: &Path) -> Result<(File, PathBuf)> {
+    let path = dir.join(format!(
+        "pgfrost-index-{}-{}",
+        std::process::id(),
+        TABLE_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err("create", &path, e))?;
+    std::fs::remove_file(&path).map_err(|e| io_err("unlink", &path, e))?;
+    Ok((f, path))
+}
+
+/// A scratch file for `what` in `index-path`, for other work whose size grows with the
+/// repository (garbage collection's run lists), unlinked from the start.
+pub fn scratch_file(what: &str) -> Result<File> {
+    unlinked_file(&limits().dir)
+        .map(|(f, _)| f)
+        .map_err(|e| e.context(format!("scratch file for {what}")))
+}
+
 impl TableWriter {
     fn new(dir: &Path) -> Result<TableWriter> {
-        let path = dir.join(format!(
-            "pgfrost-index-{}-{}",
-            std::process::id(),
-            TABLE_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_err("create", &path, e))?;
-        // Unlinked at once: the open descriptor (then the mapping) keeps it, and a killed
-        // process leaves nothing to clean up.
-        std::fs::remove_file(&path).map_err(|e| io_err("unlink", &path, e))?;
+        let (f, path) = unlinked_file(dir)?;
         Ok(TableWriter {
             out: BufWriter::with_capacity(WRITE_BUF, f),
             path,

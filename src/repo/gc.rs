@@ -12,14 +12,16 @@
 //! which is harmless). The caller must hold a `gc` lease and have found no other live lease
 //! (see lease.rs): nothing may be adding references while the live set is computed.
 
+use super::blockmap::{self, BlockMap, Loc};
 use super::blockstore::{BlockId, BlockStore};
 use super::index::{PackEntries, Run};
 use super::manifest::Manifest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
 
 /// Staging files younger than this may belong to a writer at work.
 pub const STAGING_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -52,54 +54,98 @@ impl GcReport {
     }
 }
 
-/// Every block the manifests reference: the block lists and the blocks they list.
-pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<HashSet<BlockId>> {
-    let mut lists: HashSet<BlockId> = HashSet::new();
+/// Every block the manifests reference: the block lists and the blocks they list. Held in a
+/// [`BlockMap`], so in bounded memory; each id is held once.
+pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<BlockMap> {
+    let mut live = BlockMap::default();
+    let mut lists: Vec<BlockId> = Vec::new();
     for m in manifests {
         for f in &m.files {
             if !f.list.is_empty()
                 && let Ok(id) = super::format::hex_array::<32>(&f.list, "block list id")
+                && !live.contains(&id)
             {
-                lists.insert(id);
+                live.insert(id, NOWHERE)?;
+                lists.push(id);
             }
         }
     }
-    let mut live = lists.clone();
-    let lists: Vec<BlockId> = lists.into_iter().collect();
     for chunk in lists.chunks(1024) {
         for plain in bs.read_blocks(chunk).await? {
             for id in plain.chunks_exact(32) {
-                live.insert(id.try_into().expect("32 bytes"));
+                let id: BlockId = id.try_into().expect("32 bytes");
+                if !live.contains(&id) {
+                    live.insert(id, NOWHERE)?;
+                }
             }
         }
     }
     Ok(live)
 }
 
+/// The place of a member of a set kept in a [`BlockMap`].
+const NOWHERE: Loc = Loc {
+    pack: 0,
+    run_offset: 0,
+    run_length: 0,
+    raw_offset: 0,
+    run_raw: 0,
+    raw_length: 0,
+};
+
+/// An index segment as collection remembers it: its packs' run lists are in [`RunLists`].
 struct Segment {
     path: String,
     size: u64,
-    packs: Vec<PackEntries>,
+    packs: Vec<BlockId>,
 }
 
-async fn load_segments(store: &Store, bs: &BlockStore, stanza: &str) -> Result<Vec<Segment>> {
-    let listed = store.list(&format!("{stanza}/index")).await?;
-    futures::stream::iter(listed)
-        .map(|l| async move {
-            let bytes = store.get(&l.path).await?;
-            let packs = bs.decode_segment(&l.path, &bytes)?;
-            Ok::<_, crate::error::Error>(Segment {
-                path: l.path,
-                size: l.size,
-                packs,
-            })
+/// Every indexed pack's run list (as the first segment naming it gives it), in an unlinked
+/// local file: 36 bytes per block would otherwise be held in memory.
+struct RunLists {
+    file: std::fs::File,
+    end: u64,
+    at: HashMap<BlockId, (u64, u32)>,
+}
+
+impl RunLists {
+    fn new() -> Result<RunLists> {
+        Ok(RunLists {
+            file: blockmap::scratch_file("garbage collection's run lists")?,
+            end: 0,
+            at: HashMap::new(),
         })
-        .buffer_unordered(8)
-        .try_collect()
-        .await
+    }
+
+    fn put(&mut self, p: &PackEntries) -> Result<()> {
+        if self.at.contains_key(&p.pack) {
+            return Ok(());
+        }
+        let mut b = Vec::with_capacity(super::index::encoded_runs_len(&p.runs));
+        super::index::encode_runs(&p.runs, &mut b);
+        self.file.write_all_at(&b, self.end).map_err(|e| {
+            Error::storage(format!("cannot write garbage collection's run lists: {e}"))
+        })?;
+        self.at.insert(p.pack, (self.end, b.len() as u32));
+        self.end += b.len() as u64;
+        Ok(())
+    }
+
+    fn get(&self, pack: &BlockId) -> Result<Vec<Run>> {
+        let (at, len) = self.at[pack];
+        let mut b = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut b, at).map_err(|e| {
+            Error::storage(format!("cannot read garbage collection's run lists: {e}"))
+        })?;
+        super::index::decode_runs(&mut super::index::Reader::new(&b)).map_err(Error::internal)
+    }
 }
 
 /// Collects the stanza's garbage. With `dry_run`, computes and reports without changing anything.
+///
+/// Memory is bounded as a backup's is (docs/retention.md): the index, the live set and the set
+/// of claimed blocks are [`BlockMap`]s, and run lists wait in a local file; what stays in memory
+/// is a few dozen bytes per pack and per segment.
 pub async fn collect(
     bs: &BlockStore,
     store: &Store,
@@ -107,11 +153,28 @@ pub async fn collect(
     retained: &[Manifest],
     dry_run: bool,
 ) -> Result<GcReport> {
-    // Every segment, loaded once: into `bs` to read the block lists, and kept per segment to
-    // know which segments name a pack that goes.
-    let segments = load_segments(store, bs, stanza).await?;
-    for s in &segments {
-        bs.add_to_index(&s.path, &s.packs)?;
+    // Every segment, loaded once: into `bs` to read the block lists, and remembered per segment
+    // to know which segments name a pack that goes.
+    let mut lists = RunLists::new()?;
+    let mut segments: Vec<Segment> = Vec::new();
+    let listed = store.list(&format!("{stanza}/index")).await?;
+    let mut loaded = futures::stream::iter(listed)
+        .map(|l| async move {
+            let bytes = store.get(&l.path).await?;
+            let packs = bs.decode_segment(&l.path, &bytes)?;
+            Ok::<_, Error>((l, packs))
+        })
+        .buffer_unordered(8);
+    while let Some((l, packs)) = loaded.try_next().await? {
+        bs.add_to_index(&l.path, &packs)?;
+        for p in &packs {
+            lists.put(p)?;
+        }
+        segments.push(Segment {
+            path: l.path,
+            size: l.size,
+            packs: packs.iter().map(|p| p.pack).collect(),
+        });
     }
     let live = live_blocks(bs, retained).await?;
     let mut report = GcReport {
@@ -123,40 +186,40 @@ pub async fn collect(
     // segment naming a pack is as good as any).
     let stored = bs.list_packs().await?;
     report.packs_total = stored.len() as u64;
-    let mut indexed: HashMap<BlockId, &[Run]> = HashMap::new();
-    for s in &segments {
-        for p in &s.packs {
-            indexed.entry(p.pack).or_insert(&p.runs);
-        }
-    }
 
     // Where several packs hold the same live block, one copy is enough: packs with the most live
     // bytes claim their blocks first, so copies in emptier packs count as dead. A run's bytes
     // are live while any block in it is (a run is sealed as one piece).
-    let mut candidates: Vec<(BlockId, u64)> = indexed
-        .iter()
-        .filter(|(p, _)| stored.contains_key(*p))
-        .map(|(p, runs)| {
-            let bytes = runs
-                .iter()
-                .filter(|r| r.blocks.iter().any(|b| live.contains(&b.id)))
-                .map(|r| r.length as u64)
-                .sum();
-            (*p, bytes)
-        })
-        .collect();
+    let mut candidates: Vec<(BlockId, u64)> = Vec::new();
+    for p in lists.at.keys().filter(|p| stored.contains_key(*p)) {
+        let bytes = lists
+            .get(p)?
+            .iter()
+            .filter(|r| r.blocks.iter().any(|b| live.contains(&b.id)))
+            .map(|r| r.length as u64)
+            .sum();
+        candidates.push((*p, bytes));
+    }
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut claimed: HashSet<BlockId> = HashSet::new();
+    // Block -> the candidate (its position in `candidates`) that claimed it.
+    let mut claimed = BlockMap::default();
     let mut delete: Vec<BlockId> = Vec::new();
-    let mut rewrite: Vec<(BlockId, HashSet<BlockId>)> = Vec::new();
-    for (p, _) in &candidates {
-        let mut mine = HashSet::new();
+    let mut rewrite: Vec<(BlockId, u32)> = Vec::new();
+    for (n, (p, _)) in candidates.iter().enumerate() {
+        let mut mine = 0usize;
         let mut live_bytes = 0u64;
-        for r in indexed[p] {
+        for r in lists.get(p)? {
             let mut run_live = false;
             for b in &r.blocks {
-                if live.contains(&b.id) && claimed.insert(b.id) {
-                    mine.insert(b.id);
+                if live.contains(&b.id) && !claimed.contains(&b.id) {
+                    claimed.insert(
+                        b.id,
+                        Loc {
+                            pack: n as u32,
+                            ..NOWHERE
+                        },
+                    )?;
+                    mine += 1;
                     run_live = true;
                 }
             }
@@ -165,16 +228,17 @@ pub async fn collect(
             }
         }
         let size = stored[p];
-        if mine.is_empty() {
+        if mine == 0 {
             delete.push(*p);
         } else if (size - live_bytes.min(size)) as f64 >= REWRITE_DEAD_SHARE * size as f64 {
             report.bytes_moved += live_bytes;
-            rewrite.push((*p, mine));
+            rewrite.push((*p, n as u32));
         }
     }
+    drop(live);
     let orphans: Vec<BlockId> = stored
         .keys()
-        .filter(|p| !indexed.contains_key(*p))
+        .filter(|p| !lists.at.contains_key(*p))
         .copied()
         .collect();
     report.packs_deleted = delete.len() as u64;
@@ -189,7 +253,7 @@ pub async fn collect(
     report.bytes_deleted = going.iter().map(|p| stored[p]).sum();
     let affected: Vec<&Segment> = segments
         .iter()
-        .filter(|s| s.packs.iter().any(|p| going.contains(&p.pack)))
+        .filter(|s| s.packs.iter().any(|p| going.contains(p)))
         .collect();
     report.segments_replaced = affected.len() as u64;
     report.bytes_deleted += affected.iter().map(|s| s.size).sum::<u64>();
@@ -202,8 +266,9 @@ pub async fn collect(
     // 1. Live blocks out of mostly-dead packs.
     if !rewrite.is_empty() {
         let mut w = bs.writer().forcing();
-        for (p, mine) in &rewrite {
-            let (_, kept) = bs.pack_blocks(p, |id| mine.contains(id)).await?;
+        for (p, n) in &rewrite {
+            let mine = |id: &BlockId| claimed.get(id).is_some_and(|l| l.pack == *n);
+            let (_, kept) = bs.pack_blocks(p, mine).await?;
             // Blocks of one old run stay together (they are neighbours in one file); blocks of
             // different old runs do not share a new one.
             let mut last_run = None;
@@ -229,13 +294,20 @@ pub async fn collect(
     let mut seen: HashSet<BlockId> = HashSet::new();
     for s in &affected {
         for p in &s.packs {
-            if !going.contains(&p.pack) && seen.insert(p.pack) {
-                keep.push(p.clone());
+            if !going.contains(p) && seen.insert(*p) {
+                keep.push(PackEntries {
+                    pack: *p,
+                    runs: lists.get(p)?,
+                });
+                if keep.len() == PACKS_PER_NEW_SEGMENT {
+                    report.bytes_written += bs.write_segment(&keep).await?;
+                    keep.clear();
+                }
             }
         }
     }
-    for chunk in keep.chunks(PACKS_PER_NEW_SEGMENT) {
-        report.bytes_written += bs.write_segment(chunk).await?;
+    if !keep.is_empty() {
+        report.bytes_written += bs.write_segment(&keep).await?;
     }
     for s in &affected {
         store.delete(&s.path).await?;
