@@ -177,7 +177,7 @@ pub const OPTIONS: &[OptDef] = &[
             "index-memory",
             "SIZE",
             Group::Backup,
-            "Memory the block index may hold (64KiB to 64GiB); beyond it the index goes to sorted files in index-path. With the default, a repository of up to about 600,000 distinct blocks (4.5 GiB of 8 KiB pages) never touches disk.",
+            "Memory the block index may hold (64KiB to 64GiB); beyond it the index goes to sorted files in index-path. With the default, a repository of up to about 450,000 distinct blocks (3.5 GiB of 8 KiB pages) never touches disk.",
         )
     },
     opt(

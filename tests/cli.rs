@@ -321,6 +321,18 @@ fn options_from_file_env_and_flags() {
     );
 }
 
+/// docs/cli.md is the reference for options: every option the code knows is in it.
+#[test]
+fn every_option_is_documented() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let missing: Vec<&str> = pgfrost::config::OPTIONS
+        .iter()
+        .map(|o| o.name)
+        .filter(|n| !doc.contains(&format!("`{n}`")) && !doc.contains(&format!("--{n}")))
+        .collect();
+    assert!(missing.is_empty(), "docs/cli.md lacks {missing:?}");
+}
+
 #[test]
 fn help_describes_options() {
     let home = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use pgfrost::repo::Repository;
-use pgfrost::repo::blockmap::{self, Limits, MAP_BYTES_PER_ENTRY};
+use pgfrost::repo::blockmap::{self, BlockMap, Limits};
 use pgfrost::repo::blockstore::BlockStore;
 use pgfrost::repo::index::{PackEntries, Run, RunBlock};
 use pgfrost::store::{Location, Store};
@@ -31,8 +31,9 @@ fn rss_anon_kib() -> u64 {
 fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spill = tempfile::tempdir().unwrap();
-    // Room for about 600 entries in memory; 3000 blocks make several tables and merges.
-    limit(spill.path(), 600 * MAP_BYTES_PER_ENTRY);
+    // Room for a few hundred entries in memory; 3000 blocks make several tables and merges.
+    limit(spill.path(), 64 << 10);
+    assert!(BlockMap::capacity_for(64 << 10) < 1000);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Location::Local(dir.path().join("repo")), true).unwrap();
     rt().block_on(async {

@@ -699,6 +699,7 @@ async fn restore_from(
             first.get_or_insert(e);
         }
     }
+    log::debug!("restore: every file written");
     // Every file flushed before anything that follows (pg_control last of all).
     if let Err(e) = flusher
         .await
@@ -706,6 +707,7 @@ async fn restore_from(
     {
         first.get_or_insert(e);
     }
+    log::debug!("restore: every file flushed");
     reporter.abort();
     if let Some(e) = first {
         return Err(e.context(format!(

@@ -10,7 +10,7 @@
 //! from them.
 
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
@@ -34,10 +34,10 @@ pub struct Loc {
 
 /// One table record: the id, then the six fields of [`Loc`] little-endian.
 const REC: usize = 32 + 6 * 4;
-/// What one entry of the in-memory map costs, B-tree nodes included (about 56 bytes of key and
-/// value, nodes between half and wholly full): the map is written out when its entries would
-/// exceed `index-memory` at this rate.
-pub const MAP_BYTES_PER_ENTRY: usize = 112;
+/// What one bucket of the in-memory hash map costs: key, value and a control byte.
+const BUCKET_BYTES: usize = 32 + 24 + 1;
+/// Writing the map out sorts references to its entries: two pointers each.
+const SORT_BYTES: usize = 16;
 /// Each table keeps the position of its first record for every 16-bit id prefix (256 KiB), so a
 /// lookup binary-searches a few hundred records rather than the whole table.
 const FAN: usize = 1 << 16;
@@ -296,7 +296,7 @@ impl TableWriter {
 /// The map from block id to [`Loc`].
 pub struct BlockMap {
     limits: Limits,
-    recent: BTreeMap<BlockId, Loc>,
+    recent: HashMap<BlockId, Loc>,
     /// Oldest first; each about twice the size of the next or more.
     tables: Vec<Table>,
 }
@@ -311,13 +311,27 @@ impl BlockMap {
     pub fn new(limits: Limits) -> BlockMap {
         BlockMap {
             limits,
-            recent: BTreeMap::new(),
+            recent: HashMap::new(),
             tables: Vec::new(),
         }
     }
 
-    fn map_max(&self) -> usize {
-        (self.limits.memory / MAP_BYTES_PER_ENTRY).max(1)
+    /// Whether the map, full, may grow: it doubles its buckets, and writing it out later needs
+    /// room to sort. A hash map (rather than an ordered one) because a restore or a backup
+    /// looks up every block, and loading the index inserts every one.
+    fn may_grow(&self) -> bool {
+        let cap = self.recent.capacity();
+        let buckets = (cap * 8 / 7).next_power_of_two() * 2;
+        buckets * BUCKET_BYTES + buckets * 7 / 8 * SORT_BYTES <= self.limits.memory
+    }
+
+    /// The most entries the map holds under `memory` bytes.
+    pub fn capacity_for(memory: usize) -> usize {
+        let mut buckets = 8usize;
+        while (buckets * 2) * BUCKET_BYTES + (buckets * 2) * 7 / 8 * SORT_BYTES <= memory {
+            buckets *= 2;
+        }
+        buckets * 7 / 8
     }
 
     pub fn get(&self, id: &BlockId) -> Option<Loc> {
@@ -352,17 +366,23 @@ impl BlockMap {
     /// searched: loading an index would then cost a lookup per entry. A block in two packs
     /// may therefore be held twice, until a merge drops one.)
     pub fn insert(&mut self, id: BlockId, loc: Loc) -> Result<()> {
-        self.recent.entry(id).or_insert(loc);
-        if self.recent.len() >= self.map_max() {
+        if self.recent.len() == self.recent.capacity()
+            && !self.recent.is_empty()
+            && !self.recent.contains_key(&id)
+            && !self.may_grow()
+        {
             self.spill()?;
         }
+        self.recent.entry(id).or_insert(loc);
         Ok(())
     }
 
     /// Writes the in-memory part out as a table, then merges tables of similar size.
     fn spill(&mut self) -> Result<()> {
         let mut w = TableWriter::new(&self.limits.dir)?;
-        for (id, l) in &self.recent {
+        let mut sorted: Vec<(&BlockId, &Loc)> = self.recent.iter().collect();
+        sorted.sort_unstable_by_key(|e| e.0);
+        for (id, l) in sorted {
             w.push(id, l)?;
         }
         let t = w.finish()?;
@@ -425,7 +445,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = BlockMap::new(Limits {
             dir: dir.path().to_path_buf(),
-            memory: 100 * MAP_BYTES_PER_ENTRY,
+            memory: 16 << 10,
         });
         for n in 0..5000u32 {
             m.insert(id(n), loc(n)).unwrap();
@@ -446,12 +466,31 @@ mod tests {
     }
 
     #[test]
+    fn the_map_keeps_to_its_memory() {
+        assert_eq!(BlockMap::capacity_for(64 << 20), 458_752);
+        let mut m = BlockMap::new(Limits {
+            dir: std::env::temp_dir(),
+            memory: 1 << 20,
+        });
+        let most = BlockMap::capacity_for(1 << 20);
+        for n in 0..most as u32 {
+            m.insert(id(n), loc(n)).unwrap();
+        }
+        assert_eq!(m.tables().0, 0, "spilled before its capacity");
+        assert!(m.recent.capacity() * 8 / 7 * (BUCKET_BYTES + SORT_BYTES) <= 1 << 20);
+        m.insert(id(most as u32), loc(0)).unwrap();
+        assert_eq!(m.tables().0, 1);
+    }
+
+    #[test]
     fn an_unwritable_directory_is_a_clear_error() {
         let mut m = BlockMap::new(Limits {
             dir: PathBuf::from("/nonexistent/pgfrost"),
-            memory: MAP_BYTES_PER_ENTRY,
+            memory: 1,
         });
-        let e = m.insert(id(1), loc(1)).unwrap_err();
+        let e = (0..100)
+            .find_map(|n| m.insert(id(n), loc(n)).err())
+            .expect("a table must be written, and fail");
         assert!(e.message.contains("/nonexistent/pgfrost"), "{e}");
         assert!(e.hint.unwrap().contains("index-path"));
     }

@@ -201,11 +201,18 @@ impl BlockStore {
         };
         // Each segment goes into the index as it arrives: holding them all first would cost
         // memory in proportion to the repository.
+        // Decoding (authentication, decompression, parsing) runs on blocking threads, so that
+        // segments decode in parallel while this task adds finished ones to the index.
         let mut loaded = futures::stream::iter(new)
             .map(|path| async move {
                 let bytes = self.store.get(&path).await?;
-                let packs = self.decode_segment(&path, &bytes)?;
-                Ok::<_, Error>((path, packs))
+                let bs = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let packs = bs.decode_segment(&path, &bytes)?;
+                    Ok::<_, Error>((path, packs))
+                })
+                .await
+                .map_err(|e| Error::internal(format!("index segment decoding failed: {e}")))?
             })
             .buffer_unordered(8);
         while let Some((path, packs)) = loaded.try_next().await? {
