@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use pgfrost::repo::Repository;
-use pgfrost::repo::blockmap::{self, BlockMap, Limits};
+use pgfrost::repo::blockmap::{self, BlockMap, Limits, Loc};
 use pgfrost::repo::blockstore::BlockStore;
 use pgfrost::repo::index::{PackEntries, Run, RunBlock};
 use pgfrost::store::{Location, Store};
@@ -33,7 +33,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
     let spill = tempfile::tempdir().unwrap();
     // Room for a few hundred entries in memory; 3000 blocks make several tables and merges.
     limit(spill.path(), 64 << 10);
-    assert!(BlockMap::capacity_for(64 << 10) < 1000);
+    assert!(BlockMap::<Loc>::capacity_for(64 << 10) < 1000);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Location::Local(dir.path().join("repo")), true).unwrap();
     rt().block_on(async {

@@ -7,6 +7,7 @@ use crate::clock;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::wal;
+use crate::repo::blockmap::{RunFile, RunsAt};
 use crate::repo::blockstore::{BlockId, BlockStore, hex_id};
 use crate::repo::stanza::{self, StanzaDb, seg_size};
 use crate::repo::{self, Repository, manifest};
@@ -16,6 +17,33 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
+
+/// What one block list's blocks are: how many, and how many are missing or in bad packs, by
+/// reason.
+struct ListCheck {
+    blocks: usize,
+    trouble: BTreeMap<String, u64>,
+}
+
+fn check_list(bs: &BlockStore, bad_packs: &HashMap<BlockId, String>, list: &[u8]) -> ListCheck {
+    let mut trouble: BTreeMap<String, u64> = BTreeMap::new();
+    for id in list.chunks_exact(32) {
+        let id: BlockId = id.try_into().expect("32 bytes");
+        let why = match bs.locate(&id) {
+            None => Some(format!("missing blocks (e.g. {})", hex_id(&id))),
+            Some(p) => bad_packs
+                .get(&p)
+                .map(|w| format!("blocks in pack {} ({w})", bs.pack_path(&p))),
+        };
+        if let Some(w) = why {
+            *trouble.entry(w).or_default() += 1;
+        }
+    }
+    ListCheck {
+        blocks: list.len() / 32,
+        trouble,
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -149,8 +177,11 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
 
     // Index segments, one by one so that a bad one is named and the rest still count.
     let bs = BlockStore::open_empty(repo.store.clone(), stanza_name, repo.keys.clone());
-    // Every segment's runs for each pack: each must equal the pack's trailer.
-    let mut indexed: HashMap<BlockId, Vec<(String, Vec<crate::repo::index::Run>)>> = HashMap::new();
+    // Every segment's runs for each pack: each must equal the pack's trailer. The lists wait in
+    // a scratch file; memory holds a few dozen bytes per pack and segment.
+    let mut runs_file = RunFile::new("verify's run lists")?;
+    let mut segment_names: Vec<String> = Vec::new();
+    let mut indexed: HashMap<BlockId, Vec<(u32, RunsAt)>> = HashMap::new();
     for l in repo.store.list(&format!("{stanza_name}/index")).await? {
         if !is_hex64(l.path.rsplit('/').next().unwrap_or("")) {
             continue;
@@ -165,11 +196,11 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             Ok(packs) => {
                 r.checked.bytes_read += l.size;
                 bs.add_to_index(&l.path, &packs)?;
+                let seg = segment_names.len() as u32;
+                segment_names.push(l.path.clone());
                 for p in packs {
-                    indexed
-                        .entry(p.pack)
-                        .or_default()
-                        .push((l.path.clone(), p.runs));
+                    let at = runs_file.append(&p.runs)?;
+                    indexed.entry(p.pack).or_default().push((seg, at));
                 }
             }
             Err(e) => r.problem(&l.path, e.to_string()),
@@ -206,8 +237,11 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                         "no index segment names this pack (left by an interrupted backup); the next backup reuses it or expire removes it",
                     ),
                     Some(segs) => {
-                        for (seg, listed) in segs {
-                            if *listed != runs {
+                        let mut trailer = Vec::new();
+                        crate::repo::index::encode_runs(&runs, &mut trailer);
+                        for (seg, at) in segs {
+                            if runs_file.bytes(*at)? != trailer {
+                                let seg = &segment_names[*seg as usize];
                                 r.problem(
                                     &path,
                                     format!("index segment {seg} does not list the runs of the pack's trailer"),
@@ -227,7 +261,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     drop(checks);
     for (id, segs) in &indexed {
         if !stored.contains_key(id) {
-            let seg = &segs[0].0;
+            let seg = &segment_names[segs[0].0 as usize];
             r.problem(
                 bs.pack_path(id),
                 format!("missing, but index segment {seg} names it"),
@@ -243,8 +277,10 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         r.problem(manifest::path(stanza_name, &l), e.to_string());
     }
     r.checked.manifests = manifests.len() as u64;
-    let mut list_cache: HashMap<BlockId, std::result::Result<Vec<BlockId>, String>> =
-        HashMap::new();
+    // Per block list, what is wrong with its blocks: (reason, blocks) and its length. Backups
+    // share most lists; the outcome, not the ids, is kept, so memory follows the number of
+    // lists, not of blocks.
+    let mut list_cache: HashMap<BlockId, std::result::Result<ListCheck, String>> = HashMap::new();
     for m in &manifests {
         let obj = manifest::path(stanza_name, &m.label);
         // (pack or "missing") -> (blocks, files, first file)
@@ -259,18 +295,13 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             };
             if let std::collections::hash_map::Entry::Vacant(e) = list_cache.entry(list_id) {
                 let got = match bs.read_blocks(&[list_id]).await {
-                    Ok(mut v) => Ok(v
-                        .pop()
-                        .unwrap_or_default()
-                        .chunks_exact(32)
-                        .map(|c| c.try_into().expect("32"))
-                        .collect()),
+                    Ok(mut v) => Ok(check_list(&bs, &bad_packs, &v.pop().unwrap_or_default())),
                     Err(e) => Err(e.to_string()),
                 };
                 e.insert(got);
             }
-            let ids = match &list_cache[&list_id] {
-                Ok(ids) => ids,
+            let check = match &list_cache[&list_id] {
+                Ok(c) => c,
                 Err(e) => {
                     r.problem(
                         &obj,
@@ -279,32 +310,19 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                     continue;
                 }
             };
-            if ids.len() as u32 != f.blocks {
+            if check.blocks != f.blocks as usize {
                 r.problem(
                     &obj,
                     format!(
                         "file {}: block list holds {} blocks, the manifest says {}",
-                        f.path,
-                        ids.len(),
-                        f.blocks
+                        f.path, check.blocks, f.blocks
                     ),
                 );
             }
-            let mut seen_here: HashSet<String> = HashSet::new();
-            for id in ids {
-                let why = match bs.locate(id) {
-                    None => Some(format!("missing blocks (e.g. {})", hex_id(id))),
-                    Some(p) => bad_packs
-                        .get(&p)
-                        .map(|w| format!("blocks in pack {} ({w})", bs.pack_path(&p))),
-                };
-                if let Some(w) = why {
-                    let e = trouble.entry(w.clone()).or_insert((0, 0, f.path.clone()));
-                    e.0 += 1;
-                    if seen_here.insert(w) {
-                        e.1 += 1;
-                    }
-                }
+            for (w, n) in &check.trouble {
+                let e = trouble.entry(w.clone()).or_insert((0, 0, f.path.clone()));
+                e.0 += n;
+                e.1 += 1;
             }
         }
         for (what, (blocks, files, first)) in trouble {

@@ -9,11 +9,13 @@
 //! stored in the repository: the index segments are the truth, and every process builds its map
 //! from them.
 
+use super::index::{self, Run};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +34,60 @@ pub struct Loc {
     pub raw_length: u32,
 }
 
-/// One table record: the id, then the six fields of [`Loc`] little-endian.
-const REC: usize = 32 + 6 * 4;
-/// What one bucket of the in-memory hash map costs: key, value and a control byte.
-const BUCKET_BYTES: usize = 32 + 24 + 1;
+/// What a block map holds for each id: a fixed-size value, stored in tables after the id.
+pub trait Value: Copy + std::fmt::Debug {
+    const LEN: usize;
+    fn put(&self, out: &mut [u8]);
+    fn get(b: &[u8]) -> Self;
+}
+
+impl Value for Loc {
+    const LEN: usize = 24;
+    fn put(&self, out: &mut [u8]) {
+        for (i, v) in [
+            self.pack,
+            self.run_offset,
+            self.run_length,
+            self.run_raw,
+            self.raw_offset,
+            self.raw_length,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    fn get(b: &[u8]) -> Loc {
+        let f = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
+        Loc {
+            pack: f(0),
+            run_offset: f(1),
+            run_length: f(2),
+            run_raw: f(3),
+            raw_offset: f(4),
+            raw_length: f(5),
+        }
+    }
+}
+
+/// A set of ids (garbage collection's live set).
+impl Value for () {
+    const LEN: usize = 0;
+    fn put(&self, _: &mut [u8]) {}
+    fn get(_: &[u8]) {}
+}
+
+/// A number per id (garbage collection's claims: which pack keeps a block).
+impl Value for u32 {
+    const LEN: usize = 4;
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
+    }
+    fn get(b: &[u8]) -> u32 {
+        u32::from_le_bytes(b.try_into().unwrap())
+    }
+}
 /// Writing the map out sorts references to its entries: two pointers each.
 const SORT_BYTES: usize = 16;
 /// Each table keeps the position of its first record for every 16-bit id prefix (256 KiB), so a
@@ -128,53 +180,86 @@ impl Drop for Map {
     }
 }
 
-fn encode(id: &BlockId, l: &Loc, out: &mut [u8]) {
-    out[..32].copy_from_slice(id);
-    for (i, v) in [
-        l.pack,
-        l.run_offset,
-        l.run_length,
-        l.run_raw,
-        l.raw_offset,
-        l.raw_length,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        out[32 + 4 * i..36 + 4 * i].copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn decode(rec: &[u8]) -> Loc {
-    let f = |i: usize| u32::from_le_bytes(rec[32 + 4 * i..36 + 4 * i].try_into().unwrap());
-    Loc {
-        pack: f(0),
-        run_offset: f(1),
-        run_length: f(2),
-        run_raw: f(3),
-        raw_offset: f(4),
-        raw_length: f(5),
-    }
-}
-
 fn prefix(id: &[u8]) -> usize {
     (id[0] as usize) << 8 | id[1] as usize
 }
 
-/// A sorted table of records in an unlinked file.
-struct Table {
+/// Encoded run lists (index.rs) kept in an unlinked scratch file in `index-path`, for work that
+/// needs every pack's run list at hand (garbage collection, verify): in memory they would cost
+/// 36 bytes per block. Each list is appended once and read back by the place `append` gave.
+pub struct RunFile {
+    file: File,
+    end: u64,
+    what: &'static str,
+}
+
+/// Where [`RunFile::append`] put a run list.
+#[derive(Debug, Clone, Copy)]
+pub struct RunsAt {
+    at: u64,
+    len: u32,
+}
+
+impl RunFile {
+    pub fn new(what: &'static str) -> Result<RunFile> {
+        Ok(RunFile {
+            file: scratch_file(what)?,
+            end: 0,
+            what,
+        })
+    }
+
+    fn err(&self, e: std::io::Error) -> Error {
+        Error::storage(format!("the scratch file for {}: {e}", self.what)).hint(
+            "point index-path at a local directory with room (about 40 bytes per stored block)",
+        )
+    }
+
+    pub fn append(&mut self, runs: &[Run]) -> Result<RunsAt> {
+        let mut b = Vec::with_capacity(index::encoded_runs_len(runs));
+        index::encode_runs(runs, &mut b);
+        self.file
+            .write_all_at(&b, self.end)
+            .map_err(|e| self.err(e))?;
+        let at = RunsAt {
+            at: self.end,
+            len: b.len() as u32,
+        };
+        self.end += b.len() as u64;
+        Ok(at)
+    }
+
+    /// The list's encoding, as appended (an encoding is canonical: equal lists, equal bytes).
+    pub fn bytes(&self, at: RunsAt) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; at.len as usize];
+        self.file
+            .read_exact_at(&mut b, at.at)
+            .map_err(|e| self.err(e))?;
+        Ok(b)
+    }
+
+    pub fn runs(&self, at: RunsAt) -> Result<Vec<Run>> {
+        index::decode_runs(&mut index::Reader::new(&self.bytes(at)?)).map_err(Error::internal)
+    }
+}
+
+/// A sorted table of records (id, then the value) in an unlinked file.
+struct Table<V> {
     map: Map,
     n: usize,
+    value: std::marker::PhantomData<V>,
     /// fan[p] = the first record whose id's 16-bit prefix is at least p; fan[FAN] = n.
     fan: Vec<u32>,
 }
 
-impl Table {
+impl<V: Value> Table<V> {
+    const REC: usize = 32 + V::LEN;
+
     fn rec(&self, i: usize) -> &[u8] {
-        &self.map.bytes()[i * REC..(i + 1) * REC]
+        &self.map.bytes()[i * Self::REC..(i + 1) * Self::REC]
     }
 
-    fn get(&self, id: &BlockId) -> Option<Loc> {
+    fn get(&self, id: &BlockId) -> Option<V> {
         let p = prefix(id);
         let (mut lo, mut hi) = (self.fan[p] as usize, self.fan[p + 1] as usize);
         while lo < hi {
@@ -183,7 +268,7 @@ impl Table {
             match r[..32].cmp(id) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(decode(r)),
+                std::cmp::Ordering::Equal => return Some(V::get(&r[32..])),
             }
         }
         None
@@ -193,7 +278,8 @@ impl Table {
 static TABLE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes records, in id order, to a new unlinked file in `dir` and maps it.
-struct TableWriter {
+struct TableWriter<V> {
+    value: std::marker::PhantomData<V>,
     out: BufWriter<File>,
     path: PathBuf,
     n: usize,
@@ -239,10 +325,11 @@ pub fn scratch_file(what: &str) -> Result<File> {
         .map_err(|e| e.context(format!("scratch file for {what}")))
 }
 
-impl TableWriter {
-    fn new(dir: &Path) -> Result<TableWriter> {
+impl<V: Value> TableWriter<V> {
+    fn new(dir: &Path) -> Result<TableWriter<V>> {
         let (f, path) = unlinked_file(dir)?;
         Ok(TableWriter {
+            value: std::marker::PhantomData,
             out: BufWriter::with_capacity(WRITE_BUF, f),
             path,
             n: 0,
@@ -253,17 +340,19 @@ impl TableWriter {
 
     /// Appends a record; ids must come in increasing order (a repeat is dropped: one place is
     /// as good as another).
-    fn push(&mut self, id: &BlockId, l: &Loc) -> Result<()> {
+    fn push(&mut self, id: &BlockId, v: &V) -> Result<()> {
         if let Some(last) = &self.last {
             if last == id {
                 return Ok(());
             }
             debug_assert!(last < id, "table records out of order");
         }
-        let mut rec = [0u8; REC];
-        encode(id, l, &mut rec);
+        let mut rec = [0u8; 32 + 24];
+        let rec = &mut rec[..32 + V::LEN];
+        rec[..32].copy_from_slice(id);
+        v.put(&mut rec[32..]);
         self.out
-            .write_all(&rec)
+            .write_all(rec)
             .map_err(|e| io_err("write", &self.path, e))?;
         self.counts[prefix(id)] += 1;
         self.n += 1;
@@ -271,13 +360,13 @@ impl TableWriter {
         Ok(())
     }
 
-    fn finish(self) -> Result<Table> {
+    fn finish(self) -> Result<Table<V>> {
         let path = self.path;
         let f = self
             .out
             .into_inner()
             .map_err(|e| io_err("write", &path, e.into_error()))?;
-        let map = Map::new(&f, self.n * REC).map_err(|e| io_err("map", &path, e))?;
+        let map = Map::new(&f, self.n * (32 + V::LEN)).map_err(|e| io_err("map", &path, e))?;
         let mut fan = Vec::with_capacity(FAN + 1);
         let mut at = 0u32;
         for c in &self.counts {
@@ -286,6 +375,7 @@ impl TableWriter {
         }
         fan.push(at);
         Ok(Table {
+            value: std::marker::PhantomData,
             map,
             n: self.n,
             fan,
@@ -293,22 +383,35 @@ impl TableWriter {
     }
 }
 
-/// The map from block id to [`Loc`].
-pub struct BlockMap {
+/// A map from block id to a [`Value`] (a [`Loc`] for the block index).
+pub struct BlockMap<V = Loc> {
     limits: Limits,
-    recent: HashMap<BlockId, Loc>,
+    recent: HashMap<BlockId, V>,
     /// Oldest first; each about twice the size of the next or more.
-    tables: Vec<Table>,
+    tables: Vec<Table<V>>,
 }
 
-impl Default for BlockMap {
+impl<V: Value> Default for BlockMap<V> {
     fn default() -> Self {
         BlockMap::new(limits())
     }
 }
 
-impl BlockMap {
-    pub fn new(limits: Limits) -> BlockMap {
+/// What one bucket of the in-memory hash map costs: key, value and a control byte.
+const fn bucket_bytes<V>() -> usize {
+    32 + std::mem::size_of::<V>() + 1
+}
+
+/// The most a map of `buckets` buckets takes at once: while it grows into them the half-size
+/// table it leaves is still there; when it is written out, references to its entries are
+/// sorted.
+fn peak_bytes<V>(buckets: usize) -> usize {
+    let table = buckets * bucket_bytes::<V>();
+    table + (table / 2).max(buckets * 7 / 8 * SORT_BYTES)
+}
+
+impl<V: Value> BlockMap<V> {
+    pub fn new(limits: Limits) -> BlockMap<V> {
         BlockMap {
             limits,
             recent: HashMap::new(),
@@ -320,21 +423,20 @@ impl BlockMap {
     /// room to sort. A hash map (rather than an ordered one) because a restore or a backup
     /// looks up every block, and loading the index inserts every one.
     fn may_grow(&self) -> bool {
-        let cap = self.recent.capacity();
-        let buckets = (cap * 8 / 7).next_power_of_two() * 2;
-        buckets * BUCKET_BYTES + buckets * 7 / 8 * SORT_BYTES <= self.limits.memory
+        let buckets = (self.recent.capacity() * 8 / 7).next_power_of_two();
+        peak_bytes::<V>(buckets * 2) <= self.limits.memory
     }
 
     /// The most entries the map holds under `memory` bytes.
     pub fn capacity_for(memory: usize) -> usize {
         let mut buckets = 8usize;
-        while (buckets * 2) * BUCKET_BYTES + (buckets * 2) * 7 / 8 * SORT_BYTES <= memory {
+        while peak_bytes::<V>(buckets * 2) <= memory {
             buckets *= 2;
         }
         buckets * 7 / 8
     }
 
-    pub fn get(&self, id: &BlockId) -> Option<Loc> {
+    pub fn get(&self, id: &BlockId) -> Option<V> {
         if let Some(l) = self.recent.get(id) {
             return Some(*l);
         }
@@ -358,14 +460,17 @@ impl BlockMap {
     pub fn tables(&self) -> (usize, u64) {
         (
             self.tables.len(),
-            self.tables.iter().map(|t| (t.n * REC) as u64).sum(),
+            self.tables
+                .iter()
+                .map(|t| (t.n * Table::<V>::REC) as u64)
+                .sum(),
         )
     }
 
     /// Adds a place for `id` unless the in-memory part already has one. (Tables are not
     /// searched: loading an index would then cost a lookup per entry. A block in two packs
     /// may therefore be held twice, until a merge drops one.)
-    pub fn insert(&mut self, id: BlockId, loc: Loc) -> Result<()> {
+    pub fn insert(&mut self, id: BlockId, value: V) -> Result<()> {
         if self.recent.len() == self.recent.capacity()
             && !self.recent.is_empty()
             && !self.recent.contains_key(&id)
@@ -373,14 +478,14 @@ impl BlockMap {
         {
             self.spill()?;
         }
-        self.recent.entry(id).or_insert(loc);
+        self.recent.entry(id).or_insert(value);
         Ok(())
     }
 
     /// Writes the in-memory part out as a table, then merges tables of similar size.
     fn spill(&mut self) -> Result<()> {
         let mut w = TableWriter::new(&self.limits.dir)?;
-        let mut sorted: Vec<(&BlockId, &Loc)> = self.recent.iter().collect();
+        let mut sorted: Vec<(&BlockId, &V)> = self.recent.iter().collect();
         sorted.sort_unstable_by_key(|e| e.0);
         for (id, l) in sorted {
             w.push(id, l)?;
@@ -402,7 +507,7 @@ impl BlockMap {
     }
 }
 
-fn merge(dir: &Path, a: &Table, b: &Table) -> Result<Table> {
+fn merge<V: Value>(dir: &Path, a: &Table<V>, b: &Table<V>) -> Result<Table<V>> {
     let mut w = TableWriter::new(dir)?;
     let (mut i, mut j) = (0, 0);
     while i < a.n || j < b.n {
@@ -414,7 +519,7 @@ fn merge(dir: &Path, a: &Table, b: &Table) -> Result<Table> {
             j += 1;
             b.rec(j - 1)
         };
-        w.push(r[..32].try_into().unwrap(), &decode(r))?;
+        w.push(r[..32].try_into().unwrap(), &V::get(&r[32..]))?;
     }
     let t = w.finish()?;
     log::debug!("block index: tables merged into one of {} entries", t.n);
@@ -454,7 +559,7 @@ mod tests {
         m.insert(id(17), loc(99999)).unwrap();
         let (tables, bytes) = m.tables();
         assert!((2..=8).contains(&tables), "{tables} tables");
-        assert!(bytes >= 4900 * REC as u64);
+        assert!(bytes >= 4900 * 56);
         for n in 0..5000u32 {
             let l = m.get(&id(n)).unwrap_or_else(|| panic!("{n} lost"));
             assert!(l == loc(n) || (n == 17 && l == loc(99999)), "{n}: {l:?}");
@@ -466,18 +571,40 @@ mod tests {
     }
 
     #[test]
+    fn sets_and_numbers_spill_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            dir: dir.path().to_path_buf(),
+            memory: 4 << 10,
+        };
+        let mut set: BlockMap<()> = BlockMap::new(limits.clone());
+        let mut num: BlockMap<u32> = BlockMap::new(limits);
+        for n in 0..3000u32 {
+            set.insert(id(n), ()).unwrap();
+            num.insert(id(n), n * 7).unwrap();
+        }
+        assert!(set.tables().0 >= 1 && set.tables().1 >= 2000 * 32);
+        assert!(num.tables().0 >= 1 && num.tables().1 >= 2000 * 36);
+        for n in 0..3000u32 {
+            assert!(set.contains(&id(n)));
+            assert_eq!(num.get(&id(n)), Some(n * 7));
+        }
+        assert!(!set.contains(&id(3000)) && num.get(&id(3001)).is_none());
+    }
+
+    #[test]
     fn the_map_keeps_to_its_memory() {
-        assert_eq!(BlockMap::capacity_for(64 << 20), 458_752);
+        assert_eq!(BlockMap::<Loc>::capacity_for(64 << 20), 458_752);
         let mut m = BlockMap::new(Limits {
             dir: std::env::temp_dir(),
             memory: 1 << 20,
         });
-        let most = BlockMap::capacity_for(1 << 20);
+        let most = BlockMap::<Loc>::capacity_for(1 << 20);
         for n in 0..most as u32 {
             m.insert(id(n), loc(n)).unwrap();
         }
         assert_eq!(m.tables().0, 0, "spilled before its capacity");
-        assert!(m.recent.capacity() * 8 / 7 * (BUCKET_BYTES + SORT_BYTES) <= 1 << 20);
+        assert!(m.recent.capacity() * 8 / 7 * bucket_bytes::<Loc>() * 3 / 2 <= 1 << 20);
         m.insert(id(most as u32), loc(0)).unwrap();
         assert_eq!(m.tables().0, 1);
     }

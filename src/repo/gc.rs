@@ -12,7 +12,7 @@
 //! which is harmless). The caller must hold a `gc` lease and have found no other live lease
 //! (see lease.rs): nothing may be adding references while the live set is computed.
 
-use super::blockmap::{self, BlockMap, Loc};
+use super::blockmap::{BlockMap, RunFile, RunsAt};
 use super::blockstore::{BlockId, BlockStore};
 use super::index::{PackEntries, Run};
 use super::manifest::Manifest;
@@ -21,7 +21,6 @@ use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 
 /// Staging files younger than this may belong to a writer at work.
 pub const STAGING_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -56,7 +55,7 @@ impl GcReport {
 
 /// Every block the manifests reference: the block lists and the blocks they list. Held in a
 /// [`BlockMap`], so in bounded memory; each id is held once.
-pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<BlockMap> {
+pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<BlockMap<()>> {
     let mut live = BlockMap::default();
     let mut lists: Vec<BlockId> = Vec::new();
     for m in manifests {
@@ -65,7 +64,7 @@ pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<Bloc
                 && let Ok(id) = super::format::hex_array::<32>(&f.list, "block list id")
                 && !live.contains(&id)
             {
-                live.insert(id, NOWHERE)?;
+                live.insert(id, ())?;
                 lists.push(id);
             }
         }
@@ -75,23 +74,13 @@ pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<Bloc
             for id in plain.chunks_exact(32) {
                 let id: BlockId = id.try_into().expect("32 bytes");
                 if !live.contains(&id) {
-                    live.insert(id, NOWHERE)?;
+                    live.insert(id, ())?;
                 }
             }
         }
     }
     Ok(live)
 }
-
-/// The place of a member of a set kept in a [`BlockMap`].
-const NOWHERE: Loc = Loc {
-    pack: 0,
-    run_offset: 0,
-    run_length: 0,
-    raw_offset: 0,
-    run_raw: 0,
-    raw_length: 0,
-};
 
 /// An index segment as collection remembers it: its packs' run lists are in [`RunLists`].
 struct Segment {
@@ -100,44 +89,30 @@ struct Segment {
     packs: Vec<BlockId>,
 }
 
-/// Every indexed pack's run list (as the first segment naming it gives it), in an unlinked
-/// local file: 36 bytes per block would otherwise be held in memory.
+/// Every indexed pack's run list, as the first segment naming it gives it, kept on disk.
 struct RunLists {
-    file: std::fs::File,
-    end: u64,
-    at: HashMap<BlockId, (u64, u32)>,
+    file: RunFile,
+    at: HashMap<BlockId, RunsAt>,
 }
 
 impl RunLists {
     fn new() -> Result<RunLists> {
         Ok(RunLists {
-            file: blockmap::scratch_file("garbage collection's run lists")?,
-            end: 0,
+            file: RunFile::new("garbage collection's run lists")?,
             at: HashMap::new(),
         })
     }
 
     fn put(&mut self, p: &PackEntries) -> Result<()> {
-        if self.at.contains_key(&p.pack) {
-            return Ok(());
+        if !self.at.contains_key(&p.pack) {
+            let at = self.file.append(&p.runs)?;
+            self.at.insert(p.pack, at);
         }
-        let mut b = Vec::with_capacity(super::index::encoded_runs_len(&p.runs));
-        super::index::encode_runs(&p.runs, &mut b);
-        self.file.write_all_at(&b, self.end).map_err(|e| {
-            Error::storage(format!("cannot write garbage collection's run lists: {e}"))
-        })?;
-        self.at.insert(p.pack, (self.end, b.len() as u32));
-        self.end += b.len() as u64;
         Ok(())
     }
 
     fn get(&self, pack: &BlockId) -> Result<Vec<Run>> {
-        let (at, len) = self.at[pack];
-        let mut b = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut b, at).map_err(|e| {
-            Error::storage(format!("cannot read garbage collection's run lists: {e}"))
-        })?;
-        super::index::decode_runs(&mut super::index::Reader::new(&b)).map_err(Error::internal)
+        self.file.runs(self.at[pack])
     }
 }
 
@@ -202,7 +177,7 @@ pub async fn collect(
     }
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     // Block -> the candidate (its position in `candidates`) that claimed it.
-    let mut claimed = BlockMap::default();
+    let mut claimed: BlockMap<u32> = BlockMap::default();
     let mut delete: Vec<BlockId> = Vec::new();
     let mut rewrite: Vec<(BlockId, u32)> = Vec::new();
     for (n, (p, _)) in candidates.iter().enumerate() {
@@ -212,13 +187,7 @@ pub async fn collect(
             let mut run_live = false;
             for b in &r.blocks {
                 if live.contains(&b.id) && !claimed.contains(&b.id) {
-                    claimed.insert(
-                        b.id,
-                        Loc {
-                            pack: n as u32,
-                            ..NOWHERE
-                        },
-                    )?;
+                    claimed.insert(b.id, n as u32)?;
                     mine += 1;
                     run_live = true;
                 }
@@ -267,7 +236,7 @@ pub async fn collect(
     if !rewrite.is_empty() {
         let mut w = bs.writer().forcing();
         for (p, n) in &rewrite {
-            let mine = |id: &BlockId| claimed.get(id).is_some_and(|l| l.pack == *n);
+            let mine = |id: &BlockId| claimed.get(id) == Some(*n);
             let (_, kept) = bs.pack_blocks(p, mine).await?;
             // Blocks of one old run stay together (they are neighbours in one file); blocks of
             // different old runs do not share a new one.
