@@ -1,10 +1,10 @@
-//! Where each block is: the block index's map from block id to its place in a pack, in bounded
-//! memory whatever the size of the repository.
+//! Where each block is: the block index's map from block id to its place in a pack (and the
+//! sets of ids garbage collection keeps), in bounded memory whatever the size of the repository.
 //!
-//! New entries go into an ordered in-memory map. When it reaches its share of `index-memory`
-//! it is written out, in id order, as a table in a local temporary file, and tables of similar
-//! size are merged (a log-structured merge): a lookup searches the map, then each table, newest
-//! first, and there are O(log n) tables. The files are unlinked as soon as they are created, so a
+//! New entries go into an in-memory hash map. When it is full and growing would take it past
+//! `index-memory`, it is written out, in id order, as a table in a local temporary file, and
+//! tables of similar size are merged (a log-structured merge): a lookup searches the map, then
+//! each table, newest first, and there are O(log n) tables. The files are unlinked as soon as they are created, so a
 //! killed process leaves nothing behind, and they are memory-mapped for lookups. Nothing here is
 //! stored in the repository: the index segments are the truth, and every process builds its map
 //! from them.
