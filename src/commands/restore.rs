@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::page::BLCKSZ;
 use crate::repo::Repository;
-use crate::repo::blockstore::{BlockId, BlockStore};
+use crate::repo::blockstore::{BlockId, BlockStore, Placed};
 use crate::repo::format::hex_array;
 use crate::repo::manifest::{self, Manifest};
 use crate::repo::stanza;
@@ -221,28 +221,26 @@ fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File
     // changes leave runs partly wanted and spread over the file; read in file order, such a
     // run was decoded again for every batch that touched it.
     let want: Vec<usize> = (0..ids.len()).filter(|k| !keep[*k]).collect();
-    let places = sh
+    let placed = sh
         .bs
-        .placements(&want.iter().map(|&k| ids[k]).collect::<Vec<_>>());
-    // Unknown blocks get a run of their own; reading them fails with the block named.
-    let run_of = |n: usize| match places[n] {
-        Some((pack, off, _)) => (pack, off),
-        None => (u32::MAX, n as u32),
-    };
+        .place(&want.iter().map(|&k| ids[k]).collect::<Vec<_>>())?;
     let mut first_of_run: HashMap<(u32, u32), usize> = HashMap::new();
-    for n in 0..want.len() {
-        first_of_run.entry(run_of(n)).or_insert(n);
+    for (n, p) in placed.iter().enumerate() {
+        first_of_run.entry(p.run()).or_insert(n);
     }
     let mut order: Vec<usize> = (0..want.len()).collect();
-    order.sort_by_key(|&n| (first_of_run[&run_of(n)], places[n].map_or(0, |p| p.2), n));
+    order.sort_by_key(|&n| {
+        let p = &placed[n];
+        (first_of_run[&p.run()], p.offset_in_run(), n)
+    });
     let mut i = 0;
     while i < order.len() {
         let mut end = (i + BATCH).min(order.len());
-        while end < order.len() && run_of(order[end]) == run_of(order[end - 1]) {
+        while end < order.len() && placed[order[end]].run() == placed[order[end - 1]].run() {
             end += 1;
         }
-        let batch: Vec<BlockId> = order[i..end].iter().map(|&n| ids[want[n]]).collect();
-        let lens = sh.rt.block_on(sh.bs.read_blocks_into(&batch, buf))?;
+        let batch: Vec<Placed> = order[i..end].iter().map(|&n| placed[n]).collect();
+        let lens = sh.rt.block_on(sh.bs.read_placed_into(&batch, buf))?;
         // The blocks sit back to back in `buf`; each stretch of them that is contiguous in
         // the file too goes out in one write (a syscall per 8 KiB block costs more than
         // decoding).

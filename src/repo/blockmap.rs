@@ -482,6 +482,17 @@ impl<V: Value> BlockMap<V> {
         Ok(())
     }
 
+    /// Adds `id` unless the map holds it anywhere, in memory or in a table; returns whether it
+    /// was added. Costs a full lookup: for sets whose counts must be exact (garbage
+    /// collection's live and claimed blocks), not for loading the index.
+    pub fn insert_new(&mut self, id: BlockId, value: V) -> Result<bool> {
+        if self.contains(&id) {
+            return Ok(false);
+        }
+        self.insert(id, value)?;
+        Ok(true)
+    }
+
     /// Writes the in-memory part out as a table, then merges tables of similar size.
     fn spill(&mut self) -> Result<()> {
         let mut w = TableWriter::new(&self.limits.dir)?;
@@ -590,6 +601,11 @@ mod tests {
             assert_eq!(num.get(&id(n)), Some(n * 7));
         }
         assert!(!set.contains(&id(3000)) && num.get(&id(3001)).is_none());
+        // insert_new sees ids held in tables, not only in memory.
+        assert!(!set.insert_new(id(0), ()).unwrap());
+        assert!(!num.insert_new(id(1), 99).unwrap());
+        assert_eq!(num.get(&id(1)), Some(7));
+        assert!(set.insert_new(id(3000), ()).unwrap() && set.contains(&id(3000)));
     }
 
     #[test]

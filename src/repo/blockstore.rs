@@ -10,7 +10,7 @@ use super::crypto::{Keys, Kind, MAX_OBJECT_PLAINTEXT, Opener, Sealer};
 use super::index::{self, PackEntries, Run, RunBlock};
 use super::pack::{self, PackBuilder};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Put, Store};
+use crate::store::{Listed, Put, Store};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -58,6 +58,26 @@ impl From<Loc> for RunLoc {
 
 /// Blocks wanted from one run: (position in the request, id, place in the run).
 type Wanted = Vec<(usize, BlockId, Loc)>;
+
+/// A block the index has placed ([`BlockStore::place`]): what a reader needs to fetch it
+/// without looking it up again.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    id: BlockId,
+    loc: Loc,
+}
+
+impl Placed {
+    /// The run holding the block, as a key: blocks with equal keys are decoded together.
+    pub fn run(&self) -> (u32, u32) {
+        (self.loc.pack, self.loc.run_offset)
+    }
+
+    /// Where the block starts in its run's plaintext.
+    pub fn offset_in_run(&self) -> u32 {
+        self.loc.raw_offset
+    }
+}
 
 #[derive(Default)]
 struct Index {
@@ -191,34 +211,41 @@ impl BlockStore {
     /// Loads index segments not seen yet (written by other processes since open).
     pub async fn refresh(&self) -> Result<()> {
         let listed = self.store.list(&self.index_dir()).await?;
-        let new: Vec<String> = {
+        let new: Vec<Listed> = {
             let idx = self.index.read().unwrap();
             listed
                 .into_iter()
-                .map(|l| l.path)
-                .filter(|p| !idx.segments.contains(p))
+                .filter(|l| !idx.segments.contains(&l.path))
                 .collect()
         };
-        // Each segment goes into the index as it arrives: holding them all first would cost
-        // memory in proportion to the repository.
-        // Decoding (authentication, decompression, parsing) runs on blocking threads, so that
-        // segments decode in parallel while this task adds finished ones to the index.
-        let mut loaded = futures::stream::iter(new)
-            .map(|path| async move {
-                let bytes = self.store.get(&path).await?;
+        let mut loaded = self.load_segments(new);
+        while let Some((l, packs)) = loaded.try_next().await? {
+            self.add_to_index(&l.path, &packs)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches and decodes the listed index segments, eight at a time, and yields each with its
+    /// listing as it is ready. A caller takes each in turn: holding them all first would cost
+    /// memory in proportion to the repository. Decoding (authentication, decompression,
+    /// parsing) runs on blocking threads, so segments decode in parallel while the caller
+    /// takes finished ones.
+    pub(crate) fn load_segments(
+        &self,
+        listed: Vec<Listed>,
+    ) -> impl futures::Stream<Item = Result<(Listed, Vec<PackEntries>)>> + Unpin + '_ {
+        futures::stream::iter(listed)
+            .map(move |l| async move {
+                let bytes = self.store.get(&l.path).await?;
                 let bs = self.clone();
                 tokio::task::spawn_blocking(move || {
-                    let packs = bs.decode_segment(&path, &bytes)?;
-                    Ok::<_, Error>((path, packs))
+                    let packs = bs.decode_segment(&l.path, &bytes)?;
+                    Ok::<_, Error>((l, packs))
                 })
                 .await
                 .map_err(|e| Error::internal(format!("index segment decoding failed: {e}")))?
             })
-            .buffer_unordered(8);
-        while let Some((path, packs)) = loaded.try_next().await? {
-            self.add_to_index(&path, &packs)?;
-        }
-        Ok(())
+            .buffer_unordered(8)
     }
 
     pub(crate) fn decode_segment(&self, path: &str, bytes: &[u8]) -> Result<Vec<PackEntries>> {
@@ -244,16 +271,23 @@ impl BlockStore {
         self.index.read().unwrap().blocks.contains(id)
     }
 
-    /// Where the index places each block, as a sort key: (pack, run offset, place in the run).
-    /// A reader that asks for blocks in this order, without splitting a run between requests,
-    /// decodes every run once. None for a block the index does not know.
-    pub fn placements(&self, ids: &[BlockId]) -> Vec<Option<(u32, u32, u32)>> {
-        let i = self.index.read().unwrap();
+    /// Looks every block up in the index; fails on the first one it does not know.
+    pub fn place(&self, ids: &[BlockId]) -> Result<Vec<Placed>> {
+        let idx = self.index.read().unwrap();
         ids.iter()
             .map(|id| {
-                i.blocks
-                    .get(id)
-                    .map(|l| (l.pack, l.run_offset, l.raw_offset))
+                let loc = idx.blocks.get(id).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "block {} is not in the index of '{}' in repository {}",
+                            hex_id(id),
+                            self.prefix,
+                            self.store.location()
+                        ),
+                    )
+                })?;
+                Ok(Placed { id: *id, loc })
             })
             .collect()
     }
@@ -318,51 +352,45 @@ impl BlockStore {
     /// allocates nothing per block. Each run is fetched and decoded once however many of its
     /// blocks are asked for.
     pub async fn read_blocks_into(&self, ids: &[BlockId], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
+        let placed = self.place(ids)?;
+        self.read_placed_into(&placed, buf).await
+    }
+
+    /// [`BlockStore::read_blocks_into`] for blocks already looked up, so that a reader that
+    /// orders its requests by run (a restore) looks each block up once.
+    pub async fn read_placed_into(&self, blocks: &[Placed], buf: &mut Vec<u8>) -> Result<Vec<u32>> {
         // (pack, run offset) -> the wanted blocks in that run.
         let mut by_run: HashMap<(u32, u32), Wanted> = HashMap::new();
-        let mut at = Vec::with_capacity(ids.len());
-        let mut lens = Vec::with_capacity(ids.len());
+        let mut at = Vec::with_capacity(blocks.len());
+        let mut lens = Vec::with_capacity(blocks.len());
         let mut total = 0usize;
-        let (packs, by_pack) = {
+        for (i, b) in blocks.iter().enumerate() {
+            at.push(total);
+            lens.push(b.loc.raw_length);
+            total += b.loc.raw_length as usize;
+            by_run.entry(b.run()).or_default().push((i, b.id, b.loc));
+        }
+        // Packs in index order, so that one file's packs are read in a stable order; each with
+        // its id, taken under the lock once.
+        let mut by_pack: BTreeMap<u32, (BlockId, Vec<(RunLoc, Wanted)>)> = BTreeMap::new();
+        {
             let idx = self.index.read().unwrap();
-            for (i, id) in ids.iter().enumerate() {
-                let loc = idx.blocks.get(id).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "block {} is not in the index of '{}' in repository {}",
-                            hex_id(id),
-                            self.prefix,
-                            self.store.location()
-                        ),
-                    )
-                })?;
-                at.push(total);
-                lens.push(loc.raw_length);
-                total += loc.raw_length as usize;
-                by_run
-                    .entry((loc.pack, loc.run_offset))
-                    .or_default()
-                    .push((i, *id, loc));
-            }
-            // Packs in index order, so that one file's packs are read in a stable order.
-            let mut by_pack: BTreeMap<u32, Vec<(RunLoc, Wanted)>> = BTreeMap::new();
             for ((pack, _), items) in by_run {
                 by_pack
                     .entry(pack)
-                    .or_default()
+                    .or_insert_with(|| (idx.packs[pack as usize], Vec::new()))
+                    .1
                     .push((RunLoc::from(items[0].2), items));
             }
-            (idx.packs.clone(), by_pack)
-        };
+        }
         // Zeroed only when it grows: every byte up to `total` is overwritten below, and the
         // buffer is reused from batch to batch.
         if buf.len() < total {
             buf.resize(total, 0);
         }
-        let fetched = futures::stream::iter(by_pack)
-            .map(|(p, mut runs)| {
-                let path = self.pack_path(&packs[p as usize]);
+        let fetched = futures::stream::iter(by_pack.into_values())
+            .map(|(pack, mut runs)| {
+                let path = self.pack_path(&pack);
                 async move {
                     runs.sort_by_key(|(r, _)| r.offset);
                     let ranges: Vec<_> = runs

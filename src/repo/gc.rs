@@ -16,7 +16,7 @@ use super::blockmap::{BlockMap, RunFile, RunsAt};
 use super::blockstore::{BlockId, BlockStore};
 use super::index::{PackEntries, Run};
 use super::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -62,9 +62,8 @@ pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<Bloc
         for f in &m.files {
             if !f.list.is_empty()
                 && let Ok(id) = super::format::hex_array::<32>(&f.list, "block list id")
-                && !live.contains(&id)
+                && live.insert_new(id, ())?
             {
-                live.insert(id, ())?;
                 lists.push(id);
             }
         }
@@ -72,10 +71,7 @@ pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<Bloc
     for chunk in lists.chunks(1024) {
         for plain in bs.read_blocks(chunk).await? {
             for id in plain.chunks_exact(32) {
-                let id: BlockId = id.try_into().expect("32 bytes");
-                if !live.contains(&id) {
-                    live.insert(id, ())?;
-                }
+                live.insert_new(id.try_into().expect("32 bytes"), ())?;
             }
         }
     }
@@ -133,13 +129,7 @@ pub async fn collect(
     let mut lists = RunLists::new()?;
     let mut segments: Vec<Segment> = Vec::new();
     let listed = store.list(&format!("{stanza}/index")).await?;
-    let mut loaded = futures::stream::iter(listed)
-        .map(|l| async move {
-            let bytes = store.get(&l.path).await?;
-            let packs = bs.decode_segment(&l.path, &bytes)?;
-            Ok::<_, Error>((l, packs))
-        })
-        .buffer_unordered(8);
+    let mut loaded = bs.load_segments(listed);
     while let Some((l, packs)) = loaded.try_next().await? {
         bs.add_to_index(&l.path, &packs)?;
         for p in &packs {
@@ -186,8 +176,7 @@ pub async fn collect(
         for r in lists.get(p)? {
             let mut run_live = false;
             for b in &r.blocks {
-                if live.contains(&b.id) && !claimed.contains(&b.id) {
-                    claimed.insert(b.id, n as u32)?;
+                if live.contains(&b.id) && claimed.insert_new(b.id, n as u32)? {
                     mine += 1;
                     run_live = true;
                 }
