@@ -112,6 +112,38 @@ impl RunLists {
     }
 }
 
+/// Lets the packs `order` names (positions in `candidates`), in that order, claim the live
+/// blocks they hold that no pack has claimed yet. Returns, per pack in `order`, how many blocks
+/// it claimed and the bytes of its runs holding them (a run is live while any block in it is:
+/// it is sealed as one piece).
+fn claim(
+    lists: &RunLists,
+    live: &BlockMap<()>,
+    claimed: &mut BlockMap<u32>,
+    candidates: &[(BlockId, u64)],
+    order: &[usize],
+) -> Result<Vec<(usize, u64)>> {
+    let mut out = Vec::with_capacity(order.len());
+    for &n in order {
+        let mut mine = 0usize;
+        let mut live_bytes = 0u64;
+        for r in lists.get(&candidates[n].0)? {
+            let mut run_live = false;
+            for b in &r.blocks {
+                if live.contains(&b.id) && claimed.insert_new(b.id, n as u32)? {
+                    mine += 1;
+                    run_live = true;
+                }
+            }
+            if run_live {
+                live_bytes += r.length as u64;
+            }
+        }
+        out.push((mine, live_bytes));
+    }
+    Ok(out)
+}
+
 /// Collects the stanza's garbage. With `dry_run`, computes and reports without changing anything.
 ///
 /// Memory is bounded as a backup's is (docs/retention.md): the index, the live set and the set
@@ -153,8 +185,7 @@ pub async fn collect(
     report.packs_total = stored.len() as u64;
 
     // Where several packs hold the same live block, one copy is enough: packs with the most live
-    // bytes claim their blocks first, so copies in emptier packs count as dead. A run's bytes
-    // are live while any block in it is (a run is sealed as one piece).
+    // bytes claim their blocks first, so copies in emptier packs count as dead.
     let mut candidates: Vec<(BlockId, u64)> = Vec::new();
     for p in lists.at.keys().filter(|p| stored.contains_key(*p)) {
         let bytes = lists
@@ -168,31 +199,45 @@ pub async fn collect(
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     // Block -> the candidate (its position in `candidates`) that claimed it.
     let mut claimed: BlockMap<u32> = BlockMap::default();
+    let all: Vec<usize> = (0..candidates.len()).collect();
+    let got = claim(&lists, &live, &mut claimed, &candidates, &all)?;
     let mut delete: Vec<BlockId> = Vec::new();
-    let mut rewrite: Vec<(BlockId, u32)> = Vec::new();
+    let mut rewrite: Vec<usize> = Vec::new();
+    let mut kept: Vec<usize> = Vec::new();
     for (n, (p, _)) in candidates.iter().enumerate() {
-        let mut mine = 0usize;
-        let mut live_bytes = 0u64;
-        for r in lists.get(p)? {
-            let mut run_live = false;
-            for b in &r.blocks {
-                if live.contains(&b.id) && claimed.insert_new(b.id, n as u32)? {
-                    mine += 1;
-                    run_live = true;
-                }
-            }
-            if run_live {
-                live_bytes += r.length as u64;
-            }
-        }
+        let (mine, live_bytes) = got[n];
         let size = stored[p];
         if mine == 0 {
             delete.push(*p);
         } else if (size - live_bytes.min(size)) as f64 >= REWRITE_DEAD_SHARE * size as f64 {
-            report.bytes_moved += live_bytes;
-            rewrite.push((*p, n as u32));
+            rewrite.push(n);
+        } else {
+            kept.push(n);
         }
     }
+    // A block that a pack about to be rewritten claimed, but that a pack staying as it is also
+    // holds, stays there rather than being copied. Else the copy (a small, wholly live pack)
+    // ranks below that pack in the next collection, loses the block to it, and goes then:
+    // collection would not reach a fixed point. So claims are made again, the packs that stay
+    // first; they only gain blocks, and a rewritten pack left with none is deleted instead.
+    let mut moved: Vec<(usize, u64)> = Vec::new();
+    if !rewrite.is_empty() {
+        claimed = BlockMap::default();
+        claim(&lists, &live, &mut claimed, &candidates, &kept)?;
+        let again = claim(&lists, &live, &mut claimed, &candidates, &rewrite)?;
+        for (&n, (mine, live_bytes)) in rewrite.iter().zip(again) {
+            if mine == 0 {
+                delete.push(candidates[n].0);
+            } else {
+                moved.push((n, live_bytes));
+            }
+        }
+    }
+    report.bytes_moved = moved.iter().map(|(_, b)| b).sum();
+    let rewrite: Vec<(BlockId, u32)> = moved
+        .iter()
+        .map(|&(n, _)| (candidates[n].0, n as u32))
+        .collect();
     drop(live);
     let orphans: Vec<BlockId> = stored
         .keys()
