@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 pub mod fixture;
 pub mod pg;
+pub mod regress;
 
 pub const PASS: &str = "correct horse battery staple";
 
