@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub mod exact;
 pub mod fixture;
 pub mod pg;
+pub mod regress;
 
 pub const PASS: &str = "correct horse battery staple";
 

