@@ -8,9 +8,14 @@
 //! 3. only then are the dead, rewritten and orphaned packs deleted.
 //!
 //! A kill after 1 or 2 leaves duplicates in the index (allowed); a kill in 3 leaves unindexed
-//! packs, which are orphans: the next collection deletes them (a backup may adopt them first,
-//! which is harmless). The caller must hold a `gc` lease and have found no other live lease
+//! packs, which are orphans. The caller must hold a `gc` lease and have found no other live lease
 //! (see lease.rs): nothing may be adding references while the live set is computed.
+//!
+//! The rule that keeps an incomplete index from destroying data: **no pack goes while a live
+//! block is unlocated.** Orphan packs (an index segment lost or never written) are adopted from
+//! their self-describing trailers before the live set is computed, so their blocks count like
+//! any other; if a block that a retained manifest references is still in no stored pack,
+//! collection stops with an error naming it and deletes nothing.
 
 use super::blockmap::{BlockMap, RunFile, RunsAt};
 use super::blockstore::{BlockId, BlockStore};
@@ -36,6 +41,9 @@ pub struct GcReport {
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
     pub orphan_packs: u64,
+    /// Orphan packs indexed again from their trailers (the ones holding live blocks stay, under a
+    /// new index segment).
+    pub packs_adopted: u64,
     pub segments_replaced: u64,
     /// Live bytes copied out of rewritten packs (sealed sizes).
     pub bytes_moved: u64,
@@ -76,6 +84,56 @@ pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<Bloc
         }
     }
     Ok(live)
+}
+
+/// The error for live blocks that no stored pack holds: names the first few, with the backup and
+/// file that reference them. Nothing has been deleted when it is returned.
+async fn unlocated(
+    bs: &BlockStore,
+    retained: &[Manifest],
+    located: &BlockMap<u32>,
+    missing: usize,
+) -> crate::error::Error {
+    let mut named: Vec<String> = Vec::new();
+    'manifests: for m in retained {
+        for f in m.files.iter().filter(|f| !f.list.is_empty()) {
+            let Ok(list) = super::format::hex_array::<32>(&f.list, "block list id") else {
+                continue;
+            };
+            let ids: Vec<BlockId> = if located.contains(&list) {
+                match bs.read_block(&list).await {
+                    Ok(plain) => plain
+                        .chunks_exact(32)
+                        .map(|c| c.try_into().expect("32 bytes"))
+                        .collect(),
+                    Err(_) => vec![list],
+                }
+            } else {
+                vec![list]
+            };
+            if let Some(id) = ids.iter().find(|id| !located.contains(id)) {
+                named.push(format!(
+                    "block {} of {} in backup {}",
+                    super::blockstore::hex_id(id),
+                    f.path,
+                    m.label
+                ));
+                if named.len() == 5 {
+                    break 'manifests;
+                }
+            }
+        }
+    }
+    crate::error::Error::corrupt(format!(
+        "garbage collection stopped before deleting anything: {missing} block(s) that retained \
+         backups reference are in no stored pack (an index segment or pack is missing or \
+         unreadable): {}",
+        named.join("; ")
+    ))
+    .hint(
+        "run `pgfrost verify` to list every damaged backup; put back a lost pack or index \
+         segment if you have a copy, or expire the damaged backups with --set",
+    )
 }
 
 /// An index segment as collection remembers it: its packs' run lists are in [`RunLists`].
@@ -173,15 +231,39 @@ pub async fn collect(
             packs: packs.iter().map(|p| p.pack).collect(),
         });
     }
-    let live = live_blocks(bs, retained).await?;
-    let mut report = GcReport {
-        live_blocks: live.len() as u64,
-        ..Default::default()
-    };
-
     // Packs as stored, and as indexed (each segment agrees with the pack's trailer; the first
     // segment naming a pack is as good as any).
     let stored = bs.list_packs().await?;
+    // Orphans are adopted before anything else: a lost segment must not make live blocks look
+    // dead, nor make the block lists that name them unreadable.
+    let mut adopted: Vec<PackEntries> = Vec::new();
+    for p in stored.keys().filter(|p| !lists.at.contains_key(*p)) {
+        match bs.read_trailer(p).await {
+            Ok(runs) => adopted.push(PackEntries { pack: *p, runs }),
+            Err(e) => log::warn!("expire: cannot adopt orphan pack: {e}"),
+        }
+    }
+    if !adopted.is_empty() {
+        bs.add_to_index("(orphan packs adopted by garbage collection)", &adopted)?;
+        for p in &adopted {
+            lists.put(p)?;
+        }
+        log::info!(
+            "expire: {} pack(s) named by no index segment were indexed from their trailers",
+            adopted.len()
+        );
+    }
+    let live = live_blocks(bs, retained).await.map_err(|e| {
+        e.context(
+            "garbage collection cannot read the block lists of the retained backups; nothing was deleted",
+        )
+        .hint("run `pgfrost verify`: an index segment or a pack may be missing")
+    })?;
+    let mut report = GcReport {
+        live_blocks: live.len() as u64,
+        packs_adopted: adopted.len() as u64,
+        ..Default::default()
+    };
     report.packs_total = stored.len() as u64;
 
     // Where several packs hold the same live block, one copy is enough: packs with the most live
@@ -201,6 +283,9 @@ pub async fn collect(
     let mut claimed: BlockMap<u32> = BlockMap::default();
     let all: Vec<usize> = (0..candidates.len()).collect();
     let got = claim(&lists, &live, &mut claimed, &candidates, &all)?;
+    if claimed.len() < live.len() {
+        return Err(unlocated(bs, retained, &claimed, live.len() - claimed.len()).await);
+    }
     let mut delete: Vec<BlockId> = Vec::new();
     let mut rewrite: Vec<usize> = Vec::new();
     let mut kept: Vec<usize> = Vec::new();
@@ -306,6 +391,16 @@ pub async fn collect(
                     report.bytes_written += bs.write_segment(&keep).await?;
                     keep.clear();
                 }
+            }
+        }
+    }
+    // Adopted packs that stay get a segment of their own, so readers find their blocks.
+    for p in adopted.iter().filter(|p| !going.contains(&p.pack)) {
+        if seen.insert(p.pack) {
+            keep.push(p.clone());
+            if keep.len() == PACKS_PER_NEW_SEGMENT {
+                report.bytes_written += bs.write_segment(&keep).await?;
+                keep.clear();
             }
         }
     }
