@@ -634,3 +634,103 @@ fn staging_files_of_killed_writers_are_swept_once_old() {
     assert_eq!((n, bytes), (1, 10));
     assert!(!old.exists() && young.exists() && object.exists());
 }
+
+/// Every object of the repository: path -> size.
+fn objects(a: &Archive) -> BTreeMap<String, u64> {
+    let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+    rt().block_on(store.list(""))
+        .unwrap()
+        .into_iter()
+        .filter(|l| !l.path.contains("/lock/"))
+        .map(|l| (l.path, l.size))
+        .collect()
+}
+
+/// The newest object under `prefix` (one the last backup wrote).
+fn newest(a: &Archive, prefix: &str) -> String {
+    let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+    let mut all = rt().block_on(store.list(prefix)).unwrap();
+    all.sort_by_key(|l| l.modified);
+    all.pop().unwrap().path
+}
+
+/// An index segment lost (a failed copy, an operator's mistake): garbage collection adopts the
+/// packs it named from their trailers instead of deleting them as orphans, so the retained
+/// backups stay whole; with a pack lost as well, it stops, names what is missing and deletes
+/// nothing. On local disk and on S3.
+#[test]
+fn collection_never_deletes_what_a_lost_index_segment_named() {
+    let server = S3Server::start();
+    let bin = PgBin::pg15();
+    for s3 in [false, true] {
+        // Small, uncompressed packs: each backup writes many, under many index segments.
+        let repo = if s3 { Repo::S3(&server) } else { Repo::Local };
+        let a = Archive::new(repo, &[("pack-size", "64KiB"), ("compress-level", "0")]);
+        let c = cluster(&bin, &a);
+        c.pgbench_init(3);
+        backup(&a, &c, "full");
+        // Both backends keep objects as files here (s3s-fs too): their mtimes order the
+        // segments to the nanosecond.
+        let root = if s3 {
+            server.bucket_dir().join(a.dir.path().file_name().unwrap())
+        } else {
+            a.dir.path().join("repo")
+        };
+        let mut first_segments: Vec<(std::time::SystemTime, String)> =
+            files_under(&root.join("main/index"))
+                .iter()
+                .map(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().to_string();
+                    (
+                        p.metadata().unwrap().modified().unwrap(),
+                        format!("main/index/{name}"),
+                    )
+                })
+                .collect();
+        first_segments.sort();
+        assert!(first_segments.len() > 8, "{first_segments:?}");
+        c.pgbench(&["-t", "300"]);
+        backup(&a, &c, "full");
+        c.pgbench(&["-t", "300"]);
+        let incr = backup(&a, &c, "incr");
+        let fp = c.sql(HISTORY);
+        let label = incr["label"].as_str().unwrap();
+
+        // One of the first full's segments is lost. The packs it named hold the first pages of
+        // the largest files (each worker starts with one; a file's block list comes at its
+        // end), pages the second full and the incr share by dedup: once the first full
+        // expires, those packs look like orphans holding nothing anyone needs.
+        a.delete_object(&first_segments[0].1);
+        let r = run(a.cmd(&["expire", "--retention-full", "1", "--output", "json"]));
+        assert_eq!(r.code, 0, "s3={s3}: {r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["expired"].as_array().unwrap().len(), 1, "{v:#}");
+        let r = run(a.cmd(&["verify"]));
+        assert_eq!(r.code, 0, "s3={s3}: verify after collection: {r:?}\n{v:#}");
+        assert!(v["gc"]["packs_adopted"].as_u64().unwrap() > 0, "{v:#}");
+        let (restored, _d) = restore_at(&a, &bin, label, &[]);
+        assert_eq!(restored.sql(HISTORY), fp, "s3={s3}");
+        drop(restored);
+
+        // Now a pack is lost too, with the segment naming it: nothing can locate its blocks.
+        c.pgbench(&["-t", "300"]);
+        backup(&a, &c, "incr");
+        let pack = newest(&a, "main/pack");
+        a.delete_object(&pack);
+        a.delete_object(&newest(&a, "main/index"));
+        let before = objects(&a);
+        let r = run(a.cmd(&["expire", "--retention-full", "1"]));
+        assert_ne!(r.code, 0, "s3={s3}: {r:?}");
+        assert!(
+            r.stderr.contains("stopped before deleting anything")
+                && r.stderr.contains("in no stored pack")
+                && r.stderr.contains("HINT"),
+            "s3={s3}: {r:?}"
+        );
+        assert_eq!(
+            objects(&a),
+            before,
+            "s3={s3}: a failed collection changed the repository"
+        );
+    }
+}

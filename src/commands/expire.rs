@@ -375,8 +375,12 @@ async fn expire_leased(
         let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run)
             .await
             .map_err(|e| {
-                e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)")
-                    .hint("run 'pgfrost verify' to find what is damaged or missing")
+                let e = e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)");
+                if e.hint.is_some() {
+                    e
+                } else {
+                    e.hint("run 'pgfrost verify' to find what is damaged or missing")
+                }
             })?;
         report.gc = Some(g);
     }

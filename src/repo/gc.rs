@@ -124,6 +124,10 @@ async fn unlocated(
             }
         }
     }
+    unlocated_error(missing, &named)
+}
+
+fn unlocated_error(missing: usize, named: &[String]) -> crate::error::Error {
     crate::error::Error::corrupt(format!(
         "garbage collection stopped before deleting anything: {missing} block(s) that retained \
          backups reference are in no stored pack (an index segment or pack is missing or \
@@ -252,6 +256,28 @@ pub async fn collect(
             "expire: {} pack(s) named by no index segment were indexed from their trailers",
             adopted.len()
         );
+    }
+    // Block lists first: one that no stored pack holds cannot even be read.
+    let mut named: Vec<String> = Vec::new();
+    let mut missing = 0usize;
+    for m in retained {
+        for f in m.files.iter().filter(|f| !f.list.is_empty()) {
+            let Ok(list) = super::format::hex_array::<32>(&f.list, "block list id") else {
+                continue;
+            };
+            if !bs.locate(&list).is_some_and(|p| stored.contains_key(&p)) {
+                missing += 1;
+                if named.len() < 5 {
+                    named.push(format!(
+                        "block {} (the block list of {}) in backup {}",
+                        f.list, f.path, m.label
+                    ));
+                }
+            }
+        }
+    }
+    if missing > 0 {
+        return Err(unlocated_error(missing, &named));
     }
     let live = live_blocks(bs, retained).await.map_err(|e| {
         e.context(
