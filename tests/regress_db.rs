@@ -10,7 +10,6 @@ use common::exact::*;
 use common::fixture::*;
 use common::pg::*;
 use common::regress::*;
-use common::*;
 
 #[test]
 fn regression_database_restores_exactly() {
