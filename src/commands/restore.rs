@@ -729,18 +729,6 @@ fn place(
             (Some((_, dir)), _) => dir.clone(),
             (None, Placement::Operator) => PathBuf::from(&t.location),
         };
-        if !dir_is_empty(&loc) && !delta && !force {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "tablespace {} ({}) location {} is not empty",
-                    t.name,
-                    t.oid,
-                    loc.display()
-                ),
-            )
-            .hint("map it elsewhere with --tablespace-map OID=DIR, or give --delta or --force"));
-        }
         if let Some(why) = foreign_cluster(&loc, pg_path) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -752,6 +740,18 @@ fn place(
                 ),
             )
             .hint("map it elsewhere with --tablespace-map OID=DIR"));
+        }
+        if !dir_is_empty(&loc) && !delta && !force {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "tablespace {} ({}) location {} is not empty",
+                    t.name,
+                    t.oid,
+                    loc.display()
+                ),
+            )
+            .hint("map it elsewhere with --tablespace-map OID=DIR, or give --delta or --force"));
         }
         spc.insert(t.oid, loc);
     }
@@ -790,6 +790,16 @@ fn place(
         let mapped = plan.link_map.iter().find(|(p, _)| *p == l.path);
         let to = match (mapped, placement) {
             (Some((_, dir)), Placement::Operator) => {
+                if let Some(why) = foreign_cluster(dir, pg_path) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("link {} cannot point to {}: {why}", l.path, dir.display()),
+                    )
+                    .hint(format!(
+                        "map it to a directory of the restored cluster's own (--link-map {}=DIR), or leave it out to restore it as a plain directory",
+                        l.path
+                    )));
+                }
                 if !dir_is_empty(dir)
                     && !delta
                     && !force
@@ -800,16 +810,6 @@ fn place(
                         format!("link {} target {} is not empty", l.path, dir.display()),
                     )
                     .hint("map it to an empty directory, or give --delta or --force"));
-                }
-                if let Some(why) = foreign_cluster(dir, pg_path) {
-                    return Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("link {} cannot point to {}: {why}", l.path, dir.display()),
-                    )
-                    .hint(format!(
-                        "map it to a directory of the restored cluster's own (--link-map {}=DIR), or leave it out to restore it as a plain directory",
-                        l.path
-                    )));
                 }
                 Some(dir.clone())
             }
