@@ -189,13 +189,7 @@ fn drill_follows_the_primary_after_a_test_restore_archived_a_branch() {
 
     let dir = postgres_dir();
     let data = dir.path().join("data");
-    let r = run(a.cmd(&[
-        "restore",
-        "--pg-path",
-        data.to_str().unwrap(),
-        "--target-action",
-        "promote",
-    ]));
+    let r = restore_promoted(&a, &data, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.contains("WARNING") && r.stdout.contains("--archive-mode off"),

@@ -35,18 +35,6 @@ fn is_empty_or_absent(p: &Path) -> bool {
     std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none())
 }
 
-fn restore(a: &Archive, data: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "restore",
-        "--pg-path",
-        data.to_str().unwrap(),
-        "--target-action",
-        "promote",
-    ];
-    args.extend_from_slice(extra);
-    run(a.cmd(&args))
-}
-
 /// Starts a restored cluster with nothing but what the restore wrote (no archive_mode
 /// override from the harness) and waits for its promotion.
 fn start_restored(bin: &PgBin, data: &Path) -> Cluster {
@@ -95,7 +83,7 @@ fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched
     let dir = postgres_dir();
     let data = dir.path().join("data");
     let map = format!("pg_wal={}", wal.display());
-    let r = restore(&a, &data, &["--link-map", &map]);
+    let r = restore_promoted(&a, &data, &["--link-map", &map]);
     assert_eq!(r.code, 17, "{r:?}");
     assert!(
         r.stderr.contains("WAL directory of another cluster") && r.stderr.contains("HINT:"),
@@ -111,14 +99,14 @@ fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched
         "pg_wal=relative/dir",
         "../pg_wal=/tmp/x",
     ] {
-        let r = restore(&a, &data, &["--link-map", bad]);
+        let r = restore_promoted(&a, &data, &["--link-map", bad]);
         assert_eq!(r.code, 3, "{bad}: {r:?}");
         assert!(r.stderr.contains("HINT:"), "{bad}: {r:?}");
         assert!(is_empty_or_absent(&data), "{bad}: wrote into {data:?}");
     }
 
     // Unmapped: a plain directory inside the target.
-    let r = restore(&a, &data, &["--archive-mode", "off", "--output", "json"]);
+    let r = restore_promoted(&a, &data, &["--archive-mode", "off", "--output", "json"]);
     assert_eq!(r.code, 0, "{r:?}");
     let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(out["links"]["pg_wal"], serde_json::Value::Null, "{out}");
@@ -140,7 +128,7 @@ fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched
     let dir2 = postgres_dir();
     let (data2, wal2) = (dir2.path().join("data"), dir2.path().join("wal/pg_wal"));
     let map = format!("pg_wal={}", wal2.display());
-    let r = restore(
+    let r = restore_promoted(
         &a,
         &data2,
         &[
@@ -198,7 +186,7 @@ fn a_promoted_test_restore_with_archive_mode_off_leaves_the_stanza_as_it_was() {
 
     let dir = postgres_dir();
     let data = dir.path().join("data");
-    let r = restore(&a, &data, &["--archive-mode", "off"]);
+    let r = restore_promoted(&a, &data, &["--archive-mode", "off"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains("WARNING"), "{r:?}");
     let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
@@ -263,7 +251,7 @@ fn recovery_works_with_every_archive_get_option_from_the_file_and_the_environmen
     // From the config file.
     let dir = postgres_dir();
     let data = dir.path().join("data");
-    let r = restore(&a, &data, &["--archive-mode", "off"]);
+    let r = restore_promoted(&a, &data, &["--archive-mode", "off"]);
     assert_eq!(r.code, 0, "{r:?}");
     let mut rc = start_restored(&bin, &data);
     assert_eq!(rc.sql("SELECT count(*) FROM churn"), rows);
