@@ -13,17 +13,23 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A cluster whose pg_wal is a link to a directory outside the data directory (WAL on a disk
-/// of its own), archiving into `a`. Returns it running, with that WAL directory.
-fn cluster_with_linked_wal(bin: &PgBin, a: &Archive) -> (Cluster, PathBuf) {
+/// of its own), and pg_ident.conf a link to a file outside it, archiving into `a`. Returns it
+/// running, with that WAL directory.
+fn cluster_with_links(bin: &PgBin, a: &Archive) -> (Cluster, PathBuf) {
     let s = archive_settings(a);
     let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut c = Cluster::init(bin, &s);
     let wal = c.root.join("wal-disk");
     std::fs::rename(c.data.join("pg_wal"), &wal).unwrap();
     std::os::unix::fs::symlink(&wal, c.data.join("pg_wal")).unwrap();
+    let ident = c.root.join("pg_ident.conf");
+    std::fs::rename(c.data.join("pg_ident.conf"), &ident).unwrap();
+    std::os::unix::fs::symlink(&ident, c.data.join("pg_ident.conf")).unwrap();
     if is_root() {
         let (uid, gid) = postgres_ids();
-        std::os::unix::fs::lchown(c.data.join("pg_wal"), Some(uid), Some(gid)).unwrap();
+        for l in ["pg_wal", "pg_ident.conf"] {
+            std::os::unix::fs::lchown(c.data.join(l), Some(uid), Some(gid)).unwrap();
+        }
     }
     c.start();
     let r = a.on(&c, &["stanza-create"]);
@@ -65,7 +71,7 @@ fn write_on(rc: &Cluster) {
 fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched() {
     let bin = PgBin::pg15();
     let a = Archive::new(Repo::Local, &[]);
-    let (mut c, wal) = cluster_with_linked_wal(&bin, &a);
+    let (mut c, wal) = cluster_with_links(&bin, &a);
     c.pgbench_init(1);
     backup(&a, &c, "full");
     c.pgbench(&["-t", "200", "-c", "2"]);
@@ -112,6 +118,13 @@ fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched
     assert_eq!(out["links"]["pg_wal"], serde_json::Value::Null, "{out}");
     let md = std::fs::symlink_metadata(data.join("pg_wal")).unwrap();
     assert!(md.is_dir() && !md.file_type().is_symlink(), "{md:?}");
+    // A linked file comes back as a plain file with its content.
+    let md = std::fs::symlink_metadata(data.join("pg_ident.conf")).unwrap();
+    assert!(md.is_file(), "{md:?}");
+    assert_eq!(
+        std::fs::read(data.join("pg_ident.conf")).unwrap(),
+        std::fs::read(c.root.join("pg_ident.conf")).unwrap()
+    );
     let mut rc = start_restored(&bin, &data);
     assert_eq!(rc.sql("SELECT count(*) FROM churn"), rows);
     write_on(&rc);

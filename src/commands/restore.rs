@@ -176,6 +176,11 @@ fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
 
 /// Writes one file and sets its metadata; returns it open, for the syncer to flush.
 fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File> {
+    // Written in place, never through a link: one left at the path (--delta or --force over a
+    // data directory whose config file linked elsewhere) would send the file into its target.
+    if std::fs::symlink_metadata(&j.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&j.path).map_err(|e| io("remove", &j.path, e))?;
+    }
     let ids: Vec<BlockId> = if j.list.is_empty() {
         Vec::new()
     } else {
