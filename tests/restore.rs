@@ -69,119 +69,124 @@ fn write_on(rc: &Cluster) {
 
 #[test]
 fn a_linked_pg_wal_is_restored_inside_the_target_and_the_source_wal_is_untouched() {
-    let bin = PgBin::pg15();
-    let a = Archive::new(Repo::Local, &[]);
-    let (mut c, wal) = cluster_with_links(&bin, &a);
-    c.pgbench_init(1);
-    backup(&a, &c, "full");
-    c.pgbench(&["-t", "200", "-c", "2"]);
-    switch_segments(&c, 2);
-    assert_eq!(a.on(&c, &["check"]).code, 0);
-    let rows = c.sql("SELECT count(*) FROM churn");
-    c.stop();
-    let before = snapshot(&wal);
-    assert!(
-        before.keys().any(|k| k.starts_with("00000001")),
-        "{before:?}"
-    );
+    for bin in versions_under_test() {
+        let a = Archive::new(Repo::Local, &[]);
+        let (mut c, wal) = cluster_with_links(&bin, &a);
+        c.pgbench_init(1);
+        backup(&a, &c, "full");
+        c.pgbench(&["-t", "200", "-c", "2"]);
+        switch_segments(&c, 2);
+        assert_eq!(a.on(&c, &["check"]).code, 0);
+        let rows = c.sql("SELECT count(*) FROM churn");
+        c.stop();
+        let before = snapshot(&wal);
+        assert!(
+            before.keys().any(|k| k.starts_with("00000001")),
+            "{before:?}"
+        );
 
-    // Mapped onto the source's live WAL directory: refused, nothing written.
-    let dir = postgres_dir();
-    let data = dir.path().join("data");
-    let map = format!("pg_wal={}", wal.display());
-    let r = restore_promoted(&a, &data, &["--link-map", &map]);
-    assert_eq!(r.code, 17, "{r:?}");
-    assert!(
-        r.stderr.contains("WAL directory of another cluster") && r.stderr.contains("HINT:"),
-        "{r:?}"
-    );
-    assert!(
-        is_empty_or_absent(&data),
-        "the refused restore wrote into {data:?}"
-    );
-    // Bad maps: exit 3, nothing written.
-    for bad in [
-        "pg_xact=/tmp/elsewhere",
-        "pg_wal=relative/dir",
-        "../pg_wal=/tmp/x",
-    ] {
-        let r = restore_promoted(&a, &data, &["--link-map", bad]);
-        assert_eq!(r.code, 3, "{bad}: {r:?}");
-        assert!(r.stderr.contains("HINT:"), "{bad}: {r:?}");
-        assert!(is_empty_or_absent(&data), "{bad}: wrote into {data:?}");
+        // Mapped onto the source's live WAL directory: refused, nothing written.
+        let dir = postgres_dir();
+        let data = dir.path().join("data");
+        let map = format!("pg_wal={}", wal.display());
+        let r = restore_promoted(&a, &data, &["--link-map", &map]);
+        assert_eq!(r.code, 17, "{r:?}");
+        assert!(
+            r.stderr.contains("WAL directory of another cluster") && r.stderr.contains("HINT:"),
+            "{r:?}"
+        );
+        assert!(
+            is_empty_or_absent(&data),
+            "the refused restore wrote into {data:?}"
+        );
+        // Bad maps: exit 3, nothing written.
+        for bad in [
+            "pg_xact=/tmp/elsewhere",
+            "pg_wal=relative/dir",
+            "../pg_wal=/tmp/x",
+        ] {
+            let r = restore_promoted(&a, &data, &["--link-map", bad]);
+            assert_eq!(r.code, 3, "{bad}: {r:?}");
+            assert!(r.stderr.contains("HINT:"), "{bad}: {r:?}");
+            assert!(is_empty_or_absent(&data), "{bad}: wrote into {data:?}");
+        }
+
+        // Unmapped: a plain directory inside the target.
+        let r = restore_promoted(&a, &data, &["--archive-mode", "off", "--output", "json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(out["links"]["pg_wal"], serde_json::Value::Null, "{out}");
+        let md = std::fs::symlink_metadata(data.join("pg_wal")).unwrap();
+        assert!(md.is_dir() && !md.file_type().is_symlink(), "{md:?}");
+        // A linked file comes back as a plain file with its content.
+        let md = std::fs::symlink_metadata(data.join("pg_ident.conf")).unwrap();
+        assert!(md.is_file(), "{md:?}");
+        assert_eq!(
+            std::fs::read(data.join("pg_ident.conf")).unwrap(),
+            std::fs::read(c.root.join("pg_ident.conf")).unwrap()
+        );
+        let mut rc = start_restored(&bin, &data);
+        assert_eq!(rc.sql("SELECT count(*) FROM churn"), rows);
+        write_on(&rc);
+        assert!(data.join("pg_wal/00000002.history").is_file());
+        rc.stop();
+        let after = snapshot(&wal);
+        assert!(
+            after == before,
+            "the restore wrote into the source's WAL directory: {:?}",
+            snapshot_diff(&before, &after)
+        );
+
+        // Mapped to a new place: a link there, where the restored cluster writes its WAL.
+        let dir2 = postgres_dir();
+        let (data2, wal2) = (dir2.path().join("data"), dir2.path().join("wal/pg_wal"));
+        let map = format!("pg_wal={}", wal2.display());
+        let r = restore_promoted(
+            &a,
+            &data2,
+            &[
+                "--link-map",
+                &map,
+                "--archive-mode",
+                "off",
+                "--output",
+                "json",
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(out["links"]["pg_wal"], wal2.display().to_string(), "{out}");
+        assert_eq!(std::fs::read_link(data2.join("pg_wal")).unwrap(), wal2);
+        let mut rc = start_restored(&bin, &data2);
+        write_on(&rc);
+        assert!(wal2.join("00000002.history").is_file());
+        rc.stop();
+        assert!(
+            snapshot(&wal) == before,
+            "the mapped restore wrote into the source's WAL"
+        );
+
+        // A drill: everything in its scratch directory.
+        let scratch = postgres_dir();
+        let mut cmd = a.cmd(&[
+            "drill",
+            "--drill-path",
+            scratch.path().to_str().unwrap(),
+            "--pg-bin",
+            bin.bin.to_str().unwrap(),
+        ]);
+        if let Some(p) = bin.ld_library_path() {
+            cmd.env("LD_LIBRARY_PATH", p);
+        }
+        let r = run(cmd);
+        assert_eq!(r.code, 0, "PostgreSQL {}: {r:?}", bin.major);
+        let after = snapshot(&wal);
+        assert!(
+            after == before,
+            "the drill wrote into the source's WAL directory: {:?}",
+            snapshot_diff(&before, &after)
+        );
     }
-
-    // Unmapped: a plain directory inside the target.
-    let r = restore_promoted(&a, &data, &["--archive-mode", "off", "--output", "json"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(out["links"]["pg_wal"], serde_json::Value::Null, "{out}");
-    let md = std::fs::symlink_metadata(data.join("pg_wal")).unwrap();
-    assert!(md.is_dir() && !md.file_type().is_symlink(), "{md:?}");
-    // A linked file comes back as a plain file with its content.
-    let md = std::fs::symlink_metadata(data.join("pg_ident.conf")).unwrap();
-    assert!(md.is_file(), "{md:?}");
-    assert_eq!(
-        std::fs::read(data.join("pg_ident.conf")).unwrap(),
-        std::fs::read(c.root.join("pg_ident.conf")).unwrap()
-    );
-    let mut rc = start_restored(&bin, &data);
-    assert_eq!(rc.sql("SELECT count(*) FROM churn"), rows);
-    write_on(&rc);
-    assert!(data.join("pg_wal/00000002.history").is_file());
-    rc.stop();
-    let after = snapshot(&wal);
-    assert!(
-        after == before,
-        "the restore wrote into the source's WAL directory: {:?}",
-        snapshot_diff(&before, &after)
-    );
-
-    // Mapped to a new place: a link there, where the restored cluster writes its WAL.
-    let dir2 = postgres_dir();
-    let (data2, wal2) = (dir2.path().join("data"), dir2.path().join("wal/pg_wal"));
-    let map = format!("pg_wal={}", wal2.display());
-    let r = restore_promoted(
-        &a,
-        &data2,
-        &[
-            "--link-map",
-            &map,
-            "--archive-mode",
-            "off",
-            "--output",
-            "json",
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(out["links"]["pg_wal"], wal2.display().to_string(), "{out}");
-    assert_eq!(std::fs::read_link(data2.join("pg_wal")).unwrap(), wal2);
-    let mut rc = start_restored(&bin, &data2);
-    write_on(&rc);
-    assert!(wal2.join("00000002.history").is_file());
-    rc.stop();
-    assert!(
-        snapshot(&wal) == before,
-        "the mapped restore wrote into the source's WAL"
-    );
-
-    // A drill: everything in its scratch directory.
-    let scratch = postgres_dir();
-    let r = run(a.cmd(&[
-        "drill",
-        "--drill-path",
-        scratch.path().to_str().unwrap(),
-        "--output",
-        "json",
-    ]));
-    assert_eq!(r.code, 0, "{r:?}");
-    let after = snapshot(&wal);
-    assert!(
-        after == before,
-        "the drill wrote into the source's WAL directory: {:?}",
-        snapshot_diff(&before, &after)
-    );
 }
 
 #[test]
