@@ -155,7 +155,9 @@ pub fn build() -> Command {
                 "Restore a backup (--set, default the newest that can reach the target) into --pg-path, which must be empty unless \
                  --delta or --force. Writes backup_label, tablespace_map, restore_command calling pgfrost archive-get, the recovery \
                  target and recovery.signal (standby.signal for --type standby), and global/pg_control last, so a restore that \
-                 stops halfway leaves a directory that will not start.",
+                 stops halfway leaves a directory that will not start. Links of the data directory (pg_wal on its own disk) \
+                 become plain directories inside it unless --link-map maps them; --archive-mode off keeps the restored cluster \
+                 from archiving into the stanza. Run as root, everything it writes is left to the cluster's owner.",
             ),
         "restore",
     );

@@ -478,13 +478,33 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
-        commands: RESTORE,
+        commands: &["restore"],
         multi: true,
         ..opt(
             "tablespace-map",
             "OID=DIR",
             Group::Backup,
-            "Restore tablespace OID into DIR instead of its original location (repeatable, or comma-separated).",
+            "restore: put tablespace OID in DIR instead of its original location (repeatable, or comma-separated). drill ignores it: its tablespaces stay in the scratch directory.",
+        )
+    },
+    OptDef {
+        commands: &["restore"],
+        multi: true,
+        ..opt(
+            "link-map",
+            "PATH=DIR",
+            Group::Backup,
+            "restore: recreate the data directory's link PATH (pg_wal, say) as a link to DIR (repeatable, or comma-separated). Links not mapped are restored as plain directories inside the data directory. drill ignores it.",
+        )
+    },
+    OptDef {
+        commands: &["restore"],
+        default: Some("preserve"),
+        ..opt(
+            "archive-mode",
+            "off|preserve",
+            Group::Backup,
+            "restore: off writes archive_mode = off for the restored cluster, so that once promoted it never archives into the stanza (use it for test restores); preserve keeps the backup's setting. drill always turns archiving off.",
         )
     },
     OptDef {
@@ -753,6 +773,13 @@ impl Settings {
         self.choice("retention-archive-type", &["full", "diff", "incr"])?;
         self.flag("expire-auto")?;
         self.flag("dry-run")?;
+        self.choice("archive-mode", &["off", "preserve"])?;
+        self.choice("target-action", &["pause", "promote", "shutdown"])?;
+        self.flag("delta")?;
+        self.flag("force")?;
+        self.flag("target-exclusive")?;
+        self.map("tablespace-map")?;
+        self.map("link-map")?;
         if let Some(s) = self.get("stanza") {
             let ok = !s.value.is_empty()
                 && s.value.len() <= 64
@@ -828,6 +855,58 @@ impl Settings {
                 v.value, v.source
             ))),
         }
+    }
+
+    /// A map option: comma-separated `KEY=DIR` pairs, DIR absolute. Keys are checked as the
+    /// option needs: a tablespace OID, or a path relative to the data directory.
+    pub fn map(&self, name: &str) -> Result<Vec<(String, PathBuf)>> {
+        let Some(v) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        let bad = |pair: &str, why: &str| {
+            Error::config(format!(
+                "invalid value '{pair}' for option {name} (from {}): {why}",
+                v.source
+            ))
+            .hint(match name {
+                "tablespace-map" => "write it as OID=DIR, e.g. 16400=/mnt/new/space",
+                _ => "write it as PATH=DIR, e.g. pg_wal=/mnt/wal/pg_wal",
+            })
+        };
+        let mut out: Vec<(String, PathBuf)> = Vec::new();
+        for pair in v.value.split(',').filter(|p| !p.trim().is_empty()) {
+            let Some((key, dir)) = pair.split_once('=') else {
+                return Err(bad(pair, "expected KEY=DIR"));
+            };
+            let (key, dir) = (key.trim().trim_end_matches('/'), PathBuf::from(dir.trim()));
+            if !dir.is_absolute() {
+                return Err(bad(pair, "the directory must be an absolute path"));
+            }
+            let key_ok = match name {
+                "tablespace-map" => key.parse::<u32>().is_ok(),
+                _ => {
+                    let p = Path::new(key);
+                    !key.is_empty()
+                        && p.is_relative()
+                        && p.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                }
+            };
+            if !key_ok {
+                return Err(bad(
+                    pair,
+                    match name {
+                        "tablespace-map" => "the key must be a tablespace OID",
+                        _ => "the key must be a path inside the data directory, without '..'",
+                    },
+                ));
+            }
+            if out.iter().any(|(k, _)| k == key) {
+                return Err(bad(pair, "the same key is mapped twice"));
+            }
+            out.push((key.to_string(), dir));
+        }
+        Ok(out)
     }
 
     /// A size: bytes, or a number with KB, MB, GB, TB (powers of 1024, as pgBackRest reads them;

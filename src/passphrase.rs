@@ -125,7 +125,10 @@ pub fn read_key_file(path: &Path) -> Result<Option<KeyFile>> {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid {
+    // Root may use the key file of the user it acts for (a restore run as root with the
+    // postgres user's config): it can read that file anyway, and only that user or root can
+    // have written it.
+    if meta.uid() != euid && euid != 0 {
         return Err(Error::new(
             ErrorKind::KeyFile,
             format!("key file {shown} is owned by uid {}, not by this user (uid {euid})", meta.uid()),

@@ -418,3 +418,52 @@ fn s3_repository_from_the_cli() {
     }
     assert!(server.bucket_dir().join("cli/repo/config").is_file());
 }
+
+/// Bad restore options fail with exit 3 and a hint before anything is written: the target
+/// directory is not even created, and the repository is not opened.
+#[test]
+fn bad_restore_options_fail_before_any_write() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let listing = || {
+        let mut v: Vec<_> = files_under(&repo);
+        v.sort();
+        v
+    };
+    let before = listing();
+    let target = home.path().join("new/data");
+    for (flag, value, names) in [
+        ("--archive-mode", "on", "archive-mode"),
+        ("--target-action", "explode", "target-action"),
+        ("--link-map", "pg_wal", "link-map"),
+        ("--link-map", "pg_wal=relative", "link-map"),
+        ("--link-map", "/abs=/tmp/x", "link-map"),
+        ("--link-map", "pg_wal=/a,pg_wal=/b", "link-map"),
+        ("--tablespace-map", "spc=/tmp/x", "tablespace-map"),
+        ("--delta", "maybe", "delta"),
+    ] {
+        let mut c = pgfrost(home.path());
+        c.args(["restore", "--stanza", "main", "--repo"])
+            .arg(&repo)
+            .arg("--pg-path")
+            .arg(&target)
+            .args([flag, value])
+            .env("PGFROST_PASSPHRASE", PASS);
+        let r = run(c);
+        assert_eq!(r.code, 3, "{flag} {value}: {r:?}");
+        assert!(r.stderr.contains(names), "{flag} {value}: {r:?}");
+        assert!(!target.parent().unwrap().exists(), "{flag} {value}: wrote");
+    }
+    // The same from the environment names it.
+    let mut c = pgfrost(home.path());
+    c.args(["restore", "--stanza", "main", "--repo"])
+        .arg(&repo)
+        .arg("--pg-path")
+        .arg(&target)
+        .env("PGFROST_ARCHIVE_MODE", "sometimes");
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("PGFROST_ARCHIVE_MODE"), "{r:?}");
+    assert_eq!(listing(), before);
+}

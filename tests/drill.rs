@@ -172,3 +172,88 @@ fn interrupted_drill_still_cleans_up() {
     assert!(clean, "the interrupted drill left its scratch directory");
     assert_clean(scratch.path());
 }
+
+/// A test restore promoted with archiving on (the default, and said loudly) pushes a timeline
+/// the primary never took into the stanza; the drill still follows the primary's timeline and
+/// passes, and info shows each timeline's window and which one the primary is on.
+#[test]
+fn drill_follows_the_primary_after_a_test_restore_archived_a_branch() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    c.pgbench_init(1);
+    backup(&a, &c, "full");
+    c.pgbench(&["-t", "200", "-c", "2"]);
+    switch_segments(&c, 2);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let r = restore_promoted(&a, &data, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("WARNING") && r.stdout.contains("--archive-mode off"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("WARN"), "{r:?}");
+    let mut rc = Cluster::from_data_dir(&bin, &data, &[]);
+    rc.start();
+    assert!(wait_promoted(&rc), "{}", rc.log_tail(40));
+    assert_eq!(rc.sql("SHOW archive_mode"), "on");
+    switch_segments(&rc, 3);
+    let wal = a.dir.path().join("repo/main/wal/0001");
+    let branched = wait_until(std::time::Duration::from_secs(90), || {
+        wal.join("00000002.history").is_file()
+            && files_under(&wal).iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.len() == 24 && n.to_string_lossy().starts_with("00000002"))
+            })
+    });
+    assert!(branched, "the promoted restore did not archive timeline 2");
+    rc.stop();
+
+    // The primary goes on, on timeline 1, and backs up again.
+    c.pgbench(&["-t", "200", "-c", "2"]);
+    backup(&a, &c, "incr");
+    switch_segments(&c, 2);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    let scratch = postgres_dir();
+    let (r, v) = drill(&a, scratch.path());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(v["passed"], true, "{v}");
+    let end = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "end of archive")
+        .expect("end-of-archive check");
+    assert!(
+        end["detail"]
+            .as_str()
+            .unwrap()
+            .contains("replayed through 00000001"),
+        "{end}"
+    );
+    assert_clean(scratch.path());
+
+    let r = run(a.cmd(&["info", "--output", "json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let s = &info["stanzas"][0];
+    assert_eq!(s["primary_timeline"], 1, "{s}");
+    assert_eq!(s["recovery_window"]["timeline"], 1, "{s}");
+    let tlis: Vec<u64> = s["recovery_windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["timeline"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tlis, [1, 2], "{s}");
+    let r = run(a.cmd(&["info"]));
+    assert!(
+        r.stdout
+            .contains("recovery window on timeline 1 (the primary's"),
+        "{r:?}"
+    );
+}

@@ -168,7 +168,12 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 format!("{prefix}/{sub}")
             };
             let ft = entry.file_type();
-            if ft.is_symlink() {
+            // A link to a file (a postgresql.conf kept elsewhere) is backed up as that file and
+            // restored as a plain one: a restore never links into the source's files.
+            let linked_file = ft.is_symlink()
+                && !rel.starts_with("pg_tblspc/")
+                && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+            if ft.is_symlink() && !linked_file {
                 if !rel.starts_with("pg_tblspc/") {
                     let target = std::fs::read_link(entry.path())
                         .map_err(|e| io_err("read link", entry.path(), e))?;
@@ -179,7 +184,11 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 }
                 continue;
             }
-            let meta = match entry.metadata() {
+            let meta = match if linked_file {
+                std::fs::metadata(entry.path())
+            } else {
+                entry.metadata().map_err(std::io::Error::from)
+            } {
                 Ok(m) => m,
                 Err(_) => continue,
             };
@@ -200,7 +209,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 });
                 continue;
             }
-            if !ft.is_file() || layout::include(&rel, false) != Include::Yes {
+            if !(ft.is_file() || linked_file) || layout::include(&rel, false) != Include::Yes {
                 continue;
             }
             w.tasks.push(Task {

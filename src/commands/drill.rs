@@ -254,14 +254,16 @@ async fn drill(
         rep.target = format!("{} {t}", rep.target);
     }
     let started = Instant::now();
-    let restored = match restore::restore(settings, &s.data, Some(&s.dir.join("tablespaces"))).await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            rep.check("restore", false, e.to_string());
-            return Ok(rep);
-        }
-    };
+    // Every path of the restored cluster inside the scratch directory, archiving off: a drill
+    // must never write into the cluster it came from, nor into its stanza.
+    let restored =
+        match restore::restore(settings, &s.data, restore::Placement::Scratch(&s.dir)).await {
+            Ok(r) => r,
+            Err(e) => {
+                rep.check("restore", false, e.to_string());
+                return Ok(rep);
+            }
+        };
     rep.backup = restored.label.clone();
     rep.restore_seconds = started.elapsed().as_secs_f64();
     rep.check(
@@ -274,14 +276,27 @@ async fn drill(
         ),
     );
 
+    // The timeline the stanza's primary is on, not the newest the archive holds: a test restore
+    // promoted with archiving on leaves a branch there that the primary never took, and
+    // following it ("latest", PostgreSQL's default) cannot find the checkpoints of the backups
+    // taken on the primary since.
+    let timeline = match settings.string("target-timeline") {
+        Some(t) => t.parse::<u32>().ok(),
+        None => primary_timeline(repo, stanza_name, db).await?,
+    };
     // Private: a socket in the scratch directory, no TCP, no archiving, modest memory, promote at
     // the target so the checks can write (pg_amcheck installs its extension).
     let port = free_port();
-    let conf = format!(
+    let mut conf = format!(
         "\n# pgfrost drill\nport = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\narchive_mode = off\n\
          shared_buffers = '128MB'\nlogging_collector = off\nrecovery_target_action = 'promote'\nhot_standby = on\n",
         s.dir.display()
     );
+    if settings.string("target-timeline").is_none()
+        && let Some(t) = timeline
+    {
+        conf.push_str(&format!("recovery_target_timeline = '{t}'\n"));
+    }
     let auto = s.data.join("postgresql.auto.conf");
     std::fs::OpenOptions::new()
         .append(true)
@@ -366,7 +381,7 @@ async fn drill(
     // Did replay reach the end of the archive? A missing segment ends recovery early and silently.
     if settings.string("type").is_none_or(|t| t == "default")
         && let Some((lsn, _)) = &reached
-        && let Some(end) = archive_end(repo, stanza_name, db).await?
+        && let Some(end) = archive_end(repo, stanza_name, db, timeline).await?
     {
         let reached_lsn = wal::parse_lsn(lsn).unwrap_or(0);
         let seg = db.wal_segment_size;
@@ -511,11 +526,34 @@ async fn drill(
     Ok(rep)
 }
 
-/// The last WAL segment of the stanza's current cluster in the repository: (name, start LSN).
+/// The timeline of the newest backup of the stanza's current cluster: the one its primary (the
+/// cluster that runs `backup`) was on when it last did.
+pub async fn primary_timeline(
+    repo: &crate::repo::Repository,
+    stanza_name: &str,
+    db: &stanza::StanzaDb,
+) -> Result<Option<u32>> {
+    for label in crate::repo::manifest::list(repo, stanza_name)
+        .await?
+        .iter()
+        .rev()
+    {
+        let m = crate::repo::manifest::read(repo, stanza_name, label).await?;
+        if m.db_id == db.id {
+            return Ok(Some(m.timeline));
+        }
+    }
+    Ok(None)
+}
+
+/// The last WAL segment of the stanza's current cluster in the repository, on `timeline` or
+/// the timelines before it (a branch the drill does not follow is not the end of its archive):
+/// (name, start LSN).
 async fn archive_end(
     repo: &crate::repo::Repository,
     stanza_name: &str,
     db: &stanza::StanzaDb,
+    timeline: Option<u32>,
 ) -> Result<Option<(String, u64)>> {
     let listed = repo
         .store
@@ -524,7 +562,9 @@ async fn archive_end(
     let mut best: Option<(u32, u64, String)> = None;
     for l in listed {
         let name = l.path.rsplit('/').next().unwrap_or("");
-        if let Some(f @ WalFile::Segment { .. }) = WalFile::parse(name) {
+        if let Some(f @ WalFile::Segment { .. }) = WalFile::parse(name)
+            && timeline.is_none_or(|t| f.tli() <= t)
+        {
             let key = (f.tli(), f.segno(db.wal_segment_size).unwrap_or(0));
             if best.as_ref().is_none_or(|b| (b.0, b.1) < key) {
                 best = Some((key.0, key.1, name.to_string()));

@@ -50,6 +50,8 @@ pub struct TimelineInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
+    /// The timeline recovery follows to reach this window's end.
+    pub timeline: u32,
     /// The earliest point reachable: the end of the oldest backup from which WAL is continuous
     /// to the end of the archive.
     pub from_time: String,
@@ -78,7 +80,13 @@ pub struct StanzaInfo {
     pub pg_major: u32,
     pub backups: Vec<BackupInfo>,
     pub wal: Vec<TimelineInfo>,
+    /// The timeline of the newest backup: the one the cluster that last ran `backup` (the
+    /// primary) was on. A timeline without backups is a branch a restored cluster made.
+    pub primary_timeline: Option<u32>,
+    /// The window on the primary's timeline (recovery to the end of its archive).
     pub recovery_window: Option<Window>,
+    /// The window on each timeline of the current cluster's WAL.
+    pub recovery_windows: Vec<Window>,
     /// Backups whose manifest cannot be read (run verify).
     pub unreadable: Vec<String>,
     pub size: Sizes,
@@ -137,13 +145,21 @@ fn render(s: &StanzaInfo) -> String {
         s.name, s.system_id, s.pg_major
     );
     match &s.recovery_window {
-        Some(w) => t.push_str(&format!(
-            "  recovery window: you can recover to any point between {} (end of backup {}, LSN {}) and {} (end of WAL {}, LSN {})\n",
-            w.from_time, w.from_backup, w.from_lsn, w.to_time, w.to_wal, w.to_lsn
-        )),
+        Some(_) => {}
         None => t.push_str(
             "  recovery window: none (no backup has continuous WAL to the end of the archive)\n",
         ),
+    }
+    for w in &s.recovery_windows {
+        let primary = if Some(w.timeline) == s.primary_timeline {
+            " (the primary's: the cluster that last ran backup is on it)"
+        } else {
+            " (not the primary's: a branch, e.g. a restored cluster that was promoted)"
+        };
+        t.push_str(&format!(
+            "  recovery window on timeline {}{primary}: you can recover to any point between {} (end of backup {}, LSN {}) and {} (end of WAL {}, LSN {})\n",
+            w.timeline, w.from_time, w.from_backup, w.from_lsn, w.to_time, w.to_wal, w.to_lsn
+        ));
     }
     if s.backups.is_empty() {
         t.push_str("  no backups\n");
@@ -227,6 +243,27 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
     }
     let mut backups: Vec<&Manifest> = manifests.iter().collect();
     backups.sort_by_key(|m| (m.stop_unix, m.start_unix));
+    let primary_timeline = current.as_ref().and_then(|db| {
+        backups
+            .iter()
+            .rev()
+            .find(|m| m.db_id == db.id)
+            .map(|m| m.timeline)
+    });
+    let recovery_windows: Vec<Window> = match &current {
+        Some(db) => segments_by_timeline(&wal, &dbs)
+            .keys()
+            .filter(|(d, _)| *d == db.id)
+            .filter_map(|(_, tli)| window(&backups, &wal, db, *tli))
+            .collect(),
+        None => Vec::new(),
+    };
+    // Without a backup on the current cluster, the newest timeline's window.
+    let recovery_window = recovery_windows
+        .iter()
+        .find(|w| Some(w.timeline) == primary_timeline)
+        .or(recovery_windows.last())
+        .cloned();
     Ok(StanzaInfo {
         name: name.to_string(),
         system_id: current
@@ -236,7 +273,9 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         pg_major: current.as_ref().map(|d| d.pg_major).unwrap_or(0),
         backups: backups.iter().map(|m| backup_info(m)).collect(),
         wal: timelines(&wal, &dbs),
-        recovery_window: current.and_then(|db| window(&backups, &wal, &db)),
+        primary_timeline,
+        recovery_window,
+        recovery_windows,
         unreadable,
         size,
     })
@@ -299,19 +338,23 @@ fn timelines(wal: &[WalObject], dbs: &[StanzaDb]) -> Vec<TimelineInfo> {
         .collect()
 }
 
-/// From the end of the oldest backup whose WAL runs unbroken to the end of the archive, to the
-/// end of the archive. Segments of any timeline count (a promoted branch continues its parent).
-fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb) -> Option<Window> {
+/// On timeline `tli`: from the end of the oldest backup whose WAL runs unbroken to the end of
+/// that timeline's WAL, to there. Segments of earlier timelines count (a promoted branch
+/// continues its parent); later ones, and backups taken on them, do not.
+fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb, tli: u32) -> Option<Window> {
     let ss = db.wal_segment_size;
     let mut have: BTreeSet<u64> = BTreeSet::new();
     let mut last: Option<&WalObject> = None;
-    for w in wal.iter().filter(|w| w.db_id == db.id) {
+    for w in wal
+        .iter()
+        .filter(|w| w.db_id == db.id && w.file.tli() <= tli)
+    {
         if let wal::WalFile::Segment { .. } = w.file
             && let Some(n) = w.file.segno(ss)
         {
             have.insert(n);
-            let newer = last
-                .is_none_or(|l| (n, w.file.tli()) > (l.file.segno(ss).unwrap_or(0), l.file.tli()));
+            let newer =
+                w.file.tli() == tli && last.is_none_or(|l| n > l.file.segno(ss).unwrap_or(0));
             if newer {
                 last = Some(w);
             }
@@ -319,11 +362,15 @@ fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb) -> Option<Win
     }
     let last = last?;
     let end = last.file.segno(ss)?;
-    let from = backups.iter().filter(|m| m.db_id == db.id).find(|m| {
-        let s = segno_of(&m.start_wal, ss);
-        s <= end && (s..=end).all(|n| have.contains(&n))
-    })?;
+    let from = backups
+        .iter()
+        .filter(|m| m.db_id == db.id && m.timeline <= tli)
+        .find(|m| {
+            let s = segno_of(&m.start_wal, ss);
+            s <= end && (s..=end).all(|n| have.contains(&n))
+        })?;
     Some(Window {
+        timeline: tli,
         from_time: from.stop_time.clone(),
         from_backup: from.label.clone(),
         from_lsn: from.stop_lsn.clone(),

@@ -16,7 +16,7 @@ use crate::repo::stanza;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,6 +176,11 @@ fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
 
 /// Writes one file and sets its metadata; returns it open, for the syncer to flush.
 fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File> {
+    // Written in place, never through a link: one left at the path (--delta or --force over a
+    // data directory whose config file linked elsewhere) would send the file into its target.
+    if std::fs::symlink_metadata(&j.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&j.path).map_err(|e| io("remove", &j.path, e))?;
+    }
     let ids: Vec<BlockId> = if j.list.is_empty() {
         Vec::new()
     } else {
@@ -314,19 +319,167 @@ fn syncer(queue: std::sync::mpsc::Receiver<(std::fs::File, PathBuf)>) -> Result<
     Ok(())
 }
 
-/// The path a manifest path lands on: tablespace files go to the tablespace's location.
-fn target_of(rel: &str, pg_path: &Path, spc: &HashMap<u32, PathBuf>) -> PathBuf {
-    if let Some(rest) = rel.strip_prefix("pg_tblspc/") {
-        let (oid, sub) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Some(loc) = oid.parse::<u32>().ok().and_then(|o| spc.get(&o)) {
-            return if sub.is_empty() {
-                loc.clone()
-            } else {
-                loc.join(sub)
-            };
+/// Where the restore puts things: the data directory, each tablespace's location, and the
+/// directories the data directory's links point to (links restored as plain directories are
+/// not here: what is under them goes inside the data directory).
+struct Places {
+    pg_path: PathBuf,
+    spc: HashMap<u32, PathBuf>,
+    links: HashMap<String, PathBuf>,
+}
+
+impl Places {
+    /// The path a manifest path lands on.
+    fn target_of(&self, rel: &str) -> PathBuf {
+        let under = |prefix: &str, loc: &Path| {
+            let sub = rel.strip_prefix(prefix)?;
+            match sub.strip_prefix('/') {
+                Some(sub) => Some(loc.join(sub)),
+                None => sub.is_empty().then(|| loc.to_path_buf()),
+            }
+        };
+        if let Some(rest) = rel.strip_prefix("pg_tblspc/") {
+            let oid = rest.split('/').next().unwrap_or(rest);
+            if let Some(loc) = oid.parse::<u32>().ok().and_then(|o| self.spc.get(&o)) {
+                return under(&format!("pg_tblspc/{oid}"), loc).unwrap_or_else(|| loc.clone());
+            }
+        }
+        for (link, loc) in &self.links {
+            if let Some(p) = under(link, loc) {
+                return p;
+            }
+        }
+        self.pg_path.join(rel)
+    }
+
+    /// Every directory outside the data directory that the restore writes into.
+    fn outside(&self) -> impl Iterator<Item = &PathBuf> {
+        self.spc.values().chain(self.links.values())
+    }
+}
+
+/// Where a restore may put what lies outside the data directory.
+#[derive(Clone, Copy)]
+pub enum Placement<'a> {
+    /// restore: tablespaces at their original locations unless `--tablespace-map` moves them;
+    /// links as `--link-map` says, else plain directories inside the data directory.
+    Operator,
+    /// drill: everything inside this scratch directory (tablespaces in `tablespaces/<oid>`,
+    /// links as plain directories, the archive-get queue in `spool`), whatever the maps say.
+    Scratch(&'a Path),
+}
+
+/// The restore's options, read and checked before anything is written.
+struct Plan {
+    kind: String,
+    delta: bool,
+    force: bool,
+    archive_off: bool,
+    tablespace_map: Vec<(u32, PathBuf)>,
+    link_map: Vec<(String, PathBuf)>,
+}
+
+impl Plan {
+    fn read(settings: &Settings, placement: Placement) -> Result<Plan> {
+        let kind = settings.string("type").unwrap_or("default").to_string();
+        let allowed = [
+            "default",
+            "immediate",
+            "time",
+            "xid",
+            "lsn",
+            "name",
+            "standby",
+        ];
+        if !allowed.contains(&kind.as_str()) {
+            return Err(Error::config(format!("invalid restore type '{kind}'"))
+                .hint(format!("use --type {}", allowed.join(", "))));
+        }
+        if ["time", "xid", "lsn", "name"].contains(&kind.as_str()) {
+            settings.required("target")?;
+        }
+        let tablespace_map = settings
+            .map("tablespace-map")?
+            .into_iter()
+            .map(|(oid, dir)| (oid.parse().expect("checked by Settings::map"), dir))
+            .collect();
+        let mut plan = Plan {
+            kind,
+            delta: settings.flag("delta")?,
+            force: settings.flag("force")?,
+            archive_off: settings.string("archive-mode") == Some("off"),
+            tablespace_map,
+            link_map: settings.map("link-map")?,
+        };
+        if let Placement::Scratch(_) = placement {
+            if !plan.tablespace_map.is_empty() || !plan.link_map.is_empty() {
+                log::info!(
+                    "drill: tablespace-map and link-map are ignored; a drill keeps every path inside its scratch directory"
+                );
+            }
+            plan.tablespace_map.clear();
+            plan.link_map.clear();
+            plan.archive_off = true;
+        }
+        Ok(plan)
+    }
+}
+
+/// What a restored cluster would write into if `dir` (a link's or a tablespace's new place)
+/// lies in, or is, the data or WAL directory of a cluster other than the one restored into
+/// `pg_path`: a restore from production must never reach into production.
+fn foreign_cluster(dir: &Path, pg_path: &Path) -> Option<String> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let own = canon(pg_path);
+    // The WAL directory the target's pg_wal already is or links to (a --delta restore over the
+    // cluster's own data directory) is this cluster's.
+    let own_wal = canon(&pg_path.join("pg_wal"));
+    for a in dir.ancestors().filter(|a| a.exists()) {
+        let c = canon(a);
+        if c.is_some() && c == own {
+            return None;
+        }
+        if a.join("PG_VERSION").is_file() && a.join("global").is_dir() {
+            return Some(format!(
+                "{} is the data directory of another cluster",
+                a.display()
+            ));
+        }
+        if a.join("archive_status").is_dir() && (c.is_none() || c != own_wal) {
+            return Some(format!(
+                "{} is the WAL directory of another cluster",
+                a.display()
+            ));
         }
     }
-    pg_path.join(rel)
+    None
+}
+
+/// As root, gives `p` (a link itself, not its target) to the cluster's owner.
+fn give(p: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    match owner {
+        Some((uid, gid)) => {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| io("chown", p, e))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A directory of the cluster's own (the data directory, a link's plain directory): created,
+/// with the cluster's directory mode and, as root, its owner.
+fn make_cluster_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    make_dir(dir, owner)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io("chmod", dir, e))?;
+    give(dir, owner)
+}
+
+/// Creates `dir` and its missing parents; as root, gives what it created to the cluster's
+/// owner (root's umask would leave them root's and closed to the postgres user).
+fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    missing.into_iter().try_for_each(|d| give(d, owner))
 }
 
 fn quote(s: &str) -> String {
@@ -345,8 +498,31 @@ fn sh_word(s: &str) -> String {
     }
 }
 
-/// The restore_command that fetches this stanza's WAL with the same repository and keys.
-fn restore_command(settings: &Settings, stanza: &str) -> String {
+/// Options that restore_command passes on to archive-get when the restore had them from the
+/// command line or the environment: PostgreSQL runs restore_command with its own environment,
+/// and the config file is passed whole. All are options archive-get accepts (a test parses the
+/// command as the CLI does). S3 credentials stay out: postgresql.auto.conf is no place for
+/// secrets.
+pub const RESTORE_COMMAND_OPTIONS: &[&str] = &[
+    "repo",
+    "repo-s3-endpoint",
+    "repo-s3-region",
+    "repo-s3-uri-style",
+    "key-file",
+    "passphrase-file",
+    "spool-path",
+    "archive-get-queue-max",
+    "process-max",
+];
+
+/// Options whose values are paths: made absolute, since restore_command runs in the data
+/// directory.
+const PATH_OPTIONS: &[&str] = &["key-file", "passphrase-file", "spool-path"];
+
+/// The restore_command that fetches this stanza's WAL with the same repository and keys:
+/// every option after `archive-get` (the subcommand's own options are not accepted before
+/// it). `spool` replaces spool-path (a drill's queue stays in its scratch directory).
+pub fn restore_command(settings: &Settings, stanza: &str, spool: Option<&Path>) -> String {
     // Linux names a binary replaced while it runs (a package upgrade) "<path> (deleted)"; the
     // path is still where the current pgfrost lives.
     let exe = std::env::current_exe()
@@ -357,32 +533,57 @@ fn restore_command(settings: &Settings, stanza: &str) -> String {
                 .to_string()
         })
         .unwrap_or_else(|_| "pgfrost".into());
-    let mut cmd = sh_word(&exe);
+    let absolute = |p: &str| {
+        std::path::absolute(p)
+            .map(|a| a.display().to_string())
+            .unwrap_or_else(|_| p.to_string())
+    };
+    // PostgreSQL replaces %f, %p, %r and %% in restore_command: a literal % must be doubled.
+    let word = |s: &str| sh_word(s).replace('%', "%%");
+    let mut cmd = format!("{} archive-get", word(&exe));
     if let Some(cfg) = &settings.config_file {
         cmd.push_str(&format!(
             " --config {}",
-            sh_word(&cfg.display().to_string())
+            word(&absolute(&cfg.display().to_string()))
         ));
     }
-    cmd.push_str(&format!(" --stanza {}", sh_word(stanza)));
-    for o in [
-        "repo",
-        "repo-s3-endpoint",
-        "repo-s3-region",
-        "repo-s3-uri-style",
-        "key-file",
-        "spool-path",
-    ] {
-        if let Some(v) = settings.get(o)
-            && !matches!(
+    cmd.push_str(&format!(" --stanza {}", word(stanza)));
+    for &o in RESTORE_COMMAND_OPTIONS {
+        let value = match (o, spool) {
+            ("spool-path", Some(dir)) => dir.display().to_string(),
+            _ => match settings.get(o) {
+                Some(v)
+                    if !matches!(
+                        v.source,
+                        crate::config::Source::Default | crate::config::Source::File(..)
+                    ) =>
+                {
+                    let local = o == "repo" && !v.value.contains("://");
+                    if PATH_OPTIONS.contains(&o) || local {
+                        absolute(&v.value)
+                    } else {
+                        v.value.clone()
+                    }
+                }
+                _ => continue,
+            },
+        };
+        cmd.push_str(&format!(" --{o} {}", word(&value)));
+    }
+    for o in ["repo-s3-key", "repo-s3-key-secret"] {
+        if settings.get(o).is_some_and(|v| {
+            matches!(
                 v.source,
-                crate::config::Source::Default | crate::config::Source::File(..)
+                crate::config::Source::CommandLine | crate::config::Source::Env(_)
             )
-        {
-            cmd.push_str(&format!(" --{o} {}", sh_word(&v.value)));
+        }) {
+            log::warn!(
+                "restore_command does not carry {o} (it would be written into postgresql.auto.conf); \
+                 HINT: set it in the config file or in the environment PostgreSQL runs with"
+            );
         }
     }
-    cmd.push_str(" archive-get %f \"%p\"");
+    cmd.push_str(" %f \"%p\"");
     cmd
 }
 
@@ -397,6 +598,11 @@ pub struct Restored {
     #[serde(rename = "type")]
     pub kind: String,
     pub stop_time: String,
+    /// off, or preserve (the backup's own archive_mode and archive_command).
+    pub archive_mode: String,
+    /// The data directory's links: where each one now points, or null when it was restored as
+    /// a plain directory.
+    pub links: std::collections::BTreeMap<String, Option<String>>,
     /// The manifest's relation files: path and size, for checks after recovery.
     #[serde(skip)]
     pub files: Vec<(String, u64)>,
@@ -404,61 +610,64 @@ pub struct Restored {
     pub pg_major: u32,
 }
 
+/// Said when a restore into a new directory keeps the source's archiving.
+fn archiving_warning(stanza: &str) -> String {
+    format!(
+        "WARNING: the restored cluster keeps the backup's archive_mode and archive_command: once \
+         promoted it will archive its WAL and timeline history into stanza '{stanza}', as if it were \
+         the cluster the backup came from\nHINT: for a test restore or a copy, restore with \
+         --archive-mode off"
+    )
+}
+
 pub async fn run(settings: &Settings) -> Result<()> {
     let pg_path = PathBuf::from(settings.required("pg-path")?);
-    let r = restore(settings, &pg_path, None).await?;
+    let r = restore(settings, &pg_path, Placement::Operator).await?;
     let target = settings.string("target").unwrap_or("");
+    let mut text = format!(
+        "restored backup {} into {} ({:.1} MiB, {:.1} MiB written) in {:.1}s; start PostgreSQL to recover{}",
+        r.label,
+        r.pg_path,
+        r.bytes as f64 / 1048576.0,
+        r.written_bytes as f64 / 1048576.0,
+        r.seconds,
+        match r.kind.as_str() {
+            "default" => " to the end of the archive".to_string(),
+            "standby" => " as a standby".to_string(),
+            "immediate" => " to the end of the backup".to_string(),
+            k => format!(" to {k} {target}"),
+        }
+    );
+    for (link, to) in &r.links {
+        match to {
+            Some(dir) => text.push_str(&format!("\nlink {link} -> {dir}")),
+            None => text.push_str(&format!(
+                "\n{link}: a directory inside the data directory (the backup had a link; map it with --link-map {link}=DIR)"
+            )),
+        }
+    }
+    if r.archive_mode == "preserve" && !settings.flag("delta")? && !settings.flag("force")? {
+        text.push('\n');
+        text.push_str(&archiving_warning(settings.required("stanza")?));
+    }
     emit(
         settings,
-        &format!(
-            "restored backup {} into {} ({:.1} MiB, {:.1} MiB written) in {:.1}s; start PostgreSQL to recover{}",
-            r.label,
-            r.pg_path,
-            r.bytes as f64 / 1048576.0,
-            r.written_bytes as f64 / 1048576.0,
-            r.seconds,
-            match r.kind.as_str() {
-                "default" => " to the end of the archive".to_string(),
-                "standby" => " as a standby".to_string(),
-                "immediate" => " to the end of the backup".to_string(),
-                k => format!(" to {k} {target}"),
-            }
-        ),
+        &text,
         serde_json::to_value(&r).expect("serializes"),
     );
     Ok(())
 }
 
-/// Restores into `pg_path` with the restore options in `settings`. Tablespaces not mapped by
-/// `--tablespace-map` go to `<tablespace_dir>/<oid>` when given (a drill must never touch the
-/// live cluster's tablespace locations), else to their original locations.
+/// Restores into `pg_path` with the restore options in `settings`, putting what lies outside
+/// the data directory as `placement` says.
 pub async fn restore(
     settings: &Settings,
     pg_path: &Path,
-    tablespace_dir: Option<&Path>,
+    placement: Placement<'_>,
 ) -> Result<Restored> {
     let started = Instant::now();
     let stanza_name = settings.required("stanza")?.to_string();
-    let pg_path = pg_path.to_path_buf();
-    let kind = settings.string("type").unwrap_or("default").to_string();
-    let allowed = [
-        "default",
-        "immediate",
-        "time",
-        "xid",
-        "lsn",
-        "name",
-        "standby",
-    ];
-    if !allowed.contains(&kind.as_str()) {
-        return Err(Error::config(format!("invalid restore type '{kind}'"))
-            .hint(format!("use --type {}", allowed.join(", "))));
-    }
-    if ["time", "xid", "lsn", "name"].contains(&kind.as_str()) {
-        settings.required("target")?;
-    }
-    let delta = settings.flag("delta")?;
-    let force = settings.flag("force")?;
+    let plan = Plan::read(settings, placement)?;
     if pg_path.join("postmaster.pid").exists() {
         let pid = std::fs::read_to_string(pg_path.join("postmaster.pid")).unwrap_or_default();
         let pid: i32 = pid
@@ -475,7 +684,7 @@ pub async fn restore(
             .hint("stop it first; pgfrost never restores under a running server"));
         }
     }
-    if !dir_is_empty(&pg_path) && !delta && !force {
+    if !dir_is_empty(pg_path) && !plan.delta && !plan.force {
         return Err(Error::new(ErrorKind::Conflict, format!("{} is not empty", pg_path.display()))
             .hint("restore into an empty directory, or give --delta (rewrite what differs) or --force (overwrite)"));
     }
@@ -487,10 +696,9 @@ pub async fn restore(
         settings,
         &repo,
         &stanza_name,
-        &pg_path,
-        tablespace_dir,
-        &kind,
-        (delta, force),
+        pg_path,
+        placement,
+        &plan,
         started,
     )
     .await;
@@ -500,57 +708,44 @@ pub async fn restore(
     r
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn restore_from(
-    settings: &Settings,
-    repo: &Repository,
-    stanza_name: &str,
+/// Decides where tablespaces and links go, and checks every such place before anything is
+/// written.
+fn place(
+    m: &Manifest,
     pg_path: &Path,
-    tablespace_dir: Option<&Path>,
-    kind: &str,
-    (delta, force): (bool, bool),
-    started: Instant,
-) -> Result<Restored> {
-    let stanza_name = stanza_name.to_string();
-    let kind = kind.to_string();
-    let pg_path = pg_path.to_path_buf();
-    let m = choose(repo, &stanza_name, settings, &kind).await?;
-    log::info!(
-        "restore: backup {} ({}, finished {}) into {}",
-        m.label,
-        m.kind.name(),
-        m.stop_time,
-        pg_path.display()
-    );
-
-    // Tablespaces: their original locations unless mapped elsewhere.
-    let mut map: HashMap<u32, PathBuf> = HashMap::new();
-    if let Some(spec) = settings.string("tablespace-map") {
-        for pair in spec.split(',').filter(|p| !p.is_empty()) {
-            let (oid, dir) = pair
-                .split_once('=')
-                .ok_or_else(|| Error::config(format!("tablespace-map '{pair}' is not OID=DIR")))?;
-            let oid: u32 = oid.trim().parse().map_err(|_| {
-                Error::config(format!("tablespace-map '{pair}': '{oid}' is not an OID"))
-            })?;
-            if !m.tablespaces.iter().any(|t| t.oid == oid) {
-                return Err(Error::config(format!(
-                    "backup {} has no tablespace with OID {oid}",
-                    m.label
-                )));
-            }
-            map.insert(oid, PathBuf::from(dir.trim()));
+    placement: Placement,
+    plan: &Plan,
+) -> Result<(Places, std::collections::BTreeMap<String, Option<String>>)> {
+    let (delta, force) = (plan.delta, plan.force);
+    for (oid, _) in &plan.tablespace_map {
+        if !m.tablespaces.iter().any(|t| t.oid == *oid) {
+            return Err(Error::config(format!(
+                "backup {} has no tablespace with OID {oid}",
+                m.label
+            ))
+            .hint(tablespace_list(m)));
         }
     }
     let mut spc: HashMap<u32, PathBuf> = HashMap::new();
     for t in &m.tablespaces {
-        let loc = map
-            .get(&t.oid)
-            .cloned()
-            .unwrap_or_else(|| match tablespace_dir {
-                Some(d) => d.join(t.oid.to_string()),
-                None => PathBuf::from(&t.location),
-            });
+        let mapped = plan.tablespace_map.iter().find(|(o, _)| *o == t.oid);
+        let loc = match (mapped, placement) {
+            (_, Placement::Scratch(dir)) => dir.join("tablespaces").join(t.oid.to_string()),
+            (Some((_, dir)), _) => dir.clone(),
+            (None, Placement::Operator) => PathBuf::from(&t.location),
+        };
+        if let Some(why) = foreign_cluster(&loc, pg_path) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "tablespace {} ({}) cannot go to {}: {why}",
+                    t.name,
+                    t.oid,
+                    loc.display()
+                ),
+            )
+            .hint("map it elsewhere with --tablespace-map OID=DIR"));
+        }
         if !dir_is_empty(&loc) && !delta && !force {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -566,26 +761,175 @@ async fn restore_from(
         spc.insert(t.oid, loc);
     }
 
+    let links: Vec<&manifest::LinkEntry> = m
+        .links
+        .iter()
+        .filter(|l| !l.path.starts_with("pg_tblspc/"))
+        .collect();
+    let names = || {
+        if links.is_empty() {
+            "it has none besides tablespaces".to_string()
+        } else {
+            format!(
+                "its links: {}",
+                links
+                    .iter()
+                    .map(|l| l.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    for (path, _) in &plan.link_map {
+        if !links.iter().any(|l| l.path == *path) {
+            return Err(
+                Error::config(format!("backup {} has no link {path} to map", m.label))
+                    .hint(names()),
+            );
+        }
+    }
+    let mut linked: HashMap<String, PathBuf> = HashMap::new();
+    let mut report = std::collections::BTreeMap::new();
+    for l in &links {
+        let here = pg_path.join(&l.path);
+        let mapped = plan.link_map.iter().find(|(p, _)| *p == l.path);
+        let to = match (mapped, placement) {
+            (Some((_, dir)), Placement::Operator) => {
+                if let Some(why) = foreign_cluster(dir, pg_path) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("link {} cannot point to {}: {why}", l.path, dir.display()),
+                    )
+                    .hint(format!(
+                        "map it to a directory of the restored cluster's own (--link-map {}=DIR), or leave it out to restore it as a plain directory",
+                        l.path
+                    )));
+                }
+                if !dir_is_empty(dir)
+                    && !delta
+                    && !force
+                    && std::fs::read_link(&here).ok().as_deref() != Some(dir.as_path())
+                {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("link {} target {} is not empty", l.path, dir.display()),
+                    )
+                    .hint("map it to an empty directory, or give --delta or --force"));
+                }
+                Some(dir.clone())
+            }
+            // Over the cluster's own data directory, a link already pointing where the backup
+            // recorded is the operator's layout, kept as it is.
+            (None, Placement::Operator)
+                if (delta || force)
+                    && std::fs::read_link(&here).ok().as_deref() == Some(Path::new(&l.target)) =>
+            {
+                Some(PathBuf::from(&l.target))
+            }
+            _ => None,
+        };
+        if to.is_none() {
+            log::info!(
+                "restore: link {} (to {}) restored as a plain directory{}",
+                l.path,
+                l.target,
+                match placement {
+                    Placement::Operator => format!("; map it with --link-map {}=DIR", l.path),
+                    Placement::Scratch(_) => String::new(),
+                }
+            );
+        }
+        report.insert(l.path.clone(), to.as_ref().map(|d| d.display().to_string()));
+        if let Some(d) = to {
+            linked.insert(l.path.clone(), d);
+        }
+    }
+    Ok((
+        Places {
+            pg_path: pg_path.to_path_buf(),
+            spc,
+            links: linked,
+        },
+        report,
+    ))
+}
+
+fn tablespace_list(m: &Manifest) -> String {
+    if m.tablespaces.is_empty() {
+        return format!("backup {} has no tablespaces", m.label);
+    }
+    format!(
+        "its tablespaces: {}",
+        m.tablespaces
+            .iter()
+            .map(|t| format!("{} ({})", t.oid, t.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+async fn restore_from(
+    settings: &Settings,
+    repo: &Repository,
+    stanza_name: &str,
+    pg_path: &Path,
+    placement: Placement<'_>,
+    plan: &Plan,
+    started: Instant,
+) -> Result<Restored> {
+    let stanza_name = stanza_name.to_string();
+    let (kind, delta, force) = (plan.kind.clone(), plan.delta, plan.force);
+    let pg_path = pg_path.to_path_buf();
+    let m = choose(repo, &stanza_name, settings, &kind).await?;
+    log::info!(
+        "restore: backup {} ({}, finished {}) into {}",
+        m.label,
+        m.kind.name(),
+        m.stop_time,
+        pg_path.display()
+    );
+    let (places, link_report) = place(&m, &pg_path, placement, plan)?;
+    if !plan.archive_off && !delta && !force {
+        log::warn!("{}", archiving_warning(&stanza_name).replace('\n', "; "));
+    }
+
     // SAFETY: geteuid cannot fail.
     let chown = unsafe { libc::geteuid() } == 0;
-    std::fs::create_dir_all(&pg_path).map_err(|e| io("create", &pg_path, e))?;
-    std::fs::set_permissions(&pg_path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io("chmod", &pg_path, e))?;
+    // The cluster's owner, as the backup recorded it: what root hands the new directories and
+    // the files it writes itself to, so that the owner can start the cluster as it is.
+    let version = m
+        .files
+        .iter()
+        .find(|f| f.path == "PG_VERSION" || f.path == PG_CONTROL)
+        .ok_or_else(|| Error::corrupt(format!("backup {} has no PG_VERSION", m.label)))?;
+    let owner = chown.then_some((version.uid, version.gid));
+    // PostgreSQL accepts 0750 only when the cluster allows group access, which its files say.
+    let dir_mode = if version.mode & 0o040 != 0 {
+        0o750
+    } else {
+        0o700
+    };
+    make_cluster_dir(&pg_path, dir_mode, owner)?;
     // pg_control goes first of all out of the way: until the restore ends, the directory must
     // not look like a cluster that could be started.
     let _ = std::fs::remove_file(pg_path.join(PG_CONTROL));
 
+    let links: Vec<&manifest::LinkEntry> = m
+        .links
+        .iter()
+        .filter(|l| !l.path.starts_with("pg_tblspc/"))
+        .collect();
     let wanted: HashSet<PathBuf> = m
         .files
         .iter()
-        .map(|f| target_of(&f.path, &pg_path, &spc))
-        .chain(m.dirs.iter().map(|d| target_of(&d.path, &pg_path, &spc)))
+        .map(|f| places.target_of(&f.path))
+        .chain(m.dirs.iter().map(|d| places.target_of(&d.path)))
         .chain(m.links.iter().map(|l| pg_path.join(&l.path)))
         .collect();
     if delta || force {
         // Whatever the backup does not have goes: stale WAL, dropped relations, old labels.
         let mut roots = vec![pg_path.clone()];
-        roots.extend(spc.values().cloned());
+        roots.extend(places.outside().cloned());
         let mut removed = 0;
         for root in roots {
             for e in walkdir::WalkDir::new(&root)
@@ -610,30 +954,44 @@ async fn restore_from(
         log::info!("restore: removed {removed} file(s) and directories the backup does not have");
     }
     for t in &m.tablespaces {
-        let loc = &spc[&t.oid];
-        std::fs::create_dir_all(loc).map_err(|e| io("create", loc, e))?;
+        let loc = &places.spc[&t.oid];
+        make_dir(loc, owner)?;
         let link = pg_path.join(format!("pg_tblspc/{}", t.oid));
-        std::fs::create_dir_all(link.parent().unwrap())
-            .map_err(|e| io("create", link.parent().unwrap(), e))?;
+        make_dir(link.parent().unwrap(), owner)?;
         if std::fs::read_link(&link).ok().as_deref() != Some(loc.as_path()) {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(loc, &link).map_err(|e| io("link", &link, e))?;
         }
+        give(&link, owner)?;
     }
     for d in &m.dirs {
-        let p = target_of(&d.path, &pg_path, &spc);
+        let p = places.target_of(&d.path);
         std::fs::create_dir_all(&p).map_err(|e| io("create", &p, e))?;
     }
-    for l in m.links.iter().filter(|l| !l.path.starts_with("pg_tblspc/")) {
+    for l in &links {
         let p = pg_path.join(&l.path);
-        if std::fs::read_link(&p)
-            .ok()
-            .map(|t| t.display().to_string())
-            .as_deref()
-            != Some(l.target.as_str())
-        {
-            let _ = std::fs::remove_file(&p);
-            std::os::unix::fs::symlink(&l.target, &p).map_err(|e| io("link", &p, e))?;
+        let is_link = std::fs::symlink_metadata(&p).is_ok_and(|md| md.file_type().is_symlink());
+        match places.links.get(&l.path) {
+            Some(dir) => {
+                make_dir(dir, owner)?;
+                if std::fs::read_link(&p).ok().as_deref() != Some(dir.as_path()) {
+                    if is_link {
+                        let _ = std::fs::remove_file(&p);
+                    } else {
+                        // A plain directory left by an earlier restore (--delta, --force).
+                        let _ = std::fs::remove_dir_all(&p);
+                    }
+                    std::os::unix::fs::symlink(dir, &p).map_err(|e| io("link", &p, e))?;
+                }
+                give(&p, owner)?;
+            }
+            None => {
+                // Only the link goes, never what it points to.
+                if is_link {
+                    std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+                }
+                make_cluster_dir(&p, dir_mode, owner)?;
+            }
         }
     }
 
@@ -643,7 +1001,7 @@ async fn restore_from(
         .iter()
         .filter(|f| f.path != PG_CONTROL)
         .map(|f| Job {
-            path: target_of(&f.path, &pg_path, &spc),
+            path: places.target_of(&f.path),
             size: f.size,
             mode: f.mode,
             uid: f.uid,
@@ -716,7 +1074,7 @@ async fn restore_from(
     }
     // Directory modes and owners after their contents (a 0500 directory would refuse files).
     for d in &m.dirs {
-        let p = target_of(&d.path, &pg_path, &spc);
+        let p = places.target_of(&d.path);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(d.mode))
             .map_err(|e| io("chmod", &p, e))?;
         if chown {
@@ -738,7 +1096,7 @@ async fn restore_from(
         // name where the tablespaces are now, not where they were.
         let mut text = String::new();
         for t in &m.tablespaces {
-            text.push_str(&format!("{} {}\n", t.oid, spc[&t.oid].display()));
+            text.push_str(&format!("{} {}\n", t.oid, places.spc[&t.oid].display()));
         }
         write("tablespace_map", &text)?;
     }
@@ -746,8 +1104,21 @@ async fn restore_from(
         "\n# Recovery settings written by pgfrost restore of backup {} on {}\nrestore_command = {}\n",
         m.label,
         crate::repo::format::now_rfc3339(),
-        quote(&restore_command(settings, &stanza_name))
+        quote(&restore_command(
+            settings,
+            &stanza_name,
+            match placement {
+                Placement::Scratch(dir) => Some(dir.join("spool")),
+                Placement::Operator => None,
+            }
+            .as_deref()
+        ))
     );
+    if plan.archive_off {
+        // After the settings of the backup's postgresql.auto.conf, so this one wins; a
+        // postgresql.conf outside the data directory is read before this file too.
+        conf.push_str("archive_mode = off\n");
+    }
     let target = settings.string("target").unwrap_or("");
     match kind.as_str() {
         "immediate" => conf.push_str("recovery_target = 'immediate'\n"),
@@ -758,10 +1129,6 @@ async fn restore_from(
         _ => {}
     }
     if let Some(a) = settings.string("target-action") {
-        if !["pause", "promote", "shutdown"].contains(&a) {
-            return Err(Error::config(format!("invalid target-action '{a}'"))
-                .hint("use pause, promote or shutdown"));
-        }
         conf.push_str(&format!("recovery_target_action = '{a}'\n"));
     }
     if settings.flag("target-exclusive")? {
@@ -784,8 +1151,7 @@ async fn restore_from(
         "recovery.signal"
     };
     write(signal, "")?;
-    // The recovery files: owned like the data directory, and on disk.
-    let owner = std::fs::metadata(&pg_path).map_err(|e| io("stat", &pg_path, e))?;
+    // The recovery files: the cluster owner's, and on disk.
     for p in [
         "backup_label",
         "tablespace_map",
@@ -796,10 +1162,7 @@ async fn restore_from(
         if !p.exists() {
             continue;
         }
-        if chown {
-            std::os::unix::fs::lchown(&p, Some(owner.uid()), Some(owner.gid()))
-                .map_err(|e| io("chown", &p, e))?;
-        }
+        give(&p, owner)?;
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())
             .map_err(|e| io("sync", &p, e))?;
@@ -807,13 +1170,11 @@ async fn restore_from(
 
     // Everything on disk before pg_control: the files were flushed as they were written, the
     // recovery files just above; their directory entries are flushed here.
-    let mut dirs: Vec<PathBuf> = m
-        .dirs
-        .iter()
-        .map(|d| target_of(&d.path, &pg_path, &spc))
-        .collect();
+    let mut dirs: Vec<PathBuf> = m.dirs.iter().map(|d| places.target_of(&d.path)).collect();
     dirs.push(pg_path.clone());
-    dirs.extend(spc.values().cloned());
+    dirs.extend(places.outside().cloned());
+    // The directories links became (or point to).
+    dirs.extend(links.iter().map(|l| pg_path.join(&l.path)));
     for d in &dirs {
         std::fs::File::open(d)
             .and_then(|f| f.sync_all())
@@ -861,6 +1222,8 @@ async fn restore_from(
         seconds: secs,
         kind,
         stop_time: m.stop_time.clone(),
+        archive_mode: if plan.archive_off { "off" } else { "preserve" }.into(),
+        links: link_report,
         files: m.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
         pg_major: m.pg_major,
     })
@@ -875,6 +1238,140 @@ mod tests {
         assert_eq!(sh_word("/usr/bin/pgfrost"), "/usr/bin/pgfrost");
         assert_eq!(sh_word("/opt/my dir/pgfrost"), "'/opt/my dir/pgfrost'");
         assert_eq!(sh_word("it's"), "'it'\\''s'");
+    }
+
+    /// What PostgreSQL does to restore_command before the shell sees it.
+    fn substitute(cmd: &str, f: &str, p: &str) -> String {
+        let mut out = String::new();
+        let mut it = cmd.chars().peekable();
+        while let Some(c) = it.next() {
+            match (c, it.peek()) {
+                ('%', Some('f')) => out.push_str(f),
+                ('%', Some('p')) => out.push_str(p),
+                ('%', Some('%')) => out.push('%'),
+                _ => {
+                    out.push(c);
+                    continue;
+                }
+            }
+            it.next();
+        }
+        out
+    }
+
+    /// restore_command, with every option it can carry given on the command line or in the
+    /// environment (some of them awkward: spaces, quotes, %), is a command line archive-get
+    /// accepts, in that position, with the values the restore had.
+    #[test]
+    fn restore_command_is_an_archive_get_the_cli_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pgfrost's.toml");
+        std::fs::write(&cfg, "stanza = 'main'\n").unwrap();
+        let value = |o: &str| match o {
+            "repo" => "/srv/pg frost/100%repo".to_string(),
+            "repo-s3-endpoint" => "http://127.0.0.1:9000".into(),
+            "repo-s3-region" => "eu-west-1".into(),
+            "repo-s3-uri-style" => "host".into(),
+            "key-file" => "/etc/pgfrost/it's key.json".into(),
+            "passphrase-file" => "/etc/pgfrost/pass".into(),
+            "spool-path" => "/var/spool/pgfrost %p".into(),
+            "archive-get-queue-max" => "64MiB".into(),
+            "process-max" => "3".into(),
+            o => panic!("no test value for {o}"),
+        };
+        let (mut cli, mut env) = (HashMap::new(), HashMap::new());
+        for (i, o) in RESTORE_COMMAND_OPTIONS.iter().enumerate() {
+            if i % 2 == 0 {
+                cli.insert(o.to_string(), value(o));
+            } else {
+                env.insert(crate::config::env_name(o), value(o));
+            }
+        }
+        let settings = Settings::resolve(&cli, cfg.to_str(), &env).unwrap();
+        let cmd = restore_command(&settings, "main", None);
+        let line = substitute(&cmd, "000000010000000000000002", "pg_wal/RECOVERYXLOG");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for a in {line}; do printf '%s\\0' \"$a\"; done"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}");
+        let words: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .map(str::to_string)
+            .collect();
+        assert_eq!(words[1], "archive-get", "{cmd}");
+        let m = crate::cli::build()
+            .try_get_matches_from(&words)
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        let (path, leaf) = crate::cli::command_path(&m);
+        assert_eq!(path, ["archive-get"]);
+        assert_eq!(
+            leaf.get_one::<String>("name").unwrap(),
+            "000000010000000000000002"
+        );
+        assert_eq!(
+            leaf.get_one::<String>("dest").unwrap(),
+            "pg_wal/RECOVERYXLOG"
+        );
+        let given = crate::cli::given_options(&m);
+        for o in RESTORE_COMMAND_OPTIONS {
+            assert_eq!(given.get(*o), Some(&value(o)), "{o} in {cmd}");
+        }
+        assert_eq!(given.get("stanza").map(String::as_str), Some("main"));
+        let config = m
+            .get_one::<String>("config")
+            .or(leaf.get_one::<String>("config"));
+        assert_eq!(config.map(PathBuf::from), Some(cfg.clone()));
+
+        // A drill's queue goes to its scratch directory whatever spool-path says.
+        let cmd = restore_command(&settings, "main", Some(Path::new("/tmp/drill/spool")));
+        assert!(cmd.contains("--spool-path /tmp/drill/spool"), "{cmd}");
+        assert!(!cmd.contains("pgfrost %"), "{cmd}");
+    }
+
+    #[test]
+    fn places_follow_tablespaces_and_mapped_links() {
+        let p = Places {
+            pg_path: "/data".into(),
+            spc: HashMap::from([(16400, PathBuf::from("/spc"))]),
+            links: HashMap::from([("pg_wal".to_string(), PathBuf::from("/wal"))]),
+        };
+        assert_eq!(p.target_of("base/1/1259"), Path::new("/data/base/1/1259"));
+        assert_eq!(p.target_of("pg_tblspc/16400"), Path::new("/spc"));
+        assert_eq!(
+            p.target_of("pg_tblspc/16400/PG_15_1/5/16401"),
+            Path::new("/spc/PG_15_1/5/16401")
+        );
+        assert_eq!(
+            p.target_of("pg_wal/archive_status"),
+            Path::new("/wal/archive_status")
+        );
+        assert_eq!(p.target_of("pg_wal"), Path::new("/wal"));
+        assert_eq!(p.target_of("pg_walx"), Path::new("/data/pg_walx"));
+    }
+
+    #[test]
+    fn another_clusters_directories_are_foreign() {
+        let d = tempfile::tempdir().unwrap();
+        let other = d.path().join("other");
+        std::fs::create_dir_all(other.join("global")).unwrap();
+        std::fs::write(other.join("PG_VERSION"), "15\n").unwrap();
+        let wal = d.path().join("wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let mine = d.path().join("mine");
+        assert!(foreign_cluster(&other.join("pg_wal"), &mine).is_some());
+        assert!(foreign_cluster(&other, &mine).is_some());
+        assert!(foreign_cluster(&wal, &mine).is_some());
+        assert!(foreign_cluster(&wal.join("sub/deeper"), &mine).is_some());
+        assert!(foreign_cluster(&d.path().join("new"), &mine).is_none());
+        // The WAL directory the target's own pg_wal links to is its own.
+        std::fs::create_dir_all(&mine).unwrap();
+        std::os::unix::fs::symlink(&wal, mine.join("pg_wal")).unwrap();
+        assert!(foreign_cluster(&wal, &mine).is_none());
+        // So is anything inside the target itself.
+        assert!(foreign_cluster(&mine.join("pg_wal2"), &mine).is_none());
     }
 
     #[test]

@@ -241,6 +241,19 @@ pub fn wait_promoted(c: &Cluster) -> bool {
     })
 }
 
+/// `restore --pg-path DATA --target-action promote` and `extra`, as postgres; the run.
+pub fn restore_promoted(a: &Archive, data: &std::path::Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "restore",
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--target-action",
+        "promote",
+    ];
+    args.extend_from_slice(extra);
+    run(a.cmd(&args))
+}
+
 /// Restores `label` into a fresh directory, to the end of that backup, starts it, and returns the
 /// running cluster.
 pub fn restore_at(

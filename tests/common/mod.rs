@@ -275,3 +275,50 @@ impl KillClock {
         std::time::Duration::from_millis(*s % span_ms.max(1))
     }
 }
+
+/// Every entry under `dir` (not following links) with what it is: a file's size and BLAKE3, a
+/// link's target, a directory. Two equal snapshots mean nothing was written, added or removed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let what = if md.file_type().is_symlink() {
+                format!("link to {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                stack.push(p);
+                "directory".to_string()
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                format!("{} bytes, {}", bytes.len(), blake3::hash(&bytes).to_hex())
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// What changed between two [`snapshot`]s, for an assertion message.
+pub fn snapshot_diff(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => d.push(format!("removed {k}")),
+            Some(w) if w != v => d.push(format!("changed {k}")),
+            _ => {}
+        }
+    }
+    d.extend(
+        after
+            .keys()
+            .filter(|k| !before.contains_key(*k))
+            .map(|k| format!("added {k}")),
+    );
+    d
+}

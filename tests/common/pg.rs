@@ -770,6 +770,16 @@ impl Cluster {
     /// postgresql.auto.conf, so they override what the copied postgresql.conf says. The data
     /// directory is left in place on drop.
     pub fn from_data_dir(bin: &PgBin, data: &Path, settings: &[(&str, &str)]) -> Cluster {
+        Self::on_data_dir(bin, data, settings, true)
+    }
+
+    /// [`Cluster::from_data_dir`] that leaves the directory's owners and modes as they are: a
+    /// restore run as root must have left it startable by `postgres` on its own.
+    pub fn from_data_dir_as_is(bin: &PgBin, data: &Path, settings: &[(&str, &str)]) -> Cluster {
+        Self::on_data_dir(bin, data, settings, false)
+    }
+
+    fn on_data_dir(bin: &PgBin, data: &Path, settings: &[(&str, &str)], own: bool) -> Cluster {
         assert!(
             data.join("PG_VERSION").is_file(),
             "{} is not a PostgreSQL data directory",
@@ -784,8 +794,10 @@ impl Cluster {
         let mut lines = Self::base_settings(port, &socket_dir);
         lines.extend(settings.iter().map(|(k, v)| format!("{k} = {v}")));
         append_lines(&auto, &lines);
-        give_tree_to_postgres(data);
-        fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
+        if own {
+            give_tree_to_postgres(data);
+            fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         assert!(
             postgres_can(&[OsStr::new("-r"), data.join("PG_VERSION").as_os_str()]),
             "the postgres OS user cannot reach {}: put it under a postgres_dir() or make its \
