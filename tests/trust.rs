@@ -291,3 +291,103 @@ fn objects_written_as_root_are_the_repositorys_owners_and_postgres_goes_on_using
     let r = restore_promoted(&a, &dir.path().join("data"), &[]);
     assert_eq!(r.code, 0, "restore as postgres: {r:?}");
 }
+
+fn two_backups_at_once(repo: Repo) {
+    let bin = PgBin::pg15();
+    let a = Archive::new(repo, &[]);
+    let c = cluster(&bin, &a);
+    c.sql("CREATE TABLE kept AS SELECT generate_series(1, 100000) g");
+    backup(&a, &c, "full");
+    let spawn = || {
+        let mut cmd = a.cmd(&["backup", "--type", "incr", "--start-fast", "y"]);
+        cmd.args(Archive::pg_args(&c))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (one, two) = (spawn(), spawn());
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    let mut codes = [one.status.code(), two.status.code()];
+    codes.sort();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        codes,
+        [Some(0), Some(17)],
+        "one backup runs, the other refuses\n{}\n{}",
+        err(&one),
+        err(&two)
+    );
+    let loser = if one.status.code() == Some(17) {
+        &one
+    } else {
+        &two
+    };
+    let text = err(loser);
+    assert!(
+        text.contains("another backup of stanza 'main' is running"),
+        "{text}"
+    );
+    // It refused before any work: it never started a backup on the server.
+    assert!(!text.contains("starting"), "{text}");
+    let r = a.on(&c, &["info", "--output", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let n = v.to_string().matches("\"label\"").count();
+    assert_eq!(n, 2, "two backups recorded: {}", r.stdout);
+    assert_eq!(a.on(&c, &["verify"]).code, 0);
+}
+
+#[test]
+fn of_two_backups_started_together_one_refuses_at_once() {
+    two_backups_at_once(Repo::Local);
+}
+
+#[test]
+fn of_two_backups_to_s3_started_together_one_refuses_at_once() {
+    let s3 = S3Server::start();
+    two_backups_at_once(Repo::S3(&s3));
+}
+
+fn damaged_slot_check(repo: Repo) {
+    let a = Archive::new(repo, &[]);
+    let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+    let rt = rt();
+    let slots = rt.block_on(store.list("keys")).unwrap();
+    assert_eq!(slots.len(), 1);
+    let path = slots[0].path.clone();
+    let bytes = rt.block_on(store.get(&path)).unwrap();
+    let mut slot: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let check = slot["check"].as_str().unwrap().to_string();
+    let flipped = if check.starts_with('0') { "1" } else { "0" };
+    slot["check"] = format!("{flipped}{}", &check[1..]).into();
+    rt.block_on(store.delete(&path)).unwrap();
+    rt.block_on(store.put_new(&path, serde_json::to_vec(&slot).unwrap().into()))
+        .unwrap();
+    let mut c = a.cmd(&["key", "unlock"]);
+    c.env("PGFROST_PASSPHRASE", PASS);
+    let r = run(c);
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(
+        r.stderr.contains(&path) && r.stderr.contains("damaged"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("wrong passphrase"), "{r:?}");
+    // A really wrong passphrase is still one.
+    let mut c = a.cmd(&["key", "unlock"]);
+    c.env("PGFROST_PASSPHRASE", "not it");
+    assert_eq!(run(c).code, 12);
+}
+
+#[test]
+fn a_damaged_key_slot_is_reported_as_damage_naming_the_slot() {
+    damaged_slot_check(Repo::Local);
+}
+
+#[test]
+fn a_damaged_key_slot_on_s3_is_reported_as_damage_naming_the_slot() {
+    let s3 = S3Server::start();
+    damaged_slot_check(Repo::S3(&s3));
+}

@@ -783,6 +783,32 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // and stand back, or be seen and waited for (repo/lease.rs).
     let lease = Lease::acquire(&repo.store, &stanza_name, LeaseKind::Backup, "backup").await?;
     let taken = async {
+        // Two backups of one stanza would pick the same label in the same second and the
+        // loser would find out only when writing its manifest. Each writes its lease before
+        // it lists, so of two started together both see the other: the later one refuses
+        // before any work, the earlier goes on.
+        let first = lease
+            .others(&stanza_name)
+            .await?
+            .into_iter()
+            .find(|f| {
+                f.doc
+                    .as_ref()
+                    .is_some_and(|d| d.kind == LeaseKind::Backup && lease.preceded_by(d))
+            });
+        if let Some(f) = first {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "another backup of stanza '{stanza_name}' is running: {}",
+                    f.describe()
+                ),
+            )
+            .hint(format!(
+                "wait for it to finish; a lease left by a killed backup stops counting after {} s (at once on its own host)",
+                crate::repo::lease::TTL_SECONDS
+            )));
+        }
         lease.wait_for_gc(&stanza_name).await?;
         let m = take(settings, &repo, &stanza_name, &db, kind, started).await?;
         if !lease.still_held().await? {
