@@ -8,6 +8,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fsx;
 pub mod logging;
 pub mod passphrase;
 pub mod pg;

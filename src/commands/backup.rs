@@ -38,6 +38,14 @@ const READ_CHUNK: usize = 1 << 20;
 struct Task {
     rel: String,
     abs: PathBuf,
+    /// The walk's root this file is under (an index into `Walk::roots`), and its path below it.
+    root: usize,
+    sub: PathBuf,
+    /// What the walk saw at the path (through a link to a file, what it points to): the worker
+    /// reads only that file.
+    dev: u64,
+    ino: u64,
+    linked: bool,
     size: u64,
     mtime: i64,
     mode: u32,
@@ -72,6 +80,9 @@ struct Walk {
     dirs: Vec<DirEntry>,
     links: Vec<LinkEntry>,
     tablespaces: Vec<(u32, String)>,
+    /// The directories walked, opened as the walk began: workers reach files from these
+    /// without following links in between.
+    roots: Vec<crate::fsx::Dir>,
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
@@ -86,6 +97,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
         dirs: Vec::new(),
         links: Vec::new(),
         tablespaces: Vec::new(),
+        roots: Vec::new(),
     };
     let mut roots: Vec<(PathBuf, String)> = vec![(pg_path.to_path_buf(), String::new())];
     let tblspc = pg_path.join("pg_tblspc");
@@ -122,7 +134,9 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
             }
         }
     }
-    for (root, prefix) in roots {
+    for (root_no, (root, prefix)) in roots.into_iter().enumerate() {
+        w.roots
+            .push(crate::fsx::Dir::open(&root).map_err(|e| io_err("open", &root, e))?);
         if !prefix.is_empty() {
             let m = std::fs::metadata(&root).map_err(|e| io_err("stat", &root, e))?;
             w.dirs.push(DirEntry {
@@ -215,6 +229,11 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
             w.tasks.push(Task {
                 rel,
                 abs: entry.path().to_path_buf(),
+                root: root_no,
+                sub: entry.path().strip_prefix(&root).unwrap().to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                linked: linked_file,
                 size: meta.len(),
                 mtime: meta.mtime(),
                 mode: meta.mode() & 0o7777,
@@ -245,6 +264,10 @@ struct Shared {
     start_lsn: u64,
     checksums: bool,
     rt: tokio::runtime::Handle,
+    roots: Vec<crate::fsx::Dir>,
+    /// The data directory's owner, and whether we run as root.
+    owner: (u32, u32),
+    as_root: bool,
 }
 
 struct WorkerOut {
@@ -252,6 +275,73 @@ struct WorkerOut {
     errors: Vec<ChecksumError>,
     stats: WriteStats,
     read_bytes: u64,
+}
+
+/// Test hook: with `PGFROST_TEST_AFTER_WALK=PATH`, the backup creates `PATH.walked` after its
+/// walk and waits (up to two minutes) for PATH to exist, so a test can change the data directory
+/// exactly between the walk and the reads.
+async fn after_walk_hook() {
+    let Some(gate) = std::env::var_os("PGFROST_TEST_AFTER_WALK").map(PathBuf::from) else {
+        return;
+    };
+    let _ = std::fs::write(gate.with_extension("walked"), "");
+    for _ in 0..1200 {
+        if gate.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Opens what the walk saw at a task's path, and takes its mode and owner from the open file.
+/// None when it is gone, or when what is there now is not what the walk saw and may not be
+/// read: as root, a name the cluster's owner swapped for a link after the walk would
+/// otherwise make us read (and restore as theirs) a file only root may read.
+fn open_task(shared: &Shared, mut t: Task) -> Result<Option<(std::fs::File, Task)>> {
+    let skip = |why: &str| {
+        log::warn!("backup: {} not backed up: {why}", t.abs.display());
+        Ok(None)
+    };
+    let opened = crate::fsx::split(&t.sub).and_then(|(dir, name)| {
+        shared.roots[t.root]
+            .descend(dir, None)?
+            .open_read(name, t.linked)
+    });
+    let (f, st) = match opened {
+        Ok(o) => o,
+        // Dropped or truncated away since the walk (a dropped table): WAL replay agrees.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
+                || e.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            return skip(
+                "it (or a directory above it) was replaced by a link or another kind of file after the walk",
+            );
+        }
+        Err(e) => return Err(io_err("open", &t.abs, e)),
+    };
+    let same = st.st_dev == t.dev && st.st_ino == t.ino;
+    if t.linked && !same {
+        return skip("the link now points to another file than the walk saw");
+    }
+    // A plain file replaced under the same name (PostgreSQL renames new versions of some files
+    // into place) is the cluster's as much as the old one: reached with no link, it is read.
+    if t.linked && shared.as_root {
+        let (uid, gid) = shared.owner;
+        let m = st.st_mode;
+        let readable = st.st_uid == uid || m & 0o004 != 0 || (st.st_gid == gid && m & 0o040 != 0);
+        if !readable {
+            return skip(&format!(
+                "it links to a file the cluster's owner ({uid}) cannot read; a backup run as root does not hand it to them"
+            ));
+        }
+    }
+    t.mode = st.st_mode & 0o7777;
+    t.uid = st.st_uid;
+    t.gid = st.st_gid;
+    t.mtime = st.st_mtime;
+    Ok(Some((f, t)))
 }
 
 /// One worker: takes files off the queue, reads them in 1 MiB chunks, verifies page checksums,
@@ -268,11 +358,8 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
         let Some(t) = shared.queue.lock().unwrap().pop() else {
             break;
         };
-        let mut f = match std::fs::File::open(&t.abs) {
-            Ok(f) => f,
-            // Dropped or truncated away since the walk (a dropped table): WAL replay agrees.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("open", &t.abs, e)),
+        let Some((mut f, t)) = open_task(&shared, t)? else {
+            continue;
         };
         let rel = RelFile::parse(&t.rel).filter(|r| !r.temp);
         let mut ids: Vec<u8> = Vec::new();
@@ -696,6 +783,32 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // and stand back, or be seen and waited for (repo/lease.rs).
     let lease = Lease::acquire(&repo.store, &stanza_name, LeaseKind::Backup, "backup").await?;
     let taken = async {
+        // Two backups of one stanza would pick the same label in the same second and the
+        // loser would find out only when writing its manifest. Each writes its lease before
+        // it lists, so of two started together both see the other: the later one refuses
+        // before any work, the earlier goes on.
+        let first = lease
+            .others(&stanza_name)
+            .await?
+            .into_iter()
+            .find(|f| {
+                f.doc
+                    .as_ref()
+                    .is_some_and(|d| d.kind == LeaseKind::Backup && lease.preceded_by(d))
+            });
+        if let Some(f) = first {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "another backup of stanza '{stanza_name}' is running: {}",
+                    f.describe()
+                ),
+            )
+            .hint(format!(
+                "wait for it to finish; a lease left by a killed backup stops counting after {} s (at once on its own host)",
+                crate::repo::lease::TTL_SECONDS
+            )));
+        }
         lease.wait_for_gc(&stanza_name).await?;
         let m = take(settings, &repo, &stanza_name, &db, kind, started).await?;
         if !lease.still_held().await? {
@@ -934,6 +1047,10 @@ async fn take(
     })
     .await
     .map_err(|e| Error::internal(format!("walk failed: {e}")))??;
+    let mut walked = walked;
+    after_walk_hook().await;
+    let walk_roots = std::mem::take(&mut walked.roots);
+    let pg_meta = std::fs::metadata(&pg_path).map_err(|e| io_err("stat", &pg_path, e))?;
 
     // diff/incr: an unchanged file (same size, same mtime, and last modified before the parent
     // started, so the parent's copy cannot predate a change made in the same second) is not read.
@@ -998,6 +1115,10 @@ async fn take(
         start_lsn,
         checksums,
         rt: tokio::runtime::Handle::current(),
+        roots: walk_roots,
+        owner: (pg_meta.uid(), pg_meta.gid()),
+        // SAFETY: geteuid cannot fail.
+        as_root: unsafe { libc::geteuid() } == 0,
     });
     let reporter = progress(Arc::clone(&shared), total);
     let workers = settings.u32("process-max") as usize;

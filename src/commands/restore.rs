@@ -7,6 +7,7 @@
 use super::{emit, open_repo};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsx;
 use crate::pg::page::BLCKSZ;
 use crate::repo::Repository;
 use crate::repo::blockstore::{BlockId, BlockStore, Placed};
@@ -14,7 +15,7 @@ use crate::repo::format::hex_array;
 use crate::repo::manifest::{self, Manifest};
 use crate::repo::stanza;
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::{Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -144,7 +145,10 @@ async fn choose(
 }
 
 struct Job {
+    /// For messages; the file is reached through `root` and `sub`, never through this path.
     path: PathBuf,
+    root: PathBuf,
+    sub: PathBuf,
     size: u64,
     mode: u32,
     uid: u32,
@@ -159,6 +163,11 @@ struct Shared {
     rt: tokio::runtime::Handle,
     delta: bool,
     chown: bool,
+    /// The cluster's owner, for directories the restore creates (as root).
+    owner: Option<(u32, u32)>,
+    /// Each place's directory, opened once: what lies below is reached from these descriptors
+    /// without following links.
+    roots: HashMap<PathBuf, fsx::Dir>,
     written: AtomicU64,
 }
 
@@ -174,13 +183,48 @@ fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
         .collect())
 }
 
+/// Gives a directory the restore created (as root) to the cluster's owner.
+fn give_dir(d: &fsx::Dir, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    match owner {
+        Some((uid, gid)) => d.chown(uid, gid),
+        None => Ok(()),
+    }
+}
+
+/// The directory `sub` below the place `root`, made (with its missing parents) if absent.
+fn dir_below(
+    roots: &HashMap<PathBuf, fsx::Dir>,
+    owner: Option<(u32, u32)>,
+    root: &Path,
+    sub: &Path,
+    create: bool,
+) -> std::io::Result<fsx::Dir> {
+    let r = roots
+        .get(root)
+        .ok_or_else(|| std::io::Error::other(format!("{} is not open", root.display())))?;
+    let mk = |d: &fsx::Dir| give_dir(d, owner);
+    r.descend(sub, create.then_some(&mk as fsx::OnCreate))
+}
+
+/// The regular file `sub` below the place `root`, opened read-write without following links.
+fn open_below(
+    roots: &HashMap<PathBuf, fsx::Dir>,
+    owner: Option<(u32, u32)>,
+    root: &Path,
+    sub: &Path,
+    truncate: bool,
+) -> std::io::Result<std::fs::File> {
+    let (dir, name) = fsx::split(sub)?;
+    dir_below(roots, owner, root, dir, true)?.file(name, truncate)
+}
+
 /// Writes one file and sets its metadata; returns it open, for the syncer to flush.
 fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File> {
-    // Written in place, never through a link: one left at the path (--delta or --force over a
-    // data directory whose config file linked elsewhere) would send the file into its target.
-    if std::fs::symlink_metadata(&j.path).is_ok_and(|m| m.file_type().is_symlink()) {
-        std::fs::remove_file(&j.path).map_err(|e| io("remove", &j.path, e))?;
-    }
+    // Written in place, never through a link: the cluster's owner may have left one at the
+    // path or at any directory above it (--delta, --force), and as root that would hand them
+    // whatever it points to. fsx reaches the file without following any.
+    let f = open_below(&sh.roots, sh.owner, &j.root, &j.sub, !sh.delta)
+        .map_err(|e| io("create", &j.path, e))?;
     let ids: Vec<BlockId> = if j.list.is_empty() {
         Vec::new()
     } else {
@@ -189,27 +233,16 @@ fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File
     };
     // --delta: keep the blocks that already match (compared by keyed hash), rewrite the rest.
     let mut keep = vec![false; ids.len()];
-    let existing = if sh.delta {
-        std::fs::File::open(&j.path).ok()
-    } else {
-        None
-    };
-    if let Some(mut f) = existing {
+    if sh.delta {
         let mut buf = vec![0u8; BLCKSZ];
         for (i, id) in ids.iter().enumerate() {
-            let n = f.read(&mut buf).unwrap_or(0);
+            let n = f.read_at(&mut buf, (i * BLCKSZ) as u64).unwrap_or(0);
             if n == 0 {
                 break;
             }
             keep[i] = sh.bs.keys().block_id(&buf[..n]) == *id;
         }
     }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(!sh.delta)
-        .open(&j.path)
-        .map_err(|e| io("create", &j.path, e))?;
     // A backup cuts every file into BLCKSZ blocks, the last one shorter: block k lies at
     // k * BLCKSZ, whatever order it is written in.
     if ids.len() as u64 != j.size.div_ceil(BLCKSZ as u64) {
@@ -331,25 +364,36 @@ struct Places {
 impl Places {
     /// The path a manifest path lands on.
     fn target_of(&self, rel: &str) -> PathBuf {
-        let under = |prefix: &str, loc: &Path| {
+        let (root, sub) = self.locate(rel);
+        if sub.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(sub)
+        }
+    }
+
+    /// The place a manifest path lands in (the data directory, a tablespace's or a link's
+    /// directory) and the path below it.
+    fn locate(&self, rel: &str) -> (&Path, PathBuf) {
+        let under = |prefix: &str| -> Option<PathBuf> {
             let sub = rel.strip_prefix(prefix)?;
             match sub.strip_prefix('/') {
-                Some(sub) => Some(loc.join(sub)),
-                None => sub.is_empty().then(|| loc.to_path_buf()),
+                Some(sub) => Some(PathBuf::from(sub)),
+                None => sub.is_empty().then(PathBuf::new),
             }
         };
         if let Some(rest) = rel.strip_prefix("pg_tblspc/") {
             let oid = rest.split('/').next().unwrap_or(rest);
             if let Some(loc) = oid.parse::<u32>().ok().and_then(|o| self.spc.get(&o)) {
-                return under(&format!("pg_tblspc/{oid}"), loc).unwrap_or_else(|| loc.clone());
+                return (loc, under(&format!("pg_tblspc/{oid}")).unwrap_or_default());
             }
         }
         for (link, loc) in &self.links {
-            if let Some(p) = under(link, loc) {
-                return p;
+            if let Some(p) = under(link) {
+                return (loc, p);
             }
         }
-        self.pg_path.join(rel)
+        (&self.pg_path, PathBuf::from(rel))
     }
 
     /// Every directory outside the data directory that the restore writes into.
@@ -910,89 +954,137 @@ async fn restore_from(
         0o700
     };
     make_cluster_dir(&pg_path, dir_mode, owner)?;
+    let fs_err = |what: &str, p: &Path| {
+        let (what, p) = (what.to_string(), p.to_path_buf());
+        move |e: std::io::Error| io(&what, &p, e)
+    };
+    let mut roots: HashMap<PathBuf, fsx::Dir> = HashMap::new();
+    roots.insert(
+        pg_path.clone(),
+        fsx::Dir::open(&pg_path).map_err(fs_err("open", &pg_path))?,
+    );
     // pg_control goes first of all out of the way: until the restore ends, the directory must
     // not look like a cluster that could be started.
-    let _ = std::fs::remove_file(pg_path.join(PG_CONTROL));
+    if let Ok(g) = roots[&pg_path].descend(Path::new("global"), None) {
+        let _ = g.remove(std::ffi::OsStr::new("pg_control"));
+    }
 
     let links: Vec<&manifest::LinkEntry> = m
         .links
         .iter()
         .filter(|l| !l.path.starts_with("pg_tblspc/"))
         .collect();
-    let wanted: HashSet<PathBuf> = m
-        .files
-        .iter()
-        .map(|f| places.target_of(&f.path))
-        .chain(m.dirs.iter().map(|d| places.target_of(&d.path)))
-        .chain(m.links.iter().map(|l| pg_path.join(&l.path)))
-        .collect();
     if delta || force {
         // Whatever the backup does not have goes: stale WAL, dropped relations, old labels.
-        let mut roots = vec![pg_path.clone()];
-        roots.extend(places.outside().cloned());
+        // An entry of another type than the backup's (a link where it has a directory or a
+        // file) goes too, so that nothing below is ever reached through it.
+        let files: HashSet<PathBuf> = m.files.iter().map(|f| places.target_of(&f.path)).collect();
+        let dirs: HashSet<PathBuf> = m.dirs.iter().map(|d| places.target_of(&d.path)).collect();
+        let linked: HashSet<PathBuf> = m.links.iter().map(|l| pg_path.join(&l.path)).collect();
+        let mut todo = vec![pg_path.clone()];
+        todo.extend(places.outside().cloned());
         let mut removed = 0;
-        for root in roots {
+        for root in todo {
+            let Ok(top) = fsx::Dir::open(&root) else {
+                continue;
+            };
             for e in walkdir::WalkDir::new(&root)
                 .follow_links(false)
                 .contents_first(true)
                 .into_iter()
                 .filter_map(|e| e.ok())
             {
-                if e.depth() == 0 || wanted.contains(e.path()) {
+                let (p, ft) = (e.path(), e.file_type());
+                let wanted = if ft.is_symlink() {
+                    linked.contains(p)
+                } else if ft.is_dir() {
+                    dirs.contains(p) || linked.contains(p)
+                } else {
+                    ft.is_file() && files.contains(p)
+                };
+                if e.depth() == 0 || wanted {
                     continue;
                 }
-                let r = if e.file_type().is_dir() {
-                    std::fs::remove_dir(e.path())
-                } else {
-                    std::fs::remove_file(e.path())
+                let rel = p.strip_prefix(&root).unwrap_or(p);
+                let Ok((parent, name)) = fsx::split(rel) else {
+                    continue;
                 };
-                if r.is_ok() {
+                // Removed through its directory's descriptor: a directory above it swapped
+                // for a link since the walk saw it makes this fail, never remove elsewhere.
+                if top
+                    .descend(parent, None)
+                    .and_then(|d| d.remove(name))
+                    .is_ok()
+                {
                     removed += 1;
                 }
             }
         }
         log::info!("restore: removed {removed} file(s) and directories the backup does not have");
     }
+    let mk = |d: &fsx::Dir| give_dir(d, owner);
+    let pg_dir = fsx::Dir::open(&pg_path).map_err(fs_err("open", &pg_path))?;
     for t in &m.tablespaces {
         let loc = &places.spc[&t.oid];
         make_dir(loc, owner)?;
         let link = pg_path.join(format!("pg_tblspc/{}", t.oid));
-        make_dir(link.parent().unwrap(), owner)?;
-        if std::fs::read_link(&link).ok().as_deref() != Some(loc.as_path()) {
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(loc, &link).map_err(|e| io("link", &link, e))?;
+        let name = std::ffi::OsString::from(t.oid.to_string());
+        let tb = pg_dir
+            .descend(Path::new("pg_tblspc"), Some(&mk))
+            .map_err(fs_err("create", link.parent().unwrap()))?;
+        if tb
+            .read_link(&name)
+            .map_err(fs_err("read", &link))?
+            .as_deref()
+            != Some(loc.as_path())
+        {
+            tb.symlink(loc, &name).map_err(fs_err("link", &link))?;
         }
-        give(&link, owner)?;
-    }
-    for d in &m.dirs {
-        let p = places.target_of(&d.path);
-        std::fs::create_dir_all(&p).map_err(|e| io("create", &p, e))?;
+        if let Some((uid, gid)) = owner {
+            tb.lchown(&name, uid, gid).map_err(fs_err("chown", &link))?;
+        }
     }
     for l in &links {
         let p = pg_path.join(&l.path);
-        let is_link = std::fs::symlink_metadata(&p).is_ok_and(|md| md.file_type().is_symlink());
+        let (parent, name) = fsx::split(Path::new(&l.path)).map_err(fs_err("create", &p))?;
+        let pd = pg_dir
+            .descend(parent, Some(&mk))
+            .map_err(fs_err("create", &p))?;
+        let current = pd.read_link(name).map_err(fs_err("read", &p))?;
         match places.links.get(&l.path) {
             Some(dir) => {
                 make_dir(dir, owner)?;
-                if std::fs::read_link(&p).ok().as_deref() != Some(dir.as_path()) {
-                    if is_link {
-                        let _ = std::fs::remove_file(&p);
-                    } else {
-                        // A plain directory left by an earlier restore (--delta, --force).
-                        let _ = std::fs::remove_dir_all(&p);
-                    }
-                    std::os::unix::fs::symlink(dir, &p).map_err(|e| io("link", &p, e))?;
+                // A plain directory left by an earlier restore (--delta, --force) is replaced.
+                if current.as_deref() != Some(dir.as_path()) {
+                    pd.symlink(dir, name).map_err(fs_err("link", &p))?;
                 }
-                give(&p, owner)?;
+                if let Some((uid, gid)) = owner {
+                    pd.lchown(name, uid, gid).map_err(fs_err("chown", &p))?;
+                }
             }
             None => {
                 // Only the link goes, never what it points to.
-                if is_link {
-                    std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+                if current.is_some() {
+                    pd.remove(name).map_err(fs_err("remove", &p))?;
                 }
-                make_cluster_dir(&p, dir_mode, owner)?;
+                let d = pd
+                    .descend(Path::new(name), Some(&mk))
+                    .map_err(fs_err("create", &p))?;
+                d.chmod(dir_mode).map_err(fs_err("chmod", &p))?;
+                give_dir(&d, owner).map_err(fs_err("chown", &p))?;
             }
         }
+    }
+    for loc in places.outside() {
+        roots.insert(
+            loc.clone(),
+            fsx::Dir::open(loc).map_err(fs_err("open", loc))?,
+        );
+    }
+    for d in &m.dirs {
+        let (root, sub) = places.locate(&d.path);
+        dir_below(&roots, owner, root, &sub, true)
+            .map_err(fs_err("create", &places.target_of(&d.path)))?;
     }
 
     let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone()).await?;
@@ -1002,6 +1094,8 @@ async fn restore_from(
         .filter(|f| f.path != PG_CONTROL)
         .map(|f| Job {
             path: places.target_of(&f.path),
+            root: places.locate(&f.path).0.to_path_buf(),
+            sub: places.locate(&f.path).1,
             size: f.size,
             mode: f.mode,
             uid: f.uid,
@@ -1023,6 +1117,8 @@ async fn restore_from(
         rt: tokio::runtime::Handle::current(),
         delta,
         chown,
+        owner,
+        roots,
         written: AtomicU64::new(0),
     });
     let reporter = {
@@ -1075,21 +1171,35 @@ async fn restore_from(
     // Directory modes and owners after their contents (a 0500 directory would refuse files).
     for d in &m.dirs {
         let p = places.target_of(&d.path);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(d.mode))
-            .map_err(|e| io("chmod", &p, e))?;
+        let (root, sub) = places.locate(&d.path);
+        let dir = dir_below(&sh.roots, owner, root, &sub, false).map_err(fs_err("open", &p))?;
+        dir.chmod(d.mode).map_err(fs_err("chmod", &p))?;
         if chown {
-            std::os::unix::fs::lchown(&p, Some(d.uid), Some(d.gid))
-                .map_err(|e| io("chown", &p, e))?;
+            dir.chown(d.uid, d.gid).map_err(fs_err("chown", &p))?;
         }
     }
 
     // Recovery: the backup's own label and map, then the settings, then the signal file.
-    let write = |rel: &str, text: &str| -> Result<()> {
+    // The recovery files: written without following links, the cluster owner's, and on disk.
+    let write_as = |rel: &str, text: &str, append: bool| -> Result<()> {
         let p = pg_path.join(rel);
-        std::fs::write(&p, text).map_err(|e| io("write", &p, e))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io("chmod", &p, e))
+        let mut f = open_below(&sh.roots, owner, &pg_path, Path::new(rel), !append)
+            .map_err(fs_err("open", &p))?;
+        if append {
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(fs_err("write", &p))?;
+        }
+        f.write_all(text.as_bytes()).map_err(fs_err("write", &p))?;
+        if !append {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(fs_err("chmod", &p))?;
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(fs_err("chown", &p))?;
+        }
+        f.sync_all().map_err(fs_err("sync", &p))
     };
+    let write = |rel: &str, text: &str| write_as(rel, text, false);
     write("backup_label", &m.backup_label)?;
     if m.tablespace_map.is_some() {
         // PostgreSQL recreates pg_tblspc/<oid> from this file when recovery starts, so it must
@@ -1137,48 +1247,29 @@ async fn restore_from(
     if let Some(t) = settings.string("target-timeline") {
         conf.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
     }
-    let auto = pg_path.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&auto)
-        .map_err(|e| io("open", &auto, e))?;
-    f.write_all(conf.as_bytes())
-        .map_err(|e| io("write", &auto, e))?;
+    write_as("postgresql.auto.conf", &conf, true)?;
     let signal = if kind == "standby" {
         "standby.signal"
     } else {
         "recovery.signal"
     };
     write(signal, "")?;
-    // The recovery files: the cluster owner's, and on disk.
-    for p in [
-        "backup_label",
-        "tablespace_map",
-        signal,
-        "postgresql.auto.conf",
-    ] {
-        let p = pg_path.join(p);
-        if !p.exists() {
-            continue;
-        }
-        give(&p, owner)?;
-        std::fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io("sync", &p, e))?;
-    }
-
     // Everything on disk before pg_control: the files were flushed as they were written, the
     // recovery files just above; their directory entries are flushed here.
-    let mut dirs: Vec<PathBuf> = m.dirs.iter().map(|d| places.target_of(&d.path)).collect();
-    dirs.push(pg_path.clone());
-    dirs.extend(places.outside().cloned());
-    // The directories links became (or point to).
-    dirs.extend(links.iter().map(|l| pg_path.join(&l.path)));
-    for d in &dirs {
-        std::fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io("sync", d, e))?;
+    let mut dirs: Vec<(&Path, PathBuf)> = m.dirs.iter().map(|d| places.locate(&d.path)).collect();
+    dirs.push((&pg_path, PathBuf::new()));
+    dirs.extend(places.outside().map(|p| (p.as_path(), PathBuf::new())));
+    // The directories links became (those that point elsewhere are in `outside`).
+    dirs.extend(
+        links
+            .iter()
+            .filter(|l| !places.links.contains_key(&l.path))
+            .map(|l| (pg_path.as_path(), PathBuf::from(&l.path))),
+    );
+    for (root, sub) in &dirs {
+        dir_below(&sh.roots, owner, root, sub, false)
+            .and_then(|d| d.sync())
+            .map_err(fs_err("sync", &root.join(sub)))?;
     }
     let ctl = m
         .files
@@ -1187,6 +1278,8 @@ async fn restore_from(
         .ok_or_else(|| Error::corrupt(format!("backup {} has no {PG_CONTROL}", m.label)))?;
     let ctl_job = Job {
         path: pg_path.join(PG_CONTROL),
+        root: pg_path.clone(),
+        sub: PathBuf::from(PG_CONTROL),
         size: ctl.size,
         mode: ctl.mode,
         uid: ctl.uid,
@@ -1200,9 +1293,15 @@ async fn restore_from(
             .sync_all()
             .map_err(|e| io("sync", &ctl_job.path, e))?;
         let g = ctl_job.path.parent().unwrap();
-        std::fs::File::open(g)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io("sync", g, e))
+        dir_below(
+            &sh2.roots,
+            sh2.owner,
+            &ctl_job.root,
+            Path::new("global"),
+            false,
+        )
+        .and_then(|d| d.sync())
+        .map_err(|e| io("sync", g, e))
     })
     .await
     .map_err(|e| Error::internal(format!("restore failed: {e}")))??;

@@ -184,21 +184,29 @@ pub fn open_slot(
     let kek = derive_kek(passphrase, &slot.kdf)
         .map_err(|e| e.context(format!("key slot '{slot_name}'")))?;
     let mine = blake3::keyed_hash(&kek, SLOT_CHECK_MSG);
-    // Constant-time comparison: blake3::Hash's PartialEq is.
-    if mine != blake3::Hash::from_bytes(check) {
-        return Ok(SlotOpen::WrongPassphrase);
-    }
     let aead = XChaCha20Poly1305::new_from_slice(&kek[..]).expect("32-byte key");
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     key.copy_from_slice(&wrapped[..KEY_LEN]);
     let tag = Tag::try_from(&wrapped[KEY_LEN..]).unwrap();
-    aead.decrypt_inout_detached(
+    let opened = aead.decrypt_inout_detached(
         &XNonce::from(nonce),
         &slot_ad(&repo_id, &slot_id, config_bytes),
         key.as_mut_slice().into(),
         &tag,
-    )
-    .map_err(|_| {
+    );
+    // Constant-time comparison: blake3::Hash's PartialEq is.
+    if mine != blake3::Hash::from_bytes(check) {
+        // The wrapped key opening under this KEK means the passphrase is this slot's and the
+        // check value is what changed: damage, which must not be reported as a typo.
+        if opened.is_ok() {
+            return Err(Error::corrupt(format!(
+                "key slot '{slot_name}' is damaged: the passphrase opens its wrapped key but its check value does not match"
+            ))
+            .hint("restore 'keys/' from a copy of the repository, or use another key slot"));
+        }
+        return Ok(SlotOpen::WrongPassphrase);
+    }
+    opened.map_err(|_| {
         Error::corrupt(format!(
             "the passphrase matches key slot '{slot_name}' but the slot does not authenticate: \
              the slot or the repository's config file was altered"
@@ -334,6 +342,19 @@ mod tests {
             open_slot(&s2, b"pw", &c, &b, "s").err().unwrap().kind,
             ErrorKind::Corrupt
         );
+        // A damaged check value is damage too, named as the slot, not a wrong passphrase.
+        let mut s3 = slot.clone();
+        s3.check
+            .replace_range(0..2, if &s3.check[0..2] == "00" { "01" } else { "00" });
+        let e = open_slot(&s3, b"pw", &c, &b, "keys/s3")
+            .err()
+            .expect("damaged check accepted");
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert!(e.to_string().contains("keys/s3"), "{e}");
+        assert!(matches!(
+            open_slot(&s3, b"px", &c, &b, "s").unwrap(),
+            SlotOpen::WrongPassphrase
+        ));
     }
 
     #[test]

@@ -271,6 +271,12 @@ impl Lease {
         Ok(!self.lost.load(Ordering::SeqCst) && self.store.exists(&self.path).await?)
     }
 
+    /// Whether `other` (another holder's lease) was taken before this one: older creation
+    /// time, ties broken by id, so two holders always agree which of them came first.
+    pub fn preceded_by(&self, other: &LeaseDoc) -> bool {
+        (other.created_unix, other.id.as_str()) < (self.doc.created_unix, self.doc.id.as_str())
+    }
+
     pub fn kind(&self) -> LeaseKind {
         self.doc.kind
     }

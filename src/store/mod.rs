@@ -215,7 +215,10 @@ impl Store {
                 )
                 .await
             {
-                Ok(_) => return Ok(Put::Created),
+                Ok(_) => {
+                    self.settle(path).await?;
+                    return Ok(Put::Created);
+                }
                 Err(object_store::Error::AlreadyExists { .. }) => return Ok(Put::AlreadyExists),
                 Err(e) => e,
             };
@@ -225,7 +228,10 @@ impl Store {
             // write landed; other bytes mean the name was taken; nothing means try again.
             attempt += 1;
             match self.get_opt(path).await {
-                Ok(Some(stored)) if stored == bytes => return Ok(Put::Created),
+                Ok(Some(stored)) if stored == bytes => {
+                    self.settle(path).await?;
+                    return Ok(Put::Created);
+                }
                 Ok(Some(_)) => return Ok(Put::AlreadyExists),
                 Ok(None) | Err(_) if attempt < PUT_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
@@ -242,7 +248,31 @@ impl Store {
             .put(&Path::from(path), PutPayload::from_bytes(bytes))
             .await
             .map(|_| ())
-            .map_err(|e| self.err("cannot write", path, e))
+            .map_err(|e| self.err("cannot write", path, e))?;
+        self.settle(path).await
+    }
+
+    /// Local disk: gives a new object, and the directories above it, the repository's one rule
+    /// (docs/format.md, Ownership and modes): owned like the repository directory, objects
+    /// 0640, directories 0750. Without it an object written by a command run as root is
+    /// root's, and the next command run as postgres (archive-push, verify, expire) cannot read
+    /// it or write beside it. Reached without following links: the directory's owner must not
+    /// be able to point root's chown at another file.
+    async fn settle(&self, path: &str) -> Result<()> {
+        let Location::Local(dir) = &self.location else {
+            return Ok(());
+        };
+        let (dir, owned) = (dir.clone(), path.to_string());
+        let r = tokio::task::spawn_blocking(move || settle_local(&dir, &owned))
+            .await
+            .map_err(|e| Error::internal(format!("settling an object failed: {e}")))?;
+        r.map_err(|e| {
+            Error::storage(format!(
+                "cannot set the owner and mode of '{}' in repository {}: {e}",
+                path, self.location
+            ))
+            .hint("check the repository directory's owner and permissions")
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Bytes> {
@@ -386,6 +416,57 @@ impl Store {
             Err(e) => Err(self.err("cannot delete", path, e)),
         }
     }
+}
+
+/// Mode of every object in a local repository.
+pub const OBJECT_MODE: u32 = 0o640;
+/// Mode of every directory in a local repository.
+pub const DIR_MODE: u32 = 0o750;
+
+fn settle_local(dir: &std::path::Path, path: &str) -> std::io::Result<()> {
+    use crate::fsx::Dir;
+    use std::os::unix::fs::MetadataExt;
+    let top = Dir::open(dir)?;
+    let want = std::fs::metadata(dir)?;
+    let (uid, gid) = (want.uid(), want.gid());
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let root = me == 0;
+    let fix = |st: &libc::stat,
+               mode: u32,
+               chmod: &dyn Fn(u32) -> std::io::Result<()>,
+               chown: &dyn Fn() -> std::io::Result<()>| {
+        if root && (st.st_uid != uid || st.st_gid != gid) {
+            chown()?;
+        }
+        // Another user's directory (a shared, group-writable repository) is theirs to set.
+        if st.st_mode & 0o7777 != mode && (root || st.st_uid == me) {
+            chmod(mode)?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let rel = std::path::Path::new(path);
+    let (parent, name) = crate::fsx::split(rel)?;
+    let mut cur = top;
+    for c in parent.components() {
+        let std::path::Component::Normal(n) = c else {
+            continue;
+        };
+        let st = cur
+            .lstat(n)?
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        let d = cur.descend(std::path::Path::new(n), None)?;
+        fix(&st, DIR_MODE, &|m| d.chmod(m), &|| d.chown(uid, gid))?;
+        cur = d;
+    }
+    let (f, st) = cur.open_read(name, false)?;
+    use std::os::unix::fs::PermissionsExt;
+    fix(
+        &st,
+        OBJECT_MODE,
+        &|m| f.set_permissions(std::fs::Permissions::from_mode(m)),
+        &|| std::os::unix::fs::fchown(&f, Some(uid), Some(gid)),
+    )
 }
 
 /// An error with its sources, one line: backend errors bury the useful part (ENOSPC, a 403)

@@ -1,0 +1,393 @@
+//! Never damage what is already there: a restore or a backup run as root over directories the
+//! cluster's owner controls follows none of the links that owner can plant, and objects written
+//! by a command run as root stay usable by the commands postgres runs.
+
+mod common;
+
+use common::fixture::*;
+use common::pg::*;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A directory of root's, 0755, holding a root-owned file of each kind a planted link could aim
+/// at: a 0644 file, a 0600 secret and a directory with a file in it.
+struct Victims {
+    dir: tempfile::TempDir,
+}
+
+impl Victims {
+    fn new() -> Victims {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("file"), "root's file\n").unwrap();
+        std::fs::set_permissions(dir.path().join("file"), PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(dir.path().join("secret"), "ROOT SECRET\n").unwrap();
+        std::fs::set_permissions(dir.path().join("secret"), PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("dir")).unwrap();
+        std::fs::write(dir.path().join("dir/kept"), "kept\n").unwrap();
+        Victims { dir }
+    }
+    fn path(&self, n: &str) -> PathBuf {
+        self.dir.path().join(n)
+    }
+    /// Contents, modes and owners of everything here.
+    fn state(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in snapshot(self.dir.path()) {
+            let md = std::fs::symlink_metadata(self.dir.path().join(&k)).unwrap();
+            out.push(format!(
+                "{k}: {v} mode {:o} owner {}:{}",
+                md.mode(),
+                md.uid(),
+                md.gid()
+            ));
+        }
+        let md = std::fs::metadata(self.dir.path()).unwrap();
+        out.push(format!("top mode {:o} owner {}", md.mode(), md.uid()));
+        out
+    }
+}
+
+fn link_as_postgres(target: &Path, at: &Path) {
+    std::os::unix::fs::symlink(target, at).unwrap();
+    let (uid, gid) = postgres_ids();
+    std::os::unix::fs::lchown(at, Some(uid), Some(gid)).unwrap();
+}
+
+/// The pgfrost binary run as root (the test runs as root), with the archive's config.
+fn as_root(a: &Archive, args: &[&str]) -> Command {
+    let mut c = Command::new(&a.bin);
+    c.arg("--config")
+        .arg(&a.cfg)
+        .args(args)
+        .env_remove("PGFROST_PASSPHRASE")
+        .current_dir(a.dir.path());
+    c
+}
+
+fn restore_over_planted_links(repo: Repo, mode: &str) {
+    assert!(is_root(), "this test is about root and runs as root");
+    let bin = PgBin::pg15();
+    let a = Archive::new(repo, &[]);
+    let c = cluster(&bin, &a);
+    c.sql("CREATE TABLE kept AS SELECT generate_series(1, 1000) g");
+    backup(&a, &c, "full");
+    let db_oid = c.sql("SELECT oid FROM pg_database WHERE datname = 'postgres'");
+
+    // The old data directory, the postgres user's: restored once, then links planted where the
+    // backup has a file, a directory, an intermediate directory and a recovery file.
+    let v = Victims::new();
+    let before = v.state();
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let r = run(a.cmd(&["restore", "--pg-path", data.to_str().unwrap()]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let plant = |rel: &str, target: &Path| {
+        let p = data.join(rel);
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+        link_as_postgres(target, &p);
+    };
+    plant("PG_VERSION", &v.path("file"));
+    plant(&format!("base/{db_oid}"), &v.path("dir"));
+    plant("global", &v.path("dir"));
+    plant("postgresql.auto.conf", &v.path("secret"));
+    plant("backup_label", &v.path("secret"));
+
+    let r = run(as_root(
+        &a,
+        &[
+            "restore",
+            mode,
+            "--pg-path",
+            data.to_str().unwrap(),
+            "--type",
+            "immediate",
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "off",
+        ],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        v.state(),
+        before,
+        "a restore as root changed what the links pointed to"
+    );
+    for rel in [
+        "PG_VERSION",
+        "global",
+        "global/pg_control",
+        "postgresql.auto.conf",
+        "backup_label",
+    ] {
+        let md = std::fs::symlink_metadata(data.join(rel)).unwrap();
+        assert!(!md.file_type().is_symlink(), "{rel} is still a link");
+        assert_eq!(md.uid(), postgres_ids().0, "{rel} is not postgres's");
+    }
+    let md = std::fs::symlink_metadata(data.join(format!("base/{db_oid}"))).unwrap();
+    assert!(md.is_dir() && !md.file_type().is_symlink());
+
+    let mut rc = Cluster::from_data_dir_as_is(&bin, &data, &[]);
+    rc.start();
+    assert!(wait_promoted(&rc), "{}", rc.log_tail(40));
+    assert_eq!(rc.sql("SELECT count(*) FROM kept"), "1000");
+    rc.stop();
+    // Nothing in the repository was lost.
+    assert_eq!(a.on(&c, &["verify"]).code, 0);
+}
+
+#[test]
+fn a_delta_restore_as_root_replaces_planted_links_and_writes_nothing_through_them() {
+    restore_over_planted_links(Repo::Local, "--delta=y");
+}
+
+#[test]
+fn a_forced_restore_as_root_from_s3_replaces_planted_links() {
+    let s3 = S3Server::start();
+    restore_over_planted_links(Repo::S3(&s3), "--force=y");
+}
+
+/// The cluster's owner swaps a file for a link to root's secret, and retargets a linked config
+/// file to it, between the walk and the read: the backup reads neither, and a link to a file
+/// the owner cannot read is not backed up at all.
+fn backup_over_swapped_files(repo: Repo) {
+    assert!(is_root(), "this test is about root and runs as root");
+    let bin = PgBin::pg15();
+    let a = Archive::new(repo, &[]);
+    let c = cluster(&bin, &a);
+    let v = Victims::new();
+    let own = postgres_dir();
+    let ident = own.path().join("ident.conf");
+    std::fs::copy(c.data.join("pg_ident.conf"), &ident).unwrap();
+    give_to_postgres(&ident);
+    std::fs::remove_file(c.data.join("pg_ident.conf")).unwrap();
+    link_as_postgres(&ident, &c.data.join("pg_ident.conf"));
+    std::fs::write(c.data.join("notes.txt"), "the owner's notes\n").unwrap();
+    give_to_postgres(&c.data.join("notes.txt"));
+    link_as_postgres(&v.path("secret"), &c.data.join("linked-secret.conf"));
+
+    let gate = own.path().join("go");
+    let mut cmd = as_root(&a, &["backup", "--type", "full", "--start-fast", "y"]);
+    cmd.args(Archive::pg_args(&c))
+        .env("PGFROST_TEST_AFTER_WALK", &gate);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(120), || gate
+            .with_extension("walked")
+            .exists()),
+        "the backup never finished its walk"
+    );
+    std::fs::remove_file(c.data.join("notes.txt")).unwrap();
+    link_as_postgres(&v.path("secret"), &c.data.join("notes.txt"));
+    std::fs::remove_file(c.data.join("pg_ident.conf")).unwrap();
+    link_as_postgres(&v.path("secret"), &c.data.join("pg_ident.conf"));
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for f in ["notes.txt", "pg_ident.conf", "linked-secret.conf"] {
+        assert!(
+            stderr.contains(f) && stderr.contains("not backed up"),
+            "no warning for {f}: {stderr}"
+        );
+    }
+
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let r = run(a.cmd(&["restore", "--pg-path", data.to_str().unwrap()]));
+    assert_eq!(r.code, 0, "{r:?}");
+    for p in files_under(&data) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(11).any(|w| w == b"ROOT SECRET"),
+            "{} holds root's secret",
+            p.display()
+        );
+    }
+    for f in ["notes.txt", "pg_ident.conf", "linked-secret.conf"] {
+        assert!(!data.join(f).exists(), "{f} was restored");
+    }
+    assert_eq!(a.on(&c, &["verify"]).code, 0);
+}
+
+#[test]
+fn a_backup_as_root_never_reads_a_file_swapped_for_a_link_after_the_walk() {
+    backup_over_swapped_files(Repo::Local);
+}
+
+#[test]
+fn a_backup_as_root_to_s3_never_reads_a_file_swapped_for_a_link_after_the_walk() {
+    let s3 = S3Server::start();
+    backup_over_swapped_files(Repo::S3(&s3));
+}
+
+/// Every entry under a local repository: owned by the repository directory's owner, objects
+/// 0640, directories 0750.
+fn wrongly_owned(repo: &Path) -> Vec<String> {
+    let top = std::fs::metadata(repo).unwrap();
+    let mut wrong = Vec::new();
+    for e in walkdir::WalkDir::new(repo).min_depth(1) {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        let mode = if md.is_dir() { 0o750 } else { 0o640 };
+        if (md.uid(), md.gid()) != (top.uid(), top.gid()) || md.mode() & 0o7777 != mode {
+            wrong.push(format!(
+                "{} {}:{} {:o}",
+                e.path().display(),
+                md.uid(),
+                md.gid(),
+                md.mode() & 0o7777
+            ));
+        }
+    }
+    wrong
+}
+
+#[test]
+fn objects_written_as_root_are_the_repositorys_owners_and_postgres_goes_on_using_them() {
+    assert!(is_root(), "this test is about root and runs as root");
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    c.sql("CREATE TABLE kept AS SELECT generate_series(1, 1000) g");
+    let repo = a.dir.path().join("repo");
+    assert_eq!(std::fs::metadata(&repo).unwrap().uid(), postgres_ids().0);
+    for _ in 0..2 {
+        let mut cmd = as_root(&a, &["backup", "--type", "full", "--start-fast", "y"]);
+        cmd.args(Archive::pg_args(&c));
+        let r = run(cmd);
+        assert_eq!(r.code, 0, "backup as root: {r:?}");
+    }
+    let wrong = wrongly_owned(&repo);
+    assert!(wrong.is_empty(), "after a backup as root: {wrong:?}");
+
+    // Then postgres: archive-push (PostgreSQL's archive_command), verify, expire.
+    switch_segments(&c, 3);
+    wait_archived(&c);
+    let r = a.on(&c, &["verify"]);
+    assert_eq!(r.code, 0, "verify as postgres: {r:?}");
+    let r = a.on(&c, &["expire", "--retention-full", "1"]);
+    assert_eq!(r.code, 0, "expire as postgres: {r:?}");
+    let r = a.on(&c, &["verify"]);
+    assert_eq!(r.code, 0, "verify after expire: {r:?}");
+    let wrong = wrongly_owned(&repo);
+    assert!(wrong.is_empty(), "after postgres's commands: {wrong:?}");
+    let dir = postgres_dir();
+    let r = restore_promoted(&a, &dir.path().join("data"), &[]);
+    assert_eq!(r.code, 0, "restore as postgres: {r:?}");
+}
+
+fn two_backups_at_once(repo: Repo) {
+    let bin = PgBin::pg15();
+    let a = Archive::new(repo, &[]);
+    let c = cluster(&bin, &a);
+    c.sql("CREATE TABLE kept AS SELECT generate_series(1, 100000) g");
+    backup(&a, &c, "full");
+    let spawn = || {
+        let mut cmd = a.cmd(&["backup", "--type", "incr", "--start-fast", "y"]);
+        cmd.args(Archive::pg_args(&c))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (one, two) = (spawn(), spawn());
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    let mut codes = [one.status.code(), two.status.code()];
+    codes.sort();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        codes,
+        [Some(0), Some(17)],
+        "one backup runs, the other refuses\n{}\n{}",
+        err(&one),
+        err(&two)
+    );
+    let loser = if one.status.code() == Some(17) {
+        &one
+    } else {
+        &two
+    };
+    let text = err(loser);
+    assert!(
+        text.contains("another backup of stanza 'main' is running"),
+        "{text}"
+    );
+    // It refused before any work: it never started a backup on the server.
+    assert!(!text.contains("starting"), "{text}");
+    let r = a.on(&c, &["info", "--output", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let n = v.to_string().matches("\"label\"").count();
+    assert_eq!(n, 2, "two backups recorded: {}", r.stdout);
+    assert_eq!(a.on(&c, &["verify"]).code, 0);
+}
+
+#[test]
+fn of_two_backups_started_together_one_refuses_at_once() {
+    two_backups_at_once(Repo::Local);
+}
+
+#[test]
+fn of_two_backups_to_s3_started_together_one_refuses_at_once() {
+    let s3 = S3Server::start();
+    two_backups_at_once(Repo::S3(&s3));
+}
+
+fn damaged_slot_check(repo: Repo) {
+    let a = Archive::new(repo, &[]);
+    let store = pgfrost::store::Store::open(&a.location, false).unwrap();
+    let rt = rt();
+    let slots = rt.block_on(store.list("keys")).unwrap();
+    assert_eq!(slots.len(), 1);
+    let path = slots[0].path.clone();
+    let bytes = rt.block_on(store.get(&path)).unwrap();
+    let mut slot: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let check = slot["check"].as_str().unwrap().to_string();
+    let flipped = if check.starts_with('0') { "1" } else { "0" };
+    slot["check"] = format!("{flipped}{}", &check[1..]).into();
+    rt.block_on(store.delete(&path)).unwrap();
+    rt.block_on(store.put_new(&path, serde_json::to_vec(&slot).unwrap().into()))
+        .unwrap();
+    let mut c = a.cmd(&["key", "unlock"]);
+    c.env("PGFROST_PASSPHRASE", PASS);
+    let r = run(c);
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(
+        r.stderr.contains(&path) && r.stderr.contains("damaged"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("wrong passphrase"), "{r:?}");
+    // A really wrong passphrase is still one.
+    let mut c = a.cmd(&["key", "unlock"]);
+    c.env("PGFROST_PASSPHRASE", "not it");
+    assert_eq!(run(c).code, 12);
+}
+
+#[test]
+fn a_damaged_key_slot_is_reported_as_damage_naming_the_slot() {
+    damaged_slot_check(Repo::Local);
+}
+
+#[test]
+fn a_damaged_key_slot_on_s3_is_reported_as_damage_naming_the_slot() {
+    let s3 = S3Server::start();
+    damaged_slot_check(Repo::S3(&s3));
+}
