@@ -586,8 +586,9 @@ pub enum Placement<'a> {
     /// links as `--link-map` says, else plain directories inside the data directory.
     Operator,
     /// drill: everything inside this scratch directory (tablespaces in `tablespaces/<oid>`,
-    /// links as plain directories, the archive-get queue in `spool`), whatever the maps say.
-    Scratch(&'a Path),
+    /// links as plain directories, the archive-get queue in `spool`), whatever the maps say;
+    /// the backup chosen for recovery along this timeline when one is given (the primary's).
+    Scratch(&'a Path, Option<u32>),
 }
 
 /// The restore's options, read and checked before anything is written.
@@ -708,7 +709,12 @@ impl Plan {
             tablespace_map,
             link_map: settings.map("link-map")?,
         };
-        if let Placement::Scratch(_) = placement {
+        if let Placement::Scratch(_, tli) = placement {
+            if settings.string("target-timeline").is_none()
+                && let Some(t) = tli
+            {
+                plan.timeline = TargetTimeline::Number(t);
+            }
             if !plan.tablespace_map.is_empty() || !plan.link_map.is_empty() {
                 log::info!(
                     "drill: tablespace-map and link-map are ignored; a drill keeps every path inside its scratch directory"
@@ -1099,7 +1105,7 @@ fn place(
     for t in &m.tablespaces {
         let mapped = plan.tablespace_map.iter().find(|(o, _)| *o == t.oid);
         let loc = match (mapped, placement) {
-            (_, Placement::Scratch(dir)) => dir.join("tablespaces").join(t.oid.to_string()),
+            (_, Placement::Scratch(dir, _)) => dir.join("tablespaces").join(t.oid.to_string()),
             (Some((_, dir)), _) => dir.clone(),
             (None, Placement::Operator) => PathBuf::from(&t.location),
         };
@@ -1204,7 +1210,7 @@ fn place(
                 l.target,
                 match placement {
                     Placement::Operator => format!("; map it with --link-map {}=DIR", l.path),
-                    Placement::Scratch(_) => String::new(),
+                    Placement::Scratch(..) => String::new(),
                 }
             );
         }
@@ -1487,7 +1493,7 @@ async fn restore_from(
             settings,
             &stanza_name,
             match placement {
-                Placement::Scratch(dir) => Some(dir.join("spool")),
+                Placement::Scratch(dir, _) => Some(dir.join("spool")),
                 Placement::Operator => None,
             }
             .as_deref()
