@@ -824,7 +824,8 @@ impl Settings {
                 v.value,
                 v.source,
                 allowed.join(", ")
-            )));
+            ))
+            .hint(format!("set {name} to one of {}", allowed.join(", "))));
         }
         Ok(())
     }

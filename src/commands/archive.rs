@@ -7,6 +7,7 @@
 use super::open_repo;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg::timeline;
 use crate::pg::wal::{self, WalFile};
 use crate::repo::Repository;
 use crate::repo::crypto::{Kind, Opener, Sealer};
@@ -377,6 +378,20 @@ pub fn missing(name: &str, repo: &str) -> Error {
     )
 }
 
+/// archive-get's "this file is missing but WAL after it is stored": never the end of the
+/// archive (main.rs turns it into an exit above 125, which stops recovery).
+pub fn gap(name: &str, later: &str, repo: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "WAL file {name} is missing from the repository {repo}, but later WAL ({later}) is there: a gap in the archive, not its end; recovery stops here rather than promote without the WAL after the gap"
+        ),
+    )
+    .hint(format!(
+        "put {name} back into the repository (it may still be in the source cluster's pg_wal: archive it with 'pgfrost archive-push'), or recover to a target before the gap; 'pgfrost verify' lists every gap"
+    ))
+}
+
 pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
     let stanza_name = settings.required("stanza")?.to_string();
     let file = parse_name(name)?;
@@ -400,6 +415,15 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
     }
     let started = Instant::now();
     let Some((db, bytes)) = fetch(&repo, &stanza_name, &history, &file).await? else {
+        // A hole in the archive is not its end: answered "no such file", PostgreSQL would end
+        // recovery at the hole and promote, silently without everything archived after it.
+        if let (WalFile::Segment { tli, .. }, Some(db)) = (&file, history.last()) {
+            let segno = file.segno(db.wal_segment_size).unwrap();
+            let mut tl = Timelines::new(&repo, &stanza_name).await?;
+            if let Some(later) = tl.later_than(*tli, segno).await? {
+                return Err(gap(name, &later, &repo.store.location().to_string()));
+            }
+        }
         return Err(missing(name, &repo.store.location().to_string()));
     };
     write_file(&dest, &bytes)?;
@@ -560,4 +584,98 @@ fn move_into(from: &Path, dest: &Path) -> Result<()> {
     write_file(dest, &bytes)?;
     let _ = std::fs::remove_file(from);
     Ok(())
+}
+
+/// Timeline histories read from the repository's `.history` files, each read once.
+pub struct Timelines<'a> {
+    repo: &'a Repository,
+    stanza: &'a str,
+    dbs: Vec<StanzaDb>,
+    read: std::collections::HashMap<u32, Option<Vec<timeline::Ancestor>>>,
+}
+
+impl<'a> Timelines<'a> {
+    pub async fn new(repo: &'a Repository, stanza: &'a str) -> Result<Timelines<'a>> {
+        Ok(Timelines {
+            repo,
+            stanza,
+            dbs: stanza::history(repo, stanza).await?,
+            read: Default::default(),
+        })
+    }
+
+    /// The ancestors of `tli` (none for timeline 1), or None when the repository has no history
+    /// file for it.
+    pub async fn history(&mut self, tli: u32) -> Result<Option<Vec<timeline::Ancestor>>> {
+        if tli <= 1 {
+            return Ok(Some(Vec::new()));
+        }
+        if let Some(h) = self.read.get(&tli) {
+            return Ok(h.clone());
+        }
+        let file = WalFile::History { tli };
+        let h = match fetch(self.repo, self.stanza, &self.dbs, &file).await? {
+            None => None,
+            Some((_, bytes)) => Some(
+                timeline::parse_history(&String::from_utf8_lossy(&bytes)).ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "timeline history file {file} in stanza '{}' does not read as one",
+                        self.stanza
+                    ))
+                })?,
+            ),
+        };
+        self.read.insert(tli, h.clone());
+        Ok(h)
+    }
+
+    /// The timeline PostgreSQL's `recovery_target_timeline = latest` picks for a backup on
+    /// `from`: it probes for history files `from + 1`, `from + 2`, ... and takes the last one
+    /// found before the first missing (findNewestTimeLine).
+    pub async fn latest(&mut self, from: u32) -> Result<u32> {
+        let mut t = from;
+        while self.history(t + 1).await?.is_some() {
+            t += 1;
+        }
+        Ok(t)
+    }
+
+    /// The stored segment, partial segment or history that shows WAL past segment `segno` of
+    /// timeline `tli` was archived: a later segment of the same timeline, or a timeline that
+    /// branched off it after that segment. None when `segno` is past the end of the archive.
+    pub async fn later_than(&mut self, tli: u32, segno: u64) -> Result<Option<String>> {
+        for db in self.dbs.clone().iter().rev() {
+            let seg = db.wal_segment_size;
+            let log = segno / wal::segments_per_log(seg);
+            let base = format!("{}/wal/{}", self.stanza, db.dir());
+            for d in self.repo.store.list_dirs(&base).await? {
+                let ours = d.len() == 16
+                    && d[..8] == format!("{tli:08X}")
+                    && u64::from_str_radix(&d[8..], 16).is_ok_and(|l| l >= log);
+                if !ours {
+                    continue;
+                }
+                for l in self.repo.store.list(&format!("{base}/{d}")).await? {
+                    let name = l.path.rsplit('/').next().unwrap_or("");
+                    if let Some(f) = WalFile::parse(name)
+                        && f.has_pages()
+                        && f.tli() == tli
+                        && f.segno(seg).is_some_and(|n| n > segno)
+                    {
+                        return Ok(Some(name.to_string()));
+                    }
+                }
+            }
+            let mut t = tli + 1;
+            while let Some(h) = self.history(t).await? {
+                if h.iter()
+                    .any(|a| a.tli == tli && a.switchpoint / seg > segno)
+                {
+                    return Ok(Some(format!("{t:08X}.history")));
+                }
+                t += 1;
+            }
+        }
+        Ok(None)
+    }
 }

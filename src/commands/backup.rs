@@ -960,16 +960,40 @@ async fn take(
         .await?
         == "on";
 
-    // The parent: incr builds on the newest backup, diff on the newest full, of this cluster.
+    // The parent: incr builds on the newest backup, diff on the newest full, of this cluster
+    // and on its line of history. A promoted standby and the old primary may both archive into
+    // the stanza: each must build on its own backups, never on a timeline it did not come from.
     let labels = manifest::list(repo, &stanza_name).await?;
     let mut parent: Option<Manifest> = None;
     if kind != BackupType::Full {
+        let current: String = client
+            .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+            .await
+            .map_err(|e| conn::pg_err("pg_walfile_name failed", e))?
+            .get(0);
+        let current = u32::from_str_radix(&current[0..8], 16).unwrap_or(1);
+        let mut tl = super::archive::Timelines::new(repo, &stanza_name).await?;
+        // The cluster's own pg_wal holds its history file, should the archive not have it yet.
+        let local = std::fs::read_to_string(pg_path.join(format!("pg_wal/{current:08X}.history")))
+            .ok()
+            .and_then(|t| crate::pg::timeline::parse_history(&t));
+        let history = match tl.history(current).await? {
+            Some(h) => h,
+            None => local.unwrap_or_default(),
+        };
         for l in labels.iter().rev() {
             let m = manifest::read(repo, &stanza_name, l).await?;
-            if m.db_id == db.id && (kind == BackupType::Incr || m.kind == BackupType::Full) {
-                parent = Some(m);
-                break;
+            if m.db_id != db.id || (kind == BackupType::Diff && m.kind != BackupType::Full) {
+                continue;
             }
+            let stop = wal::parse_lsn(&m.stop_lsn).unwrap_or(u64::MAX);
+            if let Some(why) = crate::pg::timeline::unreachable(current, &history, m.timeline, stop)
+            {
+                log::info!("backup: {l} cannot be the parent: {why}");
+                continue;
+            }
+            parent = Some(m);
+            break;
         }
         if parent.is_none() {
             log::warn!(

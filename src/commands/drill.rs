@@ -254,16 +254,29 @@ async fn drill(
         rep.target = format!("{} {t}", rep.target);
     }
     let started = Instant::now();
+    // The timeline the stanza's primary is on, not the newest the archive holds: a test restore
+    // promoted with archiving on leaves a branch there that the primary never took, and
+    // following it ("latest", PostgreSQL's default) cannot find the checkpoints of the backups
+    // taken on the primary since. The backup is chosen for that timeline too.
+    let timeline = match settings.string("target-timeline") {
+        Some(t) => t.parse::<u32>().ok(),
+        None => primary_timeline(repo, stanza_name, db).await?,
+    };
     // Every path of the restored cluster inside the scratch directory, archiving off: a drill
     // must never write into the cluster it came from, nor into its stanza.
-    let restored =
-        match restore::restore(settings, &s.data, restore::Placement::Scratch(&s.dir)).await {
-            Ok(r) => r,
-            Err(e) => {
-                rep.check("restore", false, e.to_string());
-                return Ok(rep);
-            }
-        };
+    let restored = match restore::restore(
+        settings,
+        &s.data,
+        restore::Placement::Scratch(&s.dir, timeline),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            rep.check("restore", false, e.to_string());
+            return Ok(rep);
+        }
+    };
     rep.backup = restored.label.clone();
     rep.restore_seconds = started.elapsed().as_secs_f64();
     rep.check(
@@ -276,14 +289,6 @@ async fn drill(
         ),
     );
 
-    // The timeline the stanza's primary is on, not the newest the archive holds: a test restore
-    // promoted with archiving on leaves a branch there that the primary never took, and
-    // following it ("latest", PostgreSQL's default) cannot find the checkpoints of the backups
-    // taken on the primary since.
-    let timeline = match settings.string("target-timeline") {
-        Some(t) => t.parse::<u32>().ok(),
-        None => primary_timeline(repo, stanza_name, db).await?,
-    };
     // Private: a socket in the scratch directory, no TCP, no archiving, modest memory, promote at
     // the target so the checks can write (pg_amcheck installs its extension).
     let port = free_port();

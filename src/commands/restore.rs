@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsx;
 use crate::pg::page::BLCKSZ;
+use crate::pg::wal::WalFile as WalFileName;
 use crate::repo::Repository;
 use crate::repo::blockstore::{BlockId, BlockStore, Placed};
 use crate::repo::format::hex_array;
@@ -29,53 +30,146 @@ const PG_CONTROL: &str = "global/pg_control";
 /// 8 MiB batches that copy ran from memory and took several times as much system time.
 const BATCH: usize = 128;
 
-/// Parses a PostgreSQL-style timestamp: `2026-11-21 09:30:00[.123456][Z|+HH[:MM]|-HH[:MM]]`
-/// (or with `T`). Without a zone it is taken as UTC. Returns Unix milliseconds.
-pub fn parse_time(s: &str) -> Option<i64> {
+/// A `recovery_target_time` as PostgreSQL reads it: a date and time with an offset or a zone
+/// name, or with neither (then read in the restored cluster's `timezone`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetTime {
+    /// Unix milliseconds.
+    At(i64),
+    /// A wall-clock time with no zone.
+    Local(jiff::civil::DateTime),
+}
+
+/// How a time target may be written, for hints.
+pub const TIME_FORMS: &str = "2026-11-21 09:30:00+09, +0900, +09:00, 'Z', a zone name ('2026-11-21 09:30:00 Asia/Tokyo', UTC) or no zone (the restored cluster's timezone setting); 'T' may separate date and time, seconds may have a fraction";
+
+/// Parses a time target in the forms PostgreSQL's timestamptz input takes for it
+/// (`YYYY-MM-DD[ T]HH:MM[:SS[.frac]]` then `Z`, `+HH`, `+HHMM`, `+HH:MM[:SS]`, a zone name, or
+/// nothing). The reason when it does not read.
+pub fn parse_target_time(s: &str) -> std::result::Result<TargetTime, String> {
     let s = s.trim();
-    if s.len() < 19 {
-        return None;
-    }
-    let (date, rest) = s.split_at(10);
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('T'))?;
-    let (time, mut zone) = rest.split_at(8);
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return None;
-    }
-    let mut millis = 0i64;
-    if let Some(z) = zone.strip_prefix('.') {
-        let digits: String = z.chars().take_while(|c| c.is_ascii_digit()).collect();
-        millis = format!("{digits:0<3}")[..3].parse().ok()?;
-        zone = &z[digits.len()..];
-    }
-    let offset = match zone.trim() {
-        "" | "Z" | "UTC" | "+00" | "+00:00" => 0,
-        z => {
-            let sign = match z.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+    let bad = |why: &str| format!("cannot read the target time '{s}': {why}");
+    let num = |t: &str, what: &str| -> std::result::Result<i64, String> {
+        if t.is_empty() || t.len() > 4 || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad(&format!("'{t}' is not a {what}")));
         }
+        Ok(t.parse().unwrap())
     };
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m, day) = (d[0] - (d[1] <= 2) as i64, d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset) * 1000 + millis)
+    let (date, rest) = s
+        .split_once([' ', 'T'])
+        .ok_or_else(|| bad("expected a date and a time"))?;
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, mo, da] = d[..] else {
+        return Err(bad("the date must be YYYY-MM-DD"));
+    };
+    let rest = rest.trim_start();
+    let tend = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    let (time, zone) = rest.split_at(tend);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let t: Vec<&str> = hms.split(':').collect();
+    if !(2..=3).contains(&t.len()) {
+        return Err(bad("the time must be HH:MM[:SS[.fraction]]"));
+    }
+    let nanos = if frac.is_empty() {
+        0
+    } else if frac.len() <= 9 && frac.bytes().all(|c| c.is_ascii_digit()) {
+        format!("{frac:0<9}").parse::<i32>().unwrap()
+    } else {
+        return Err(bad("the fraction of a second must be digits"));
+    };
+    let dt = jiff::civil::DateTime::new(
+        num(y, "year")? as i16,
+        num(mo, "month")? as i8,
+        num(da, "day")? as i8,
+        num(t[0], "hour")? as i8,
+        num(t[1], "minute")? as i8,
+        t.get(2).map(|x| num(x, "second")).transpose()?.unwrap_or(0) as i8,
+        nanos,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let zone = zone.trim();
+    let offset = |z: &str, sign: i64| -> std::result::Result<i64, String> {
+        let parts: Vec<&str> = if z.contains(':') {
+            z.split(':').collect()
+        } else if z.len() <= 2 {
+            vec![z]
+        } else if z.len() == 4 || z.len() == 6 {
+            (0..z.len()).step_by(2).map(|i| &z[i..i + 2]).collect()
+        } else {
+            return Err(bad(&format!("cannot read the offset '{z}'")));
+        };
+        let mut secs = 0;
+        for (i, p) in parts.iter().enumerate() {
+            let limit = if i == 0 { 15 } else { 59 };
+            let v = num(p, "offset")
+                .ok()
+                .filter(|v| *v <= limit && i < 3 && (i == 0 || p.len() == 2))
+                .ok_or_else(|| bad(&format!("cannot read the offset '{z}'")))?;
+            secs += v * [3600, 60, 1][i];
+        }
+        Ok(sign * secs)
+    };
+    let at = |tz: jiff::tz::TimeZone| -> std::result::Result<TargetTime, String> {
+        tz.to_timestamp(dt)
+            .map(|ts| TargetTime::At(ts.as_millisecond()))
+            .map_err(|e| bad(&e.to_string()))
+    };
+    match zone {
+        "" => Ok(TargetTime::Local(dt)),
+        "Z" | "z" => at(jiff::tz::TimeZone::UTC),
+        z if z.starts_with('+') || z.starts_with('-') => {
+            let secs = offset(&z[1..], if z.starts_with('-') { -1 } else { 1 })?;
+            at(jiff::tz::TimeZone::fixed(
+                jiff::tz::Offset::from_seconds(secs as i32).map_err(|e| bad(&e.to_string()))?,
+            ))
+        }
+        z => at(zone_named(z).map_err(|e| bad(&e))?),
+    }
+}
+
+/// A time zone by name, as PostgreSQL's `timezone` setting or a timestamp may give it.
+fn zone_named(z: &str) -> std::result::Result<jiff::tz::TimeZone, String> {
+    match z.to_ascii_uppercase().as_str() {
+        "UTC" | "GMT" | "Z" | "ZULU" | "UCT" => return Ok(jiff::tz::TimeZone::UTC),
+        _ => {}
+    }
+    jiff::tz::TimeZone::get(z)
+        .or_else(|_| jiff::tz::TimeZone::posix(z))
+        .map_err(|_| format!("'{z}' is not a time zone this host's time zone database knows"))
+}
+
+impl TargetTime {
+    /// Unix milliseconds, a zone-less time read in `zone`.
+    pub fn millis(&self, zone: &str) -> std::result::Result<i64, String> {
+        match self {
+            TargetTime::At(ms) => Ok(*ms),
+            TargetTime::Local(dt) => zone_named(zone)?
+                .to_timestamp(*dt)
+                .map(|t| t.as_millisecond())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// `timezone` as the configuration files of a data directory set it (the last setting wins, and
+/// postgresql.auto.conf is read after postgresql.conf); None when neither sets it.
+pub fn timezone_setting(conf: &str, auto: &str) -> Option<String> {
+    let mut zone = None;
+    for line in conf.lines().chain(auto.lines()) {
+        if setting_name(line).as_deref() != Some("timezone") {
+            continue;
+        }
+        let v = line.trim_start()[8..].trim_start();
+        let v = v.strip_prefix('=').unwrap_or(v).trim();
+        let v = match v.strip_prefix('\'') {
+            Some(q) => q.split('\'').next().unwrap_or(""),
+            None => v.split(['#', ' ']).next().unwrap_or(""),
+        };
+        zone = Some(v.to_string());
+    }
+    zone
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -94,18 +188,148 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Picks the backup: `--set`, else the newest that can reach the target (for a time target, the
-/// newest that finished before it).
+/// The timeline recovery follows, as `--target-timeline` says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TargetTimeline {
+    Latest,
+    Current,
+    Number(u32),
+}
+
+/// The backup restore uses, and what it was chosen for.
+struct Chosen {
+    m: Manifest,
+    /// The timeline recovery will follow from it.
+    timeline: u32,
+    /// For a time target without a zone: the zone it is read in (the restored cluster's).
+    zone: Option<String>,
+}
+
+/// A file of a backup, read whole from the block store.
+async fn backup_file(bs: &BlockStore, m: &Manifest, path: &str) -> Result<Option<Vec<u8>>> {
+    let Some(f) = m.files.iter().find(|f| f.path == path) else {
+        return Ok(None);
+    };
+    if f.list.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let list_id = hex_array::<32>(&f.list, "list").map_err(Error::corrupt)?;
+    let ids = ids_of(&bs.read_block(&list_id).await?)?;
+    let mut out = Vec::new();
+    for b in bs.read_blocks(&ids).await? {
+        out.extend_from_slice(&b);
+    }
+    Ok(Some(out))
+}
+
+/// Why backup `m` cannot reach the restore's target (Ok(Err(reason))), or what it reaches.
+async fn fit(
+    m: Manifest,
+    plan: &Plan,
+    tl: &mut crate::commands::archive::Timelines<'_>,
+    repo: &Repository,
+    stanza: &str,
+    dbs: &[stanza::StanzaDb],
+    bs: &BlockStore,
+) -> Result<std::result::Result<Chosen, String>> {
+    let target = match plan.timeline {
+        TargetTimeline::Latest => tl.latest(m.timeline).await?,
+        TargetTimeline::Current => m.timeline,
+        TargetTimeline::Number(n) => n,
+    };
+    let stop_lsn = crate::pg::wal::parse_lsn(&m.stop_lsn).unwrap_or(u64::MAX);
+    if target != m.timeline {
+        let Some(history) = tl.history(target).await? else {
+            return Ok(Err(format!(
+                "timeline {target} has no history file ({target:08X}.history) in the repository"
+            )));
+        };
+        if let Some(why) = crate::pg::timeline::unreachable(target, &history, m.timeline, stop_lsn)
+        {
+            return Ok(Err(why));
+        }
+    }
+    let mut zone = None;
+    if let Some(t) = &plan.time {
+        if let TargetTime::Local(_) = t {
+            let read = |p| backup_file(bs, &m, p);
+            let conf = read("postgresql.conf").await?.unwrap_or_default();
+            let auto = read("postgresql.auto.conf").await?.unwrap_or_default();
+            // PostgreSQL's own default when nothing sets it.
+            zone = Some(
+                timezone_setting(
+                    &String::from_utf8_lossy(&conf),
+                    &String::from_utf8_lossy(&auto),
+                )
+                .unwrap_or_else(|| "GMT".into()),
+            );
+        }
+        let z = zone.as_deref().unwrap_or("UTC");
+        let ms = t.millis(z).map_err(|e| {
+            Error::config(format!(
+                "cannot read the target time in time zone {z}, the restored cluster's timezone setting: {e}"
+            ))
+            .hint("give the target with an offset or a zone name (2026-11-21 09:30:00+09, 2026-11-21 09:30:00 Asia/Tokyo)")
+        })?;
+        if m.stop_ms >= ms {
+            return Ok(Err(format!(
+                "it ended at {}, not before the target{}",
+                m.stop_time,
+                zone.as_deref()
+                    .map(|z| format!(" (read in time zone {z})"))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    if let Some(lsn) = plan.lsn
+        && stop_lsn > lsn
+    {
+        return Ok(Err(format!("it ended at {}, after the target", m.stop_lsn)));
+    }
+    // The WAL that makes the backup consistent must all be there, or recovery fails (or worse,
+    // ends early) after every file has been written.
+    if let Some(db) = dbs.iter().find(|d| d.id == m.db_id) {
+        let ss = db.wal_segment_size;
+        let segno = |w: &str| WalFileName::parse(w).and_then(|f| f.segno(ss));
+        if let (Some(a), Some(b)) = (segno(&m.start_wal), segno(&m.stop_wal)) {
+            for n in a..=b {
+                let name = crate::pg::wal::segment_name(m.timeline, n, ss);
+                let f = WalFileName::parse(&name).unwrap();
+                let obj = crate::commands::archive::object_path(stanza, db, &f);
+                if !repo.store.exists(&obj).await? {
+                    return Ok(Err(format!(
+                        "WAL segment {name}, which it needs to be consistent, is not in the repository"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Ok(Chosen {
+        m,
+        timeline: target,
+        zone,
+    }))
+}
+
+/// Picks the backup: `--set` if it can reach the target, else the newest that can: on the
+/// history of the timeline recovery follows (ended before the branch point when on an
+/// ancestor), ended before a time or LSN target, with the WAL that makes it consistent.
 async fn choose(
     repo: &Repository,
     stanza: &str,
     settings: &Settings,
-    kind: &str,
-) -> Result<Manifest> {
-    if let Some(set) = settings.string("set") {
-        return manifest::read(repo, stanza, set).await;
-    }
-    let labels = manifest::list(repo, stanza).await?;
+    plan: &Plan,
+    bs: &BlockStore,
+) -> Result<Chosen> {
+    let set = settings.string("set");
+    let labels: Vec<String> = match set {
+        Some(l) => vec![l.to_string()],
+        None => manifest::list(repo, stanza)
+            .await?
+            .into_iter()
+            .rev()
+            .collect(),
+    };
     if labels.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,
@@ -113,35 +337,32 @@ async fn choose(
         )
         .hint(format!("take one with 'pgfrost backup --stanza {stanza}'")));
     }
-    // Recovery cannot go back before the end of a backup: for a time or LSN target, only backups
-    // that ended before it qualify. xid and restore-point targets cannot be placed without
-    // reading WAL: the newest backup is used, and --set picks an older one.
-    let target = settings.string("target").unwrap_or("");
-    let before_time = match kind {
-        "time" => Some(parse_time(target).ok_or_else(|| {
-            Error::config(format!("cannot read the target time '{target}'"))
-                .hint("write it as 2026-11-21 09:30:00+00")
-        })?),
-        _ => None,
-    };
-    let before_lsn = match kind {
-        "lsn" => Some(crate::pg::wal::parse_lsn(target).ok_or_else(|| {
-            Error::config(format!("cannot read the target LSN '{target}'"))
-                .hint("write it as 0/16B3748")
-        })?),
-        _ => None,
-    };
-    for l in labels.iter().rev() {
+    let mut tl = crate::commands::archive::Timelines::new(repo, stanza).await?;
+    let dbs = stanza::history(repo, stanza).await?;
+    let mut rejected = Vec::new();
+    for l in &labels {
         let m = manifest::read(repo, stanza, l).await?;
-        let stop_lsn = crate::pg::wal::parse_lsn(&m.stop_lsn).unwrap_or(u64::MAX);
-        if before_time.is_some_and(|t| m.stop_ms >= t) || before_lsn.is_some_and(|t| stop_lsn > t) {
-            continue;
+        match fit(m, plan, &mut tl, repo, stanza, &dbs, bs).await? {
+            Ok(c) => return Ok(c),
+            Err(why) => rejected.push(format!("{l}: {why}")),
         }
-        return Ok(m);
     }
-    Err(Error::new(ErrorKind::NotFound, format!("no backup of stanza '{stanza}' ended before the target {target}")).hint(
-        "choose a later target, or a backup with --set (recovery cannot go back before the end of a backup)",
-    ))
+    let what = plan.describe(settings);
+    Err(match set {
+        Some(l) => Error::new(
+            ErrorKind::NotFound,
+            format!("backup {l} cannot reach {what}: {}; nothing was written", &rejected[0][l.len() + 2..]),
+        )
+        .hint("choose another backup with --set, or leave --set out and restore picks the newest that can reach the target"),
+        None => Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no backup of stanza '{stanza}' can reach {what}; nothing was written. Backups considered, newest first:\n  {}",
+                rejected.join("\n  ")
+            ),
+        )
+        .hint("choose a later target, another --target-timeline, or take a backup (recovery cannot go back before the end of a backup)"),
+    })
 }
 
 struct Job {
@@ -409,13 +630,17 @@ pub enum Placement<'a> {
     /// links as `--link-map` says, else plain directories inside the data directory.
     Operator,
     /// drill: everything inside this scratch directory (tablespaces in `tablespaces/<oid>`,
-    /// links as plain directories, the archive-get queue in `spool`), whatever the maps say.
-    Scratch(&'a Path),
+    /// links as plain directories, the archive-get queue in `spool`), whatever the maps say;
+    /// the backup chosen for recovery along this timeline when one is given (the primary's).
+    Scratch(&'a Path, Option<u32>),
 }
 
 /// The restore's options, read and checked before anything is written.
 struct Plan {
     kind: String,
+    time: Option<TargetTime>,
+    lsn: Option<u64>,
+    timeline: TargetTimeline,
     delta: bool,
     force: bool,
     archive_off: bool,
@@ -439,9 +664,79 @@ impl Plan {
             return Err(Error::config(format!("invalid restore type '{kind}'"))
                 .hint(format!("use --type {}", allowed.join(", "))));
         }
-        if ["time", "xid", "lsn", "name"].contains(&kind.as_str()) {
-            settings.required("target")?;
+        let targeted = ["time", "xid", "lsn", "name"].contains(&kind.as_str());
+        let target = if targeted {
+            Some(settings.required("target")?.to_string())
+        } else {
+            if settings.string("target").is_some() {
+                return Err(Error::config(format!(
+                    "option target is given, but restore type {kind} takes none"
+                ))
+                .hint("give --type time, xid, lsn or name with --target"));
+            }
+            None
+        };
+        let (mut time, mut lsn) = (None, None);
+        match (kind.as_str(), target.as_deref()) {
+            ("time", Some(t)) => {
+                time = Some(parse_target_time(t).map_err(|e| {
+                    Error::config(format!("invalid value for option target: {e}"))
+                        .hint(format!("write a time target as {TIME_FORMS}"))
+                })?);
+            }
+            ("lsn", Some(t)) => {
+                let hex = |p: &str| {
+                    !p.is_empty() && p.len() <= 8 && p.bytes().all(|c| c.is_ascii_hexdigit())
+                };
+                lsn = t
+                    .split_once('/')
+                    .filter(|(h, l)| hex(h) && hex(l))
+                    .and_then(|_| crate::pg::wal::parse_lsn(t));
+                if lsn.is_none() {
+                    return Err(Error::config(format!(
+                        "invalid value for option target: '{t}' is not an LSN"
+                    ))
+                    .hint("write an LSN target as PostgreSQL prints one: 0/16B3748"));
+                }
+            }
+            ("xid", Some(t))
+                if t.is_empty()
+                    || !t.bytes().all(|c| c.is_ascii_digit())
+                    || t.parse::<u64>().is_err() =>
+            {
+                return Err(Error::config(format!(
+                    "invalid value for option target: '{t}' is not a transaction id"
+                ))
+                .hint("write an xid target as a number, as txid_current() or pg_current_xact_id() returns it"));
+            }
+            ("name", Some(t)) if t.is_empty() || t.len() > 63 => {
+                return Err(Error::config(format!(
+                    "invalid value for option target: a restore point name is 1 to 63 bytes, '{t}' is {}",
+                    t.len()
+                ))
+                .hint("give the name pg_create_restore_point() was called with"));
+            }
+            _ => {}
         }
+        let timeline = match settings.string("target-timeline") {
+            None | Some("latest") => TargetTimeline::Latest,
+            Some("current") => TargetTimeline::Current,
+            Some(t) => {
+                let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(h) => u32::from_str_radix(h, 16).ok(),
+                    None => t.parse::<u32>().ok(),
+                };
+                match n.filter(|n| *n >= 1) {
+                    Some(n) => TargetTimeline::Number(n),
+                    None => {
+                        return Err(Error::config(format!(
+                            "invalid value for option target-timeline: '{t}'"
+                        ))
+                        .hint("use current, latest or a timeline number (2, or 0x2)"));
+                    }
+                }
+            }
+        };
         let tablespace_map = settings
             .map("tablespace-map")?
             .into_iter()
@@ -449,13 +744,21 @@ impl Plan {
             .collect();
         let mut plan = Plan {
             kind,
+            time,
+            lsn,
+            timeline,
             delta: settings.flag("delta")?,
             force: settings.flag("force")?,
             archive_off: settings.string("archive-mode") == Some("off"),
             tablespace_map,
             link_map: settings.map("link-map")?,
         };
-        if let Placement::Scratch(_) = placement {
+        if let Placement::Scratch(_, tli) = placement {
+            if settings.string("target-timeline").is_none()
+                && let Some(t) = tli
+            {
+                plan.timeline = TargetTimeline::Number(t);
+            }
             if !plan.tablespace_map.is_empty() || !plan.link_map.is_empty() {
                 log::info!(
                     "drill: tablespace-map and link-map are ignored; a drill keeps every path inside its scratch directory"
@@ -466,6 +769,23 @@ impl Plan {
             plan.archive_off = true;
         }
         Ok(plan)
+    }
+}
+
+impl Plan {
+    /// The target in words, for messages.
+    fn describe(&self, settings: &Settings) -> String {
+        let t = settings.string("target").unwrap_or("");
+        let tl = match self.timeline {
+            TargetTimeline::Latest => "the latest timeline".to_string(),
+            TargetTimeline::Current => "the backup's timeline".to_string(),
+            TargetTimeline::Number(n) => format!("timeline {n}"),
+        };
+        match self.kind.as_str() {
+            "default" | "standby" => format!("the end of the archive on {tl}"),
+            "immediate" => format!("the end of a backup on {tl}"),
+            k => format!("the {k} target '{t}' on {tl}"),
+        }
     }
 }
 
@@ -524,6 +844,52 @@ fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
     std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
     missing.into_iter().try_for_each(|d| give(d, owner))
+}
+
+/// The settings that steer recovery: restore writes its own, and any left in the restored
+/// configuration files must not outlive the restore that wrote them.
+const RECOVERY_SETTINGS: &[&str] = &[
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+];
+
+/// The setting a configuration-file line sets (lowercased, as PostgreSQL's names are
+/// case-insensitive), if it sets one.
+fn setting_name(line: &str) -> Option<String> {
+    let l = line.trim_start();
+    let end = l
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(l.len());
+    let (name, rest) = l.split_at(end);
+    let rest = rest.trim_start();
+    (!name.is_empty() && (rest.starts_with('=') || end < l.len() && !rest.is_empty()))
+        .then(|| name.to_ascii_lowercase())
+}
+
+/// Comments out every recovery setting in a configuration file's text, each with `stamp`
+/// saying who did it; returns the new text and the names disabled.
+pub fn disable_recovery_settings(text: &str, stamp: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut disabled = Vec::new();
+    for line in text.split_inclusive('\n') {
+        match setting_name(line) {
+            Some(n) if RECOVERY_SETTINGS.contains(&n.as_str()) => {
+                out.push_str(&format!("# {stamp}: {line}"));
+                disabled.push(n);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    (out, disabled)
 }
 
 fn quote(s: &str) -> String {
@@ -642,6 +1008,10 @@ pub struct Restored {
     #[serde(rename = "type")]
     pub kind: String,
     pub stop_time: String,
+    /// The timeline recovery follows from the backup.
+    pub timeline: u32,
+    /// A time target without a zone: the zone it was read in (the restored cluster's).
+    pub target_zone: Option<String>,
     /// off, or preserve (the backup's own archive_mode and archive_command).
     pub archive_mode: String,
     /// The data directory's links: where each one now points, or null when it was restored as
@@ -682,6 +1052,11 @@ pub async fn run(settings: &Settings) -> Result<()> {
             k => format!(" to {k} {target}"),
         }
     );
+    if let Some(z) = &r.target_zone {
+        text.push_str(&format!(
+            "\nthe target time has no zone: read, as PostgreSQL will read it, in time zone {z} (the restored cluster's timezone setting)"
+        ));
+    }
     for (link, to) in &r.links {
         match to {
             Some(dir) => text.push_str(&format!("\nlink {link} -> {dir}")),
@@ -774,7 +1149,7 @@ fn place(
     for t in &m.tablespaces {
         let mapped = plan.tablespace_map.iter().find(|(o, _)| *o == t.oid);
         let loc = match (mapped, placement) {
-            (_, Placement::Scratch(dir)) => dir.join("tablespaces").join(t.oid.to_string()),
+            (_, Placement::Scratch(dir, _)) => dir.join("tablespaces").join(t.oid.to_string()),
             (Some((_, dir)), _) => dir.clone(),
             (None, Placement::Operator) => PathBuf::from(&t.location),
         };
@@ -879,7 +1254,7 @@ fn place(
                 l.target,
                 match placement {
                     Placement::Operator => format!("; map it with --link-map {}=DIR", l.path),
-                    Placement::Scratch(_) => String::new(),
+                    Placement::Scratch(..) => String::new(),
                 }
             );
         }
@@ -924,13 +1299,24 @@ async fn restore_from(
     let stanza_name = stanza_name.to_string();
     let (kind, delta, force) = (plan.kind.clone(), plan.delta, plan.force);
     let pg_path = pg_path.to_path_buf();
-    let m = choose(repo, &stanza_name, settings, &kind).await?;
+    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone()).await?;
+    let chosen = choose(repo, &stanza_name, settings, plan, &bs).await?;
+    let m = chosen.m;
     log::info!(
-        "restore: backup {} ({}, finished {}) into {}",
+        "restore: backup {} ({}, timeline {}, finished {}) into {}, recovering along timeline {}{}",
         m.label,
         m.kind.name(),
+        m.timeline,
         m.stop_time,
-        pg_path.display()
+        pg_path.display(),
+        chosen.timeline,
+        chosen
+            .zone
+            .as_deref()
+            .map(|z| format!(
+                "; the target time has no zone and is read in {z}, the restored cluster's timezone"
+            ))
+            .unwrap_or_default()
     );
     let (places, link_report) = place(&m, &pg_path, placement, plan)?;
     if !plan.archive_off && !delta && !force {
@@ -1087,7 +1473,6 @@ async fn restore_from(
             .map_err(fs_err("create", &places.target_of(&d.path)))?;
     }
 
-    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone()).await?;
     let mut jobs: Vec<Job> = m
         .files
         .iter()
@@ -1181,25 +1566,18 @@ async fn restore_from(
 
     // Recovery: the backup's own label and map, then the settings, then the signal file.
     // The recovery files: written without following links, the cluster owner's, and on disk.
-    let write_as = |rel: &str, text: &str, append: bool| -> Result<()> {
+    let write = |rel: &str, text: &str| -> Result<()> {
         let p = pg_path.join(rel);
-        let mut f = open_below(&sh.roots, owner, &pg_path, Path::new(rel), !append)
+        let mut f = open_below(&sh.roots, owner, &pg_path, Path::new(rel), true)
             .map_err(fs_err("open", &p))?;
-        if append {
-            f.seek(std::io::SeekFrom::End(0))
-                .map_err(fs_err("write", &p))?;
-        }
         f.write_all(text.as_bytes()).map_err(fs_err("write", &p))?;
-        if !append {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(fs_err("chmod", &p))?;
-        }
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fs_err("chmod", &p))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(fs_err("chown", &p))?;
         }
         f.sync_all().map_err(fs_err("sync", &p))
     };
-    let write = |rel: &str, text: &str| write_as(rel, text, false);
     write("backup_label", &m.backup_label)?;
     if m.tablespace_map.is_some() {
         // PostgreSQL recreates pg_tblspc/<oid> from this file when recovery starts, so it must
@@ -1218,7 +1596,7 @@ async fn restore_from(
             settings,
             &stanza_name,
             match placement {
-                Placement::Scratch(dir) => Some(dir.join("spool")),
+                Placement::Scratch(dir, _) => Some(dir.join("spool")),
                 Placement::Operator => None,
             }
             .as_deref()
@@ -1247,7 +1625,46 @@ async fn restore_from(
     if let Some(t) = settings.string("target-timeline") {
         conf.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
     }
-    write_as("postgresql.auto.conf", &conf, true)?;
+    // Recovery settings an earlier restore (or the operator) left in the restored files would
+    // still apply: a cluster once restored to a time would stop at that time again, promote,
+    // and lose everything written since. They are commented out first, as pgBackRest does.
+    // Both files are read and rewritten through handles that follow no link (fsx).
+    let stamp = format!(
+        "disabled by pgfrost restore of backup {} on {}",
+        m.label,
+        crate::repo::format::now_rfc3339()
+    );
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let p = pg_path.join(file);
+        let exists = std::fs::symlink_metadata(&p).is_ok_and(|md| md.is_file());
+        if !exists && file == "postgresql.conf" {
+            continue;
+        }
+        let mut f = open_below(&sh.roots, owner, &pg_path, Path::new(file), false)
+            .map_err(fs_err("open", &p))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).map_err(fs_err("read", &p))?;
+        let (mut text, disabled) = disable_recovery_settings(&text, &stamp);
+        if !disabled.is_empty() {
+            log::info!(
+                "restore: {file}: commented out the recovery settings it held ({})",
+                disabled.join(", ")
+            );
+        }
+        if file == "postgresql.auto.conf" {
+            text.push_str(&conf);
+        } else if disabled.is_empty() {
+            continue;
+        }
+        f.set_len(0).map_err(fs_err("write", &p))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(fs_err("write", &p))?;
+        f.write_all(text.as_bytes()).map_err(fs_err("write", &p))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(fs_err("chown", &p))?;
+        }
+        f.sync_all().map_err(fs_err("sync", &p))?;
+    }
     let signal = if kind == "standby" {
         "standby.signal"
     } else {
@@ -1320,6 +1737,8 @@ async fn restore_from(
         written_bytes: written,
         seconds: secs,
         kind,
+        timeline: chosen.timeline,
+        target_zone: chosen.zone.clone(),
         stop_time: m.stop_time.clone(),
         archive_mode: if plan.archive_off { "off" } else { "preserve" }.into(),
         links: link_report,
@@ -1474,16 +1893,82 @@ mod tests {
     }
 
     #[test]
-    fn times() {
-        assert_eq!(parse_time("1970-01-01 00:00:00+00"), Some(0));
+    fn old_recovery_settings_are_commented_out() {
+        let text = "shared_buffers = 128MB\nrestore_command = 'old'\n  Recovery_Target_Time='2026-11-21 09:30:00+00'\nrecovery_target_action promote\n# recovery_target_name = 'x'\nrecovery_target_xidx = 1\narchive_mode = off\nrecovery_min_apply_delay = 0";
+        let (out, names) = disable_recovery_settings(text, "disabled by test");
         assert_eq!(
-            parse_time("2026-11-21 09:30:00.123456+00"),
-            Some(1795253400123)
+            names,
+            [
+                "restore_command",
+                "recovery_target_time",
+                "recovery_target_action"
+            ]
         );
-        assert_eq!(parse_time("2026-11-21 09:30:00.5+00"), Some(1795253400500));
-        assert_eq!(parse_time("2026-11-21T10:30:00+01"), Some(1795253400000));
-        assert_eq!(parse_time("2026-11-21 04:00:00-05:30"), Some(1795253400000));
-        assert_eq!(parse_time("2026-11-21 09:30:00Z"), Some(1795253400000));
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(
+            out,
+            "shared_buffers = 128MB\n# disabled by test: restore_command = 'old'\n# disabled by test:   Recovery_Target_Time='2026-11-21 09:30:00+00'\n# disabled by test: recovery_target_action promote\n# recovery_target_name = 'x'\nrecovery_target_xidx = 1\narchive_mode = off\nrecovery_min_apply_delay = 0"
+        );
+    }
+
+    #[test]
+    fn times_as_postgresql_reads_them() {
+        let ms = |s: &str| match parse_target_time(s).unwrap() {
+            TargetTime::At(ms) => ms,
+            TargetTime::Local(_) => panic!("{s} has a zone"),
+        };
+        assert_eq!(ms("1970-01-01 00:00:00+00"), 0);
+        assert_eq!(ms("2026-11-21 09:30:00.123456+00"), 1795253400123);
+        assert_eq!(ms("2026-11-21 09:30:00.5+00"), 1795253400500);
+        assert_eq!(ms("2026-11-21T10:30:00+01"), 1795253400000);
+        assert_eq!(ms("2026-11-21 04:00:00-05:30"), 1795253400000);
+        assert_eq!(ms("2026-11-21 09:30:00Z"), 1795253400000);
+        for s in [
+            "2026-11-21 18:30:00+09",
+            "2026-11-21 18:30:00+0900",
+            "2026-11-21 18:30:00+09:00",
+            "2026-11-21 18:30:00 +09:00",
+            "2026-11-21 18:30:00 Asia/Tokyo",
+            "2026-11-21 09:30:00 UTC",
+            "2026-11-21 09:30 utc",
+        ] {
+            assert_eq!(ms(s), 1795253400000, "{s}");
+        }
+        let local = parse_target_time("2026-11-21 18:30:00").unwrap();
+        assert_eq!(local.millis("Asia/Tokyo"), Ok(1795253400000));
+        assert_eq!(local.millis("GMT"), Ok(1795253400000 + 9 * 3600 * 1000));
+        // Daylight saving time follows the zone's rules.
+        let summer = parse_target_time("2026-07-01 12:00:00").unwrap();
+        assert_eq!(
+            summer.millis("Europe/Berlin").unwrap(),
+            ms("2026-07-01 10:00:00+00")
+        );
+        for bad in [
+            "garbage",
+            "yesterday",
+            "2026-13-45 99:99:99",
+            "2026-02-30 10:00:00",
+            "2026-11-21 09:30:00+99",
+            "2026-11-21 09:30:00 Mars/Olympus",
+            "2026-11-21",
+        ] {
+            assert!(parse_target_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timezone_of_a_data_directory() {
+        assert_eq!(timezone_setting("", ""), None);
+        assert_eq!(
+            timezone_setting(
+                "timezone = 'Etc/UTC'\t# set by initdb\n",
+                "TimeZone='Asia/Tokyo'\n"
+            )
+            .as_deref(),
+            Some("Asia/Tokyo")
+        );
+        assert_eq!(
+            timezone_setting("timezone = Europe/Berlin # x\n#timezone = 'UTC'\n", "").as_deref(),
+            Some("Europe/Berlin")
+        );
     }
 }

@@ -4,4 +4,5 @@ pub mod conn;
 pub mod control;
 pub mod layout;
 pub mod page;
+pub mod timeline;
 pub mod wal;

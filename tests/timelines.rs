@@ -1,0 +1,296 @@
+//! Recovery on a stanza with a history (issue 18): a cluster restored to a time and promoted
+//! (timeline 2) archives into the same stanza as the primary it came from, which goes on on
+//! timeline 1. Restores to times, ends of archive and timelines each give exactly the rows of
+//! that moment; time targets are read as PostgreSQL reads them; bad targets are refused before
+//! anything is written; a WAL gap is never taken for the end of the archive.
+
+mod common;
+
+use common::fixture::*;
+use common::pg::*;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// The rounds of rows a cluster holds, as "1,2,4".
+fn rounds(c: &Cluster) -> String {
+    c.sql("SELECT string_agg(r::text, ',' ORDER BY r) FROM (SELECT DISTINCT r FROM t) s")
+}
+
+fn round(c: &Cluster, n: u32) {
+    c.sql(&format!(
+        "INSERT INTO t SELECT {n}, g FROM generate_series(1, 100) g"
+    ));
+}
+
+/// `restore` into `data` with `args` and `--output json`: the run and its output.
+fn restore(a: &Archive, data: &Path, args: &[&str]) -> (Run, serde_json::Value) {
+    let mut all = vec![
+        "restore",
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
+    if !args.contains(&"--target-action") {
+        all.extend(["--target-action", "promote"]);
+    }
+    all.extend_from_slice(args);
+    let r = run(a.cmd(&all));
+    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
+    (r, v)
+}
+
+/// Restores with `args` (archiving off), recovers, and returns the rounds the cluster holds
+/// and the backup used.
+fn recovered(a: &Archive, bin: &PgBin, args: &[&str]) -> (String, String) {
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let mut all = vec!["--archive-mode", "off"];
+    all.extend_from_slice(args);
+    let (r, out) = restore(a, &data, &all);
+    assert_eq!(r.code, 0, "restore {args:?}: {r:?}");
+    let mut rc = Cluster::from_data_dir(bin, &data, &[]);
+    rc.start();
+    assert!(
+        wait_promoted(&rc),
+        "restore {args:?}: recovery did not end\n{}",
+        rc.log_tail(30)
+    );
+    let got = rounds(&rc);
+    rc.stop();
+    (got, out["label"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn recovery_follows_timelines_targets_and_gaps() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let s = archive_settings(&a);
+    let mut s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.push(("timezone", "'Asia/Tokyo'"));
+    let mut c = Cluster::init(&bin, &s);
+    c.start();
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    c.sql("CREATE TABLE t(r int, i int)");
+    round(&c, 1);
+    let b1 = backup(&a, &c, "full")["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    round(&c, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    c.sql("CREATE TABLE mark AS SELECT clock_timestamp() AS ts");
+    let at = |zone: &str| {
+        c.sql(&format!(
+            "SELECT to_char(ts AT TIME ZONE '{zone}', 'YYYY-MM-DD HH24:MI:SS.US') FROM mark"
+        ))
+    };
+    let (tokyo, utc) = (at("Asia/Tokyo"), at("UTC"));
+    std::thread::sleep(Duration::from_millis(50));
+    round(&c, 3);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    // Bad targets and options: exit 3, naming the option, before anything is written.
+    let untouched = postgres_dir();
+    let data = untouched.path().join("data");
+    for args in [
+        &["--type", "time", "--target", "garbage"][..],
+        &["--type", "time", "--target", "2026-13-45 99:99:99"],
+        &[
+            "--type",
+            "time",
+            "--target",
+            "2026-11-21 09:30:00 Mars/Olympus",
+        ],
+        &["--set", &b1, "--type", "time", "--target", "garbage"],
+        &["--type", "xid", "--target", "12ab"],
+        &["--type", "lsn", "--target", "0/XYZ"],
+        &["--type", "name", "--target", &"x".repeat(64)],
+        &["--type", "default", "--target", "0/1000000"],
+        &["--target-timeline", "sideways"],
+        &["--target-action", "explode"],
+    ] {
+        let (r, _) = restore(&a, &data, args);
+        assert_eq!(r.code, 3, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("target") && r.stderr.contains("HINT"),
+            "{args:?}: {r:?}"
+        );
+        assert!(!data.exists(), "{args:?} wrote {}", data.display());
+    }
+    // --set with a backup that cannot reach the target: refused, nothing written.
+    let (r, _) = restore(
+        &a,
+        &data,
+        &[
+            "--set",
+            &b1,
+            "--type",
+            "time",
+            "--target",
+            "2000-01-01 00:00:00+00",
+        ],
+    );
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(
+        r.stderr.contains(&b1) && r.stderr.contains("not before the target"),
+        "{r:?}"
+    );
+    assert!(!data.exists());
+
+    // One moment in four notations and two zones; the zone-less one is read in the restored
+    // cluster's timezone (Asia/Tokyo), as PostgreSQL reads it, and the output says so.
+    for target in [
+        format!("{utc}+00"),
+        format!("{tokyo}+0900"),
+        format!("{tokyo} Asia/Tokyo"),
+        tokyo.clone(),
+    ] {
+        let (got, label) = recovered(&a, &bin, &["--type", "time", "--target", &target]);
+        assert_eq!(got, "1,2", "--target '{target}'");
+        assert_eq!(label, b1);
+    }
+    {
+        let dir = postgres_dir();
+        let data = dir.path().join("data");
+        let (r, out) = restore(
+            &a,
+            &data,
+            &[
+                "--archive-mode",
+                "off",
+                "--type",
+                "time",
+                "--target",
+                &tokyo,
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(out["target_zone"], "Asia/Tokyo", "{r:?}");
+    }
+
+    // A PITR to that moment, promoted with archiving on: timeline 2 in the same stanza, while
+    // the old primary goes on on timeline 1.
+    let d1 = postgres_dir();
+    let data1 = d1.path().join("data");
+    let (r, _) = restore(
+        &a,
+        &data1,
+        &["--type", "time", "--target", &format!("{utc}+00")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut p2 = Cluster::from_data_dir(&bin, &data1, &[]);
+    p2.start();
+    assert!(wait_promoted(&p2), "{}", p2.log_tail(30));
+    assert_eq!(rounds(&p2), "1,2");
+    assert_eq!(
+        p2.sql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    let b2 = backup(&a, &p2, "incr");
+    let b2_label = b2["label"].as_str().unwrap().to_string();
+    assert_eq!(b2["parent"], b1.as_str(), "timeline 1 before the branch");
+    round(&p2, 4);
+    std::thread::sleep(Duration::from_millis(50));
+    let t2 = p2.sql("SELECT clock_timestamp()::text");
+    std::thread::sleep(Duration::from_millis(50));
+    round(&p2, 6);
+    assert_eq!(a.on(&p2, &["check"]).code, 0);
+
+    // The old primary's next incremental: never on the other timeline's backup.
+    round(&c, 5);
+    let b3 = backup(&a, &c, "incr");
+    let b3_label = b3["label"].as_str().unwrap().to_string();
+    assert_eq!(b3["parent"], b1.as_str(), "{b3}");
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    // End of the archive follows the latest timeline (2): the newest backup (b3, timeline 1
+    // after the branch) cannot reach it, the standby's can; the old recovery_target_time the
+    // PITR left in postgresql.auto.conf is commented out, so every row is there.
+    let (got, label) = recovered(&a, &bin, &[]);
+    assert_eq!(
+        (got.as_str(), label.as_str()),
+        ("1,2,4,6", b2_label.as_str())
+    );
+    {
+        let dir = postgres_dir();
+        let data = dir.path().join("data");
+        let (r, _) = restore(&a, &data, &["--archive-mode", "off"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        let live: Vec<&str> = auto
+            .lines()
+            .filter(|l| l.trim_start().starts_with("recovery_target_time"))
+            .collect();
+        assert!(live.is_empty(), "{auto}");
+        assert!(
+            auto.contains("# disabled by pgfrost restore of backup")
+                && auto.contains("recovery_target_time"),
+            "{auto}"
+        );
+    }
+    // A time on timeline 2.
+    let (got, label) = recovered(&a, &bin, &["--type", "time", "--target", &t2]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,4", b2_label.as_str()));
+    // Timeline 1 to its end: the old primary's own backup.
+    let (got, label) = recovered(&a, &bin, &["--target-timeline", "1"]);
+    assert_eq!(
+        (got.as_str(), label.as_str()),
+        ("1,2,3,5", b3_label.as_str())
+    );
+    // The standby's backup cannot reach timeline 1's end: refused, naming why.
+    let (r, _) = restore(&a, &data, &["--set", &b2_label, "--target-timeline", "1"]);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(
+        r.stderr.contains("not in the history of timeline 1"),
+        "{r:?}"
+    );
+    assert!(!data.exists());
+
+    // A gap: a segment of timeline 1 missing while later ones are stored.
+    switch_segments(&c, 3);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+    let last = c.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let seg = |n: i64| {
+        c.sql(&format!(
+            "SELECT pg_walfile_name(pg_current_wal_lsn() - {n} * 16 * 1024 * 1024)"
+        ))
+    };
+    let hole = seg(2);
+    a.delete_object(&format!("main/wal/0001/{}/{hole}", &hole[..16]));
+    let (r, _) = a.get(&hole);
+    assert!(r.code > 125, "{r:?}");
+    assert!(r.stderr.contains("gap"), "{r:?}");
+    // Past the end is still the end.
+    let next = format!(
+        "{}{:08X}",
+        &last[..16],
+        u32::from_str_radix(&last[16..], 16).unwrap() + 5
+    );
+    let (r, _) = a.get(&next);
+    assert_eq!(r.code, 1, "{r:?}");
+    // A backup whose own WAL is missing is not chosen; with --set it is refused.
+    let start = b3["start_wal"].as_str().unwrap();
+    a.delete_object(&format!("main/wal/0001/{}/{start}", &start[..16]));
+    let (r, _) = restore(&a, &data, &["--set", &b3_label, "--target-timeline", "1"]);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(r.stderr.contains(start), "{r:?}");
+    assert!(!data.exists());
+    let (r, out) = restore(
+        &a,
+        &data,
+        &[
+            "--archive-mode",
+            "off",
+            "--target-timeline",
+            "1",
+            "--type",
+            "immediate",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(out["label"], b1.as_str(), "{r:?}");
+    p2.stop();
+    c.stop();
+}
