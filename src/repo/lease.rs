@@ -79,10 +79,26 @@ impl LeaseDoc {
             // SAFETY: kill with signal 0 only checks whether the process exists.
             let r = unsafe { libc::kill(self.pid as i32, 0) };
             // EPERM: it exists, under another user.
-            return r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            let exists =
+                r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            // A killed holder whose parent died with it stays a zombie until init reaps it,
+            // and in a container whose init never reaps, kill() finds it for ever.
+            return exists && !zombie(self.pid);
         }
         true
     }
+}
+
+/// Whether process `pid` has exited and waits to be reaped (state Z or X in /proc/<pid>/stat).
+fn zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "<pid> (<comm>) <state> ...": comm may hold spaces and parentheses, the state follows
+    // the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|c| c == 'Z' || c == 'X')
 }
 
 /// The process space this process runs in. Containers sharing a host name still differ in
