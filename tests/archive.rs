@@ -485,3 +485,72 @@ fn stanza_upgrade_keeps_the_history() {
     }
     new.stop();
 }
+
+#[test]
+fn prefetch_queue_serves_only_its_own_repository() {
+    let bin = PgBin::pg15();
+    let q = [("archive-get-queue-max", "64MB")];
+    let a = Archive::new(Repo::Local, &q);
+    let b = Archive::new(Repo::Local, &q);
+    // B: another repository with the same stanza name ('main') and A's spool-path.
+    let spool = a.dir.path().join("spool");
+    let toml: String = std::fs::read_to_string(&b.cfg)
+        .unwrap()
+        .lines()
+        .map(|l| match l.starts_with("spool-path") {
+            true => format!("spool-path = '{}'\n", spool.display()),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&b.cfg, toml).unwrap();
+    let mut c = cluster(&bin, &a);
+    assert_eq!(b.on(&c, &["stanza-create"]).code, 0);
+    switch_segments(&c, 6);
+    wait_archived(&c);
+    let segs = segments(&status_files(&c, ".done"));
+    assert!(segs.len() >= 4, "only {segs:?} archived");
+    let orig = |s: &str| std::fs::read(c.wal_dir().join(s)).unwrap();
+
+    // Fill A's queue.
+    let (r, got) = a.get(&segs[0]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(got.unwrap() == orig(&segs[0]));
+    let get_dir = spool.join("main/get");
+    let queues: Vec<_> = std::fs::read_dir(&get_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    let queue = &queues[0];
+    assert!(queue.is_dir() && queue.join(&segs[1]).is_file() && queue.join(&segs[2]).is_file());
+
+    // What an older version left: the segment itself, flat under get/.
+    std::fs::write(get_dir.join(&segs[1]), orig(&segs[1])).unwrap();
+    // B does not hold segs[1]: neither A's queue nor the flat file answers for it.
+    let (r, got) = b.get(&segs[1]);
+    assert_eq!(r.code, 1, "B served a segment it does not hold: {r:?}");
+    assert!(got.is_none());
+    assert!(!r.stderr.contains("from the prefetch queue"), "{r:?}");
+
+    // A's own queue still serves A.
+    let (r, got) = a.get(&segs[1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("from the prefetch queue"), "{r:?}");
+    assert!(got.unwrap() == orig(&segs[1]));
+
+    // A queued file altered in place is discarded and fetched from the repository.
+    let p = queue.join(&segs[2]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&p, &bytes).unwrap();
+    let (r, got) = a.get(&segs[2]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("does not authenticate"), "{r:?}");
+    assert!(!r.stderr.contains("from the prefetch queue"), "{r:?}");
+    assert!(got.unwrap() == orig(&segs[2]), "tampered bytes served");
+    // That fetch prefetched again, and removed the flat file of the older version.
+    assert!(!get_dir.join(&segs[1]).exists());
+    assert!(queue.join(&segs[3]).is_file());
+    c.stop();
+}

@@ -396,23 +396,27 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
     let stanza_name = settings.required("stanza")?.to_string();
     let file = parse_name(name)?;
     let dest = PathBuf::from(dest);
-    let spool = spool_dir(settings, &stanza_name, "get");
     let queue_max = settings.size("archive-get-queue-max")?.unwrap_or(0);
 
-    if queue_max > 0 {
-        let spooled = spool.join(name);
-        if spooled.is_file() {
-            move_into(&spooled, &dest)?;
-            log::info!("archive-get: {name} from the prefetch queue");
-            return Ok(());
-        }
-    }
-
+    // The repository is opened before the queue is looked at: the queue is only trusted for the
+    // repository and cluster that filled it, and only this repository's key tells them apart.
     let repo = open_repo(settings).await?;
     let history = stanza::history(&repo, &stanza_name).await?;
     if history.is_empty() {
         stanza::current(&repo, &stanza_name).await?;
     }
+    let queue = match history.last() {
+        Some(db) if queue_max > 0 => Some(Queue::new(settings, &repo, &stanza_name, db)),
+        _ => None,
+    };
+    if let Some(q) = &queue
+        && let Some(bytes) = q.take(&repo, name)
+    {
+        write_file(&dest, &bytes)?;
+        log::info!("archive-get: {name} from the prefetch queue");
+        return Ok(());
+    }
+
     let started = Instant::now();
     let Some((db, bytes)) = fetch(&repo, &stanza_name, &history, &file).await? else {
         // A hole in the archive is not its end: answered "no such file", PostgreSQL would end
@@ -432,9 +436,7 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    if let WalFile::Segment { tli, .. } = file
-        && queue_max > 0
-    {
+    if let (WalFile::Segment { tli, .. }, Some(q)) = (&file, &queue) {
         let seg = db.wal_segment_size;
         let ahead = (queue_max / seg).min(64);
         if ahead > 0 {
@@ -443,8 +445,8 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
                 &repo,
                 &stanza_name,
                 &history,
-                &spool,
-                tli,
+                q,
+                *tli,
                 file.segno(seg).unwrap(),
                 seg,
                 ahead,
@@ -507,12 +509,14 @@ async fn prefetch(
     repo: &Repository,
     stanza: &str,
     history: &[StanzaDb],
-    spool: &Path,
+    queue: &Queue,
     tli: u32,
     segno: u64,
     seg: u64,
     ahead: u64,
 ) {
+    let spool = queue.dir.as_path();
+    queue.remove_legacy();
     if let Err(e) = std::fs::create_dir_all(spool) {
         log::warn!(
             "archive-get: no prefetch, cannot use spool-path {}: {e}",
@@ -551,7 +555,8 @@ async fn prefetch(
     for (f, r) in got {
         match r {
             Ok(Some((_, bytes))) => {
-                if write_file(&spool.join(f.to_string()), &bytes).is_ok() {
+                let name = f.to_string();
+                if write_file(&spool.join(&name), &queue.seal(repo, &name, &bytes)).is_ok() {
                     n += 1;
                 }
             }
@@ -574,16 +579,91 @@ fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, dest).map_err(io)
 }
 
-fn move_into(from: &Path, dest: &Path) -> Result<()> {
-    if std::fs::rename(from, dest).is_ok() {
-        return Ok(());
+/// archive-get's prefetch queue: `spool-path/<stanza>/get/<repo id>-<system id>/`, one file per
+/// segment, its keyed MAC (32 bytes) followed by the segment.
+///
+/// The spool is shared by every repository and cluster configured with the same stanza name, and
+/// it is writable by the database user. A file there is served only when its MAC, under this
+/// repository's key, checks for this repository, stanza, cluster and file name: anything else
+/// (another repository's queue, a flat file left by an older version, an edited file) is not
+/// WAL this repository holds, and serving it would let PostgreSQL replay it as ours.
+struct Queue {
+    dir: PathBuf,
+    /// The directory older versions queued into, keyed by stanza name only.
+    legacy: PathBuf,
+    repo_id: String,
+    stanza: String,
+    system_id: String,
+}
+
+const QUEUE_MAC_LEN: usize = 32;
+
+impl Queue {
+    fn new(settings: &Settings, repo: &Repository, stanza: &str, db: &StanzaDb) -> Queue {
+        let legacy = spool_dir(settings, stanza, "get");
+        Queue {
+            dir: legacy.join(format!("{}-{}", repo.config.repo_id, db.system_id)),
+            legacy,
+            repo_id: repo.config.repo_id.clone(),
+            stanza: stanza.to_string(),
+            system_id: db.system_id.clone(),
+        }
     }
-    // Across file systems (spool on another disk): copy, then drop the spooled file.
-    let bytes = std::fs::read(from)
-        .map_err(|e| Error::storage(format!("cannot read {}: {e}", from.display())))?;
-    write_file(dest, &bytes)?;
-    let _ = std::fs::remove_file(from);
-    Ok(())
+
+    fn mac(&self, repo: &Repository, name: &str, bytes: &[u8]) -> blake3::Hash {
+        blake3::Hash::from(repo.keys.spool_mac(
+            &[
+                self.repo_id.as_bytes(),
+                self.stanza.as_bytes(),
+                self.system_id.as_bytes(),
+                name.as_bytes(),
+            ],
+            bytes,
+        ))
+    }
+
+    fn seal(&self, repo: &Repository, name: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(QUEUE_MAC_LEN + bytes.len());
+        out.extend_from_slice(self.mac(repo, name, bytes).as_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Takes `name` out of the queue: its bytes when the MAC checks. The file is read once and
+    /// the checked copy is what gets served, so it cannot be swapped between check and use.
+    fn take(&self, repo: &Repository, name: &str) -> Option<Vec<u8>> {
+        let path = self.dir.join(name);
+        let mut bytes = std::fs::read(&path).ok()?;
+        // Served or not, a queued file is used once: one that does not check is gone, and the
+        // next prefetch fills the slot from the repository.
+        let _ = std::fs::remove_file(&path);
+        if bytes.len() >= QUEUE_MAC_LEN {
+            let stored = <[u8; QUEUE_MAC_LEN]>::try_from(&bytes[..QUEUE_MAC_LEN]).unwrap();
+            // blake3::Hash compares in constant time.
+            if blake3::Hash::from(stored) == self.mac(repo, name, &bytes[QUEUE_MAC_LEN..]) {
+                bytes.drain(..QUEUE_MAC_LEN);
+                return Some(bytes);
+            }
+        }
+        log::warn!(
+            "archive-get: {name} in the prefetch queue {} does not authenticate for repository {} (another repository's or cluster's, or altered): discarded, fetching it from the repository",
+            self.dir.display(),
+            repo.store.location()
+        );
+        None
+    }
+
+    /// Removes the flat files older versions queued directly under `get/`: nothing says which
+    /// repository or cluster they came from, so they are never served.
+    fn remove_legacy(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.legacy) {
+            for e in rd.filter_map(|e| e.ok()) {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
 }
 
 /// Timeline histories read from the repository's `.history` files, each read once.

@@ -24,6 +24,9 @@ pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 pub const CTX_BLOCK_ID: &str = "pgfrost 2026-11-21 block id v1";
 pub const CTX_SEAL: &str = "pgfrost 2026-11-21 object seal v1";
 pub const CTX_KEY_CHECK: &str = "pgfrost 2026-11-21 master key check v1";
+/// The MAC key of archive-get's prefetch queue. The queue is local state in spool-path, not
+/// repository format: changing this only makes queues left by older versions unservable.
+pub const CTX_SPOOL_MAC: &str = "pgfrost 2026-11-21 archive-get queue mac v1";
 
 /// What a sealed object is. The byte is authenticated, so a pack trailer cannot pass for an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,7 @@ impl MasterKey {
 /// The sub-keys a session works with.
 pub struct Keys {
     id_key: Zeroizing<[u8; KEY_LEN]>,
+    spool_key: Zeroizing<[u8; KEY_LEN]>,
     aead: XChaCha20Poly1305,
 }
 
@@ -107,6 +111,7 @@ impl Keys {
         let seal = master.derive(CTX_SEAL);
         Keys {
             id_key: master.derive(CTX_BLOCK_ID),
+            spool_key: master.derive(CTX_SPOOL_MAC),
             aead: XChaCha20Poly1305::new_from_slice(&seal[..]).expect("32-byte key"),
         }
     }
@@ -115,6 +120,20 @@ impl Keys {
     /// anyone without the key (a plain hash would let a reader of the bucket confirm guesses).
     pub fn block_id(&self, data: &[u8]) -> [u8; 32] {
         *blake3::keyed_hash(&self.id_key, data).as_bytes()
+    }
+
+    /// The authenticator of a file kept in local spool state: keyed BLAKE3 over length-prefixed
+    /// `fields` (what the file claims to be) and its `data`. The spool is writable by anyone
+    /// running as the database user and shared between repositories; only this repository's key
+    /// can produce a MAC that checks, so a file from another repository, an older version or an
+    /// edit never passes for one of ours.
+    pub fn spool_mac(&self, fields: &[&[u8]], data: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.spool_key);
+        for f in fields.iter().chain([&data]) {
+            h.update(&(f.len() as u64).to_le_bytes());
+            h.update(f);
+        }
+        *h.finalize().as_bytes()
     }
 }
 
