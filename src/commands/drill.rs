@@ -344,7 +344,14 @@ async fn drill(
     let client = match connect(&s.dir, port, "postgres").await {
         Ok(c) => c,
         Err(e) => {
-            rep.check("recovery", false, format!("cannot connect: {e}"));
+            // Hot standby lets pg_ctl return once the restore is consistent; recovery that then
+            // stops (a gap in the archive is FATAL) resets our connection: the log says why.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rep.check(
+                "recovery",
+                false,
+                format!("cannot connect: {e}; server log: {}", log_tail()),
+            );
             return Ok(rep);
         }
     };
