@@ -785,19 +785,24 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let taken = async {
         // Two backups of one stanza would pick the same label in the same second and the
         // loser would find out only when writing its manifest. Each writes its lease before
-        // it lists, so of two started together both see the other: the later one refuses
-        // before any work, the earlier goes on.
-        let first = lease
-            .others(&stanza_name)
-            .await?
-            .into_iter()
-            .find(|f| {
-                f.doc
-                    .as_ref()
-                    .is_some_and(|d| d.kind == LeaseKind::Backup && lease.preceded_by(d))
-            });
-        if let Some(f) = first {
-            return Err(Error::new(
+        // it lists. Of two started together the later one (creation time, then id) refuses
+        // at once when it sees the other. But the lists need not agree: the earlier one may
+        // have listed before the later one's lease existed, while the later one saw it; then
+        // neither finds a lease before its own. So a backup that sees only later leases waits
+        // for their holders to decide: one that saw us refuses and deletes its lease; one
+        // still there after that went on without seeing us, and we refuse instead.
+        let backups = || async {
+            Ok::<_, Error>(
+                lease
+                    .others(&stanza_name)
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.doc.as_ref().is_some_and(|d| d.kind == LeaseKind::Backup))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let refuse = |f: &crate::repo::lease::Found| {
+            Error::new(
                 ErrorKind::Conflict,
                 format!(
                     "another backup of stanza '{stanza_name}' is running: {}",
@@ -807,7 +812,21 @@ pub async fn run(settings: &Settings) -> Result<()> {
             .hint(format!(
                 "wait for it to finish; a lease left by a killed backup stops counting after {} s (at once on its own host)",
                 crate::repo::lease::TTL_SECONDS
-            )));
+            ))
+        };
+        let seen = backups().await?;
+        if let Some(f) = seen
+            .iter()
+            .find(|f| f.doc.as_ref().is_some_and(|d| lease.preceded_by(d)))
+        {
+            return Err(refuse(f));
+        }
+        if !seen.is_empty() {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let again = backups().await?;
+            if let Some(f) = again.iter().find(|f| seen.iter().any(|s| s.path == f.path)) {
+                return Err(refuse(f));
+            }
         }
         lease.wait_for_gc(&stanza_name).await?;
         let m = take(settings, &repo, &stanza_name, &db, kind, started).await?;
