@@ -4,26 +4,10 @@
 #![allow(dead_code)]
 
 use super::pg::*;
-use std::process::Output;
 
 /// Fixed key for pg_dumpall's `\restrict` lines (18.x and the latest minors of older majors
 /// write a random one per run otherwise, and two dumps of one cluster would differ).
 const RESTRICT_KEY: &str = "pgfrosttestkey";
-
-fn output_of(mut c: std::process::Command, what: &str) -> Output {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {c:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{what} failed ({}): {c:?}\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
 
 /// `pg_dumpall` of the whole cluster (roles, tablespaces, every database's schema and rows),
 /// by PostgreSQL 18's pg_dumpall whatever the server's major, so two dumps compare as text.
@@ -33,7 +17,10 @@ pub fn dumpall(c: &Cluster) -> String {
     cmd.args(c.conn_args())
         .arg(format!("--restrict-key={RESTRICT_KEY}"))
         .arg("--no-unlogged-table-data");
-    let out = output_of(cmd, &format!("pg_dumpall (PostgreSQL {})", c.bin.major));
+    let out = run_checked(
+        &mut cmd,
+        &format!("pg_dumpall (PostgreSQL {})", c.bin.major),
+    );
     String::from_utf8(out.stdout).expect("pg_dumpall output is UTF-8")
 }
 

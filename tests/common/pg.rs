@@ -637,7 +637,7 @@ fn pick_port() -> u16 {
 }
 
 /// Runs `c`, panicking with its output if it fails.
-fn run_checked(c: &mut Command, what: &str) -> Output {
+pub fn run_checked(c: &mut Command, what: &str) -> Output {
     let out = c
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {c:?}: {e}"));
