@@ -294,3 +294,192 @@ fn recovery_follows_timelines_targets_and_gaps() {
     p2.stop();
     c.stop();
 }
+
+/// `INSERT`s round `n` in one transaction and returns its xid (64-bit, with its epoch).
+fn round_xid(c: &Cluster, n: u32) -> String {
+    let out = c.sql(&format!(
+        "INSERT INTO t SELECT {n}, g FROM generate_series(1, 100) g RETURNING pg_current_xact_id()"
+    ));
+    out.lines().next().unwrap().to_string()
+}
+
+fn point(c: &Cluster, name: &str) {
+    c.sql(&format!("SELECT pg_create_restore_point('{name}')"));
+}
+
+/// Restore points and xids on a stanza with two timelines: `--type name` and `--type xid` pick
+/// the newest backup that can reach the target (a nightly backup taken after the point is not
+/// it), follow the target timeline's history (a point of the old primary after the branch is
+/// refused on the new timeline, reached on its own), the newest of two points of one name wins,
+/// and an unknown name names the known ones. Each restore holds exactly the rows of that moment.
+#[test]
+fn restore_points_and_xids_on_each_timeline() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let s = archive_settings(&a);
+    let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = Cluster::init(&bin, &s);
+    c.start();
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    c.sql("CREATE TABLE t(r int, i int)");
+    let b0 = backup(&a, &c, "full")["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let x1 = round_xid(&c, 1);
+    point(&c, "before_migration");
+    round(&c, 2);
+    let lsn2 = c.sql("SELECT pg_current_wal_lsn()");
+    // The nightly backup, after the point.
+    let b1 = backup(&a, &c, "full")["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let x3 = round_xid(&c, 3);
+    point(&c, "tl1_late");
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    let info = |want: &[&str]| {
+        let r = run(a.cmd(&["info", "--output", "json"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut got: Vec<String> = v["stanzas"][0]["restore_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{}@{}", p["name"].as_str().unwrap(), p["timeline"]))
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{v:#}");
+    };
+    info(&["before_migration@1", "tl1_late@1"]);
+
+    // The point before the nightly backup is reached from the backup before it, without --set.
+    let (got, label) = recovered(
+        &a,
+        &bin,
+        &["--type", "name", "--target", "before_migration"],
+    );
+    assert_eq!((got.as_str(), label.as_str()), ("1", b0.as_str()));
+    let (got, label) = recovered(&a, &bin, &["--type", "xid", "--target", &x1]);
+    assert_eq!((got.as_str(), label.as_str()), ("1", b0.as_str()));
+    // The same xid given without its epoch, as xid (32-bit) values print.
+    let x1_32 = (x1.parse::<u64>().unwrap() & 0xFFFF_FFFF).to_string();
+    let (got, label) = recovered(&a, &bin, &["--type", "xid", "--target", &x1_32]);
+    assert_eq!((got.as_str(), label.as_str()), ("1", b0.as_str()));
+    let (got, label) = recovered(&a, &bin, &["--type", "lsn", "--target", &lsn2]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2", b0.as_str()));
+    let (got, label) = recovered(&a, &bin, &["--type", "xid", "--target", &x3]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,3", b1.as_str()));
+    // --set of a backup the point cannot be reached from: refused, naming why.
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let (r, _) = restore(
+        &a,
+        &data,
+        &[
+            "--set",
+            &b1,
+            "--type",
+            "name",
+            "--target",
+            "before_migration",
+        ],
+    );
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(r.stderr.contains("after restore point"), "{r:?}");
+    assert!(!data.exists());
+    // An unknown name: refused before anything is written, the known ones listed.
+    let (r, _) = restore(
+        &a,
+        &data,
+        &["--type", "name", "--target", "befor_migration"],
+    );
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(
+        r.stderr.contains("'befor_migration' is not recorded")
+            && r.stderr.contains("HINT")
+            && r.stderr.contains("'before_migration' at")
+            && r.stderr.contains("'tl1_late' at"),
+        "{r:?}"
+    );
+    assert!(!data.exists());
+
+    // A PITR to the late point, promoted with archiving on: timeline 2 in the same stanza.
+    let d2 = postgres_dir();
+    let data2 = d2.path().join("data");
+    let (r, out) = restore(&a, &data2, &["--type", "name", "--target", "tl1_late"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(out["label"], b1.as_str());
+    let mut p2 = Cluster::from_data_dir(&bin, &data2, &[]);
+    p2.start();
+    assert!(wait_promoted(&p2), "{}", p2.log_tail(30));
+    assert_eq!(rounds(&p2), "1,2,3");
+    let x4 = round_xid(&p2, 4);
+    point(&p2, "tl2_point");
+    round(&p2, 5);
+    // The name used again, later, on timeline 2.
+    point(&p2, "before_migration");
+    round(&p2, 7);
+    assert_eq!(a.on(&p2, &["check"]).code, 0);
+    // The old primary goes on on timeline 1.
+    round(&c, 6);
+    point(&c, "tl1_after_fork");
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+    info(&[
+        "before_migration@1",
+        "tl1_late@1",
+        "tl2_point@2",
+        "before_migration@2",
+        "tl1_after_fork@1",
+    ]);
+
+    let (got, label) = recovered(&a, &bin, &["--type", "name", "--target", "tl2_point"]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,3,4", b1.as_str()));
+    let (got, _) = recovered(&a, &bin, &["--type", "xid", "--target", &x4]);
+    assert_eq!(got, "1,2,3,4");
+    // The newest point of the name on timeline 2's history is timeline 2's own.
+    let (got, label) = recovered(
+        &a,
+        &bin,
+        &["--type", "name", "--target", "before_migration"],
+    );
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,3,4,5", b1.as_str()));
+    // On timeline 1 it is the old one, before the nightly backup.
+    let (got, label) = recovered(
+        &a,
+        &bin,
+        &[
+            "--type",
+            "name",
+            "--target",
+            "before_migration",
+            "--target-timeline",
+            "1",
+        ],
+    );
+    assert_eq!((got.as_str(), label.as_str()), ("1", b0.as_str()));
+    // The old primary's point after the branch is not on timeline 2's history...
+    let (r, _) = restore(&a, &data, &["--type", "name", "--target", "tl1_after_fork"]);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(r.stderr.contains("history of timeline 2"), "{r:?}");
+    assert!(!data.exists());
+    // ...and is reached on timeline 1.
+    let (got, _) = recovered(
+        &a,
+        &bin,
+        &[
+            "--type",
+            "name",
+            "--target",
+            "tl1_after_fork",
+            "--target-timeline",
+            "1",
+        ],
+    );
+    assert_eq!(got, "1,2,3,6");
+    p2.stop();
+    c.stop();
+}

@@ -9,8 +9,10 @@ use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::timeline;
 use crate::pg::wal::{self, WalFile};
+use crate::pg::walrec;
 use crate::repo::Repository;
 use crate::repo::crypto::{Kind, Opener, Sealer};
+use crate::repo::points;
 use crate::repo::stanza::{self, StanzaDb};
 use crate::store::Put;
 use futures::StreamExt;
@@ -79,27 +81,48 @@ impl Pusher {
         let (obj2, file2, path2) = (obj.clone(), file.clone(), path.to_path_buf());
         // Reading, checking, compressing and sealing 16 MiB: one trip to a blocking thread,
         // not one per step (each handoff costs a context switch on a busy host).
-        let (bytes, sealed) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>)> {
+        type Scanned = (Vec<u8>, Vec<u8>, Option<walrec::Scan>);
+        let (bytes, sealed, scan) = tokio::task::spawn_blocking(move || -> Result<Scanned> {
             let bytes = read_wal(&path2)?;
+            let ss = me.db.wal_segment_size;
+            let mut scan = None;
             if file2.has_pages() {
-                wal::check_segment(
-                    &file2,
-                    &bytes,
-                    me.db.pg_major,
-                    me.db.system_id(),
-                    me.db.wal_segment_size,
-                )
-                .map_err(|p| refused(&file2, &me.stanza, p.to_string()))?;
+                wal::check_segment(&file2, &bytes, me.db.pg_major, me.db.system_id(), ss)
+                    .map_err(|p| refused(&file2, &me.stanza, p.to_string()))?;
+                let start = file2.segno(ss).unwrap_or(0) * ss;
+                let mut s = walrec::scan_segment(&bytes, start, None);
+                if s.needs_prev_page.is_some()
+                    && let Some(page) = local_prev_page(&path2, &file2, ss)
+                {
+                    s = walrec::scan_segment(&bytes, start, Some(&page));
+                }
+                scan = Some(s);
             }
             let mut sealer = Sealer::new(me.level);
             if zstd_workers > 1 {
                 sealer.set_workers(zstd_workers);
             }
             let sealed = sealer.seal(&me.repo.keys, Kind::Wal, obj2.as_bytes(), &bytes);
-            Ok((bytes, sealed))
+            Ok((bytes, sealed, scan))
         })
         .await
         .map_err(|e| Error::internal(format!("sealing task failed: {e}")))??;
+        if let Some(mut s) = scan {
+            if s.needs_prev_page.is_some() {
+                s = self.scan_with_stored_prev(&file, &bytes).await.unwrap_or(s);
+            }
+            if let Some(rem) = s.needs_prev_page {
+                log::warn!(
+                    "archive-push: {file} begins with the last {rem} bytes of a record that could be a restore point, \
+                     and the segment before it is neither beside it nor in the repository; a restore point there is not recorded"
+                );
+            }
+            for p in &s.points {
+                log::info!("archive-push: {file} holds restore point {}", p.describe());
+            }
+            // Before the segment: a stored segment always has its points stored.
+            points::write(&self.repo, &self.stanza, &self.db, &file, &s.points).await?;
+        }
         match self.repo.store.put_new(&obj, sealed.into()).await? {
             Put::Created => Ok(Pushed::Stored),
             Put::AlreadyExists => {
@@ -125,6 +148,20 @@ impl Pusher {
         }
     }
 
+    /// Scans `bytes` again with the last page of the segment before it, as stored in the
+    /// repository (async pushes ahead may store segments out of order; a restarted archiver
+    /// may find the previous segment already recycled). None when it is not stored.
+    async fn scan_with_stored_prev(&self, file: &WalFile, bytes: &[u8]) -> Option<walrec::Scan> {
+        let ss = self.db.wal_segment_size;
+        let segno = file.segno(ss)?;
+        let prev = WalFile::parse(&wal::segment_name(file.tli(), segno.checked_sub(1)?, ss))?;
+        let obj = object_path(&self.stanza, &self.db, &prev);
+        let sealed = self.repo.store.get_opt(&obj).await.ok()??;
+        let plain = open_wal(&self.repo, &obj, &prev, &sealed).ok()?;
+        let page = plain.get(plain.len().checked_sub(8192)?..)?;
+        Some(walrec::scan_segment(bytes, segno * ss, Some(page)))
+    }
+
     async fn open_stored(&self, obj: &str, file: &WalFile) -> Result<Vec<u8>> {
         let sealed = self.repo.store.get(obj).await?;
         open_wal(&self.repo, obj, file, &sealed)
@@ -140,6 +177,35 @@ fn open_wal(repo: &Repository, obj: &str, file: &WalFile, sealed: &[u8]) -> Resu
                 repo.store.location()
             ))
         })
+}
+
+/// The last page of the segment before `file`, from the directory it is archived from: the
+/// same timeline's, or at a timeline's first segment the parent's (the newest lower timeline
+/// with that segment). None when there is none of full size.
+fn local_prev_page(path: &Path, file: &WalFile, seg_size: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let segno = file.segno(seg_size)?.checked_sub(1)?;
+    let want = wal::segment_name(file.tli(), segno, seg_size);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut best: Option<(u32, PathBuf)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(WalFile::Segment { tli, .. }) = WalFile::parse(name)
+            && name[8..] == want[8..]
+            && tli <= file.tli()
+            && best.as_ref().is_none_or(|(t, _)| tli > *t)
+        {
+            best = Some((tli, e.path()));
+        }
+    }
+    let f = std::fs::File::open(best?.1).ok()?;
+    if f.metadata().ok()?.len() != seg_size {
+        return None;
+    }
+    let mut page = vec![0u8; 8192];
+    f.read_exact_at(&mut page, seg_size - 8192).ok()?;
+    Some(page)
 }
 
 fn refused(file: &WalFile, stanza: &str, why: String) -> Error {

@@ -1220,6 +1220,14 @@ async fn take(
         .await
         .map_err(|e| conn::pg_err("pg_walfile_name failed", e))?
         .get(0);
+    // After the stop, so the value is never older than the consistency point: an xid at or
+    // past it had not completed when the backup became consistent (on a standby too, whose
+    // snapshots follow the WAL it has replayed).
+    let stop_next_xid: String = client
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .map_err(|e| conn::pg_err("cannot read the next transaction id", e))?
+        .get(0);
     let names: HashMap<u32, String> = client
         .query("SELECT oid, spcname FROM pg_tablespace", &[])
         .await
@@ -1268,6 +1276,7 @@ async fn take(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
+        stop_next_xid: Some(stop_next_xid),
         backup_label,
         tablespace_map: spcmap.filter(|s| !s.is_empty()),
         checksums,

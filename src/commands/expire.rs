@@ -33,6 +33,8 @@ pub struct ExpireReport {
     pub wal_bytes: u64,
     /// First and last WAL file removed, per cluster record.
     pub wal_ranges: BTreeMap<u32, (String, String)>,
+    /// Restore-point documents removed with their WAL segments.
+    pub restore_points: u64,
     pub gc: Option<GcReport>,
     /// Why garbage collection did not run this time.
     pub gc_postponed: Option<String>,
@@ -63,6 +65,12 @@ impl ExpireReport {
                 "{would} {} WAL file(s), {}",
                 self.wal_files,
                 mib(self.wal_bytes as i64)
+            ));
+        }
+        if self.restore_points > 0 {
+            out.push(format!(
+                "{would} the restore points recorded in {} of those WAL file(s)",
+                self.restore_points
             ));
         }
         if let Some(g) = &self.gc {
@@ -319,25 +327,26 @@ async fn expire_leased(
     if pol.archive_rule().is_some() {
         let (wal, _) = stanza::list_wal(repo, stanza).await?;
         let seg_size = |db: u32| stanza::seg_size(dbs, db);
-        let mut doomed = Vec::new();
-        for w in &wal {
-            let rule = plan
-                .wal
-                .get(&w.db_id)
-                .cloned()
-                .unwrap_or(if w.db_id == current_db {
-                    WalKeep::All
-                } else {
-                    WalKeep::Nothing
-                });
-            let keep = match w.file.segno(seg_size(w.db_id)) {
-                Some(n) => rule.keeps(w.file.tli(), n),
+        let keeps = |db: u32, file: &crate::pg::wal::WalFile| {
+            let rule = plan.wal.get(&db).cloned().unwrap_or(if db == current_db {
+                WalKeep::All
+            } else {
+                WalKeep::Nothing
+            });
+            match file.segno(seg_size(db)) {
+                Some(n) => rule.keeps(file.tli(), n),
                 None => rule != WalKeep::Nothing,
-            };
-            if !keep {
-                doomed.push(w);
             }
-        }
+        };
+        let mut doomed: Vec<_> = wal.iter().filter(|w| !keeps(w.db_id, &w.file)).collect();
+        // A restore point goes with the segment it was found in: recovery cannot reach it
+        // without that segment.
+        let doomed_points: Vec<String> = crate::repo::points::list_objects(repo, stanza)
+            .await?
+            .into_iter()
+            .filter(|(_, db, f)| !keeps(*db, f))
+            .map(|(path, _, _)| path)
+            .collect();
         doomed.sort_by_key(|w| (w.db_id, w.file.segno(seg_size(w.db_id)), w.file.tli()));
         for w in &doomed {
             let name = w.file.to_string();
@@ -349,8 +358,11 @@ async fn expire_leased(
             report.wal_files += 1;
             report.wal_bytes += w.size;
         }
+        report.restore_points = doomed_points.len() as u64;
         if !dry_run {
             futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
+                .await?;
+            futures::future::try_join_all(doomed_points.iter().map(|p| repo.store.delete(p)))
                 .await?;
         }
     }

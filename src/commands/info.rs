@@ -63,6 +63,20 @@ pub struct Window {
     pub to_lsn: String,
 }
 
+/// A restore point recorded from the WAL archive (`--type name` targets).
+#[derive(Debug, Clone, Serialize)]
+pub struct PointInfo {
+    pub name: String,
+    pub db_id: u32,
+    pub timeline: u32,
+    /// The LSN pg_create_restore_point() returned (the end of its record).
+    pub lsn: String,
+    /// When pg_create_restore_point() ran (RFC 3339, UTC, microseconds).
+    pub time: String,
+    /// The WAL segment its record ends in.
+    pub wal: String,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Sizes {
     pub packs: u64,
@@ -87,6 +101,8 @@ pub struct StanzaInfo {
     pub recovery_window: Option<Window>,
     /// The window on each timeline of the current cluster's WAL.
     pub recovery_windows: Vec<Window>,
+    /// Restore points, oldest first.
+    pub restore_points: Vec<PointInfo>,
     /// Backups whose manifest cannot be read (run verify).
     pub unreadable: Vec<String>,
     pub size: Sizes,
@@ -191,8 +207,14 @@ fn render(s: &StanzaInfo) -> String {
             }
         ));
     }
+    for p in &s.restore_points {
+        t.push_str(&format!(
+            "  restore point '{}': LSN {} on timeline {}, {}\n",
+            p.name, p.lsn, p.timeline, p.time
+        ));
+    }
     for u in &s.unreadable {
-        t.push_str(&format!("  UNREADABLE backup {u}\n"));
+        t.push_str(&format!("  UNREADABLE {u}\n"));
     }
     for w in &s.wal {
         t.push_str(&format!(
@@ -226,7 +248,34 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
     let current = dbs.last().cloned();
     // info shows what it can: an unreadable manifest is listed, not fatal.
     let (manifests, bad) = manifest::read_each(repo, name).await?;
-    let unreadable = bad.into_iter().map(|(l, e)| format!("{l}: {e}")).collect();
+    let mut unreadable: Vec<String> = bad
+        .into_iter()
+        .map(|(l, e)| format!("backup {l}: {e}"))
+        .collect();
+    let restore_points = match crate::repo::points::list(repo, name).await {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| {
+                let doc = crate::repo::points::document(
+                    &crate::pg::wal::WalFile::parse(&r.wal).expect("checked when read"),
+                    std::slice::from_ref(&r.point),
+                );
+                let e = &doc.points[0];
+                PointInfo {
+                    name: e.name.clone(),
+                    db_id: r.db_id,
+                    timeline: r.timeline,
+                    lsn: e.end_lsn.clone(),
+                    time: e.time.clone(),
+                    wal: r.wal,
+                }
+            })
+            .collect(),
+        Err(e) => {
+            unreadable.push(format!("restore points: {e}"));
+            Vec::new()
+        }
+    };
     let (wal, _) = stanza::list_wal(repo, name).await?;
     let mut size = Sizes::default();
     for l in repo.store.list(name).await? {
@@ -235,7 +284,7 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
             "pack" => &mut size.packs,
             "index" => &mut size.index,
             "backup" => &mut size.manifests,
-            "wal" => &mut size.wal,
+            "wal" | "point" => &mut size.wal,
             _ => &mut size.other,
         };
         *slot += l.size;
@@ -276,6 +325,7 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         primary_timeline,
         recovery_window,
         recovery_windows,
+        restore_points,
         unreadable,
         size,
     })

@@ -14,6 +14,7 @@ use crate::repo::Repository;
 use crate::repo::blockstore::{BlockId, BlockStore, Placed};
 use crate::repo::format::hex_array;
 use crate::repo::manifest::{self, Manifest};
+use crate::repo::points::Recorded;
 use crate::repo::stanza;
 use std::collections::{HashMap, HashSet};
 use std::io::{Seek, Write};
@@ -231,6 +232,7 @@ async fn fit(
     stanza: &str,
     dbs: &[stanza::StanzaDb],
     bs: &BlockStore,
+    named: &[Recorded],
 ) -> Result<std::result::Result<Chosen, String>> {
     let target = match plan.timeline {
         TargetTimeline::Latest => tl.latest(m.timeline).await?,
@@ -286,6 +288,36 @@ async fn fit(
     {
         return Ok(Err(format!("it ended at {}, after the target", m.stop_lsn)));
     }
+    if let Some(x) = plan.xid {
+        match m
+            .stop_next_xid
+            .as_deref()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(next) if xid_precedes(x, next) => {
+                let why = format!(
+                    "transaction {x} began before it was consistent (transactions from {next} on had not completed when it ended), so its commit may lie before the backup's end"
+                );
+                if !plan.set {
+                    return Ok(Err(why));
+                }
+                log::warn!("restore: backup {}: {why}; going on as --set asks", m.label);
+            }
+            Some(_) => {}
+            None => log::info!(
+                "restore: backup {} predates recording the next transaction id at its end; whether it can reach transaction {x} is known only at recovery",
+                m.label
+            ),
+        }
+    }
+    if let Some(name) = &plan.name
+        && !named.is_empty()
+    {
+        let history = tl.history(target).await?.unwrap_or_default();
+        if let Err(why) = reaches_point(name, named, &m, target, &history) {
+            return Ok(Err(why));
+        }
+    }
     // The WAL that makes the backup consistent must all be there, or recovery fails (or worse,
     // ends early) after every file has been written.
     if let Some(db) = dbs.iter().find(|d| d.id == m.db_id) {
@@ -339,10 +371,14 @@ async fn choose(
     }
     let mut tl = crate::commands::archive::Timelines::new(repo, stanza).await?;
     let dbs = stanza::history(repo, stanza).await?;
+    let named = match &plan.name {
+        Some(name) => named_points(repo, stanza, name, plan.set).await?,
+        None => Vec::new(),
+    };
     let mut rejected = Vec::new();
     for l in &labels {
         let m = manifest::read(repo, stanza, l).await?;
-        match fit(m, plan, &mut tl, repo, stanza, &dbs, bs).await? {
+        match fit(m, plan, &mut tl, repo, stanza, &dbs, bs, &named).await? {
             Ok(c) => return Ok(c),
             Err(why) => rejected.push(format!("{l}: {why}")),
         }
@@ -363,6 +399,118 @@ async fn choose(
         )
         .hint("choose a later target, another --target-timeline, or take a backup (recovery cannot go back before the end of a backup)"),
     })
+}
+
+/// True when transaction `x` is older than `next`. A 64-bit id (with its epoch, as
+/// pg_current_xact_id() and txid_current() return it) compares as is; a 32-bit one, as
+/// PostgreSQL compares xids, modulo 2^32.
+fn xid_precedes(x: u64, next: u64) -> bool {
+    if x > u32::MAX as u64 {
+        x < next
+    } else {
+        ((x as u32).wrapping_sub(next as u32) as i32) < 0
+    }
+}
+
+/// The recorded restore points called `name`, oldest first. None recorded is an error naming
+/// the known ones, except with `--set`, where it is only a warning (WAL archived by a version
+/// that did not record points).
+async fn named_points(
+    repo: &Repository,
+    stanza: &str,
+    name: &str,
+    set: bool,
+) -> Result<Vec<Recorded>> {
+    let all = crate::repo::points::list(repo, stanza).await?;
+    let named: Vec<Recorded> = all
+        .iter()
+        .filter(|r| r.point.name == name)
+        .cloned()
+        .collect();
+    if !named.is_empty() {
+        return Ok(named);
+    }
+    let known = if all.is_empty() {
+        "no restore points are recorded in this stanza".to_string()
+    } else {
+        let mut v: Vec<String> = all
+            .iter()
+            .rev()
+            .take(20)
+            .map(|r| format!("{} on timeline {}", r.point.describe(), r.timeline))
+            .collect();
+        if all.len() > 20 {
+            v.push(format!("and {} older", all.len() - 20));
+        }
+        format!(
+            "the recorded restore points, newest first: {}",
+            v.join("; ")
+        )
+    };
+    let msg = format!("restore point '{name}' is not recorded in stanza '{stanza}'");
+    if set {
+        log::warn!(
+            "restore: {msg}; going on with the backup --set names: recovery fails if the point is not in the WAL after it"
+        );
+        return Ok(Vec::new());
+    }
+    Err(Error::new(ErrorKind::NotFound, format!("{msg}; nothing was written")).hint(format!(
+        "{known}. A point is recorded when the WAL segment holding it is archived: after \
+         pg_create_restore_point(), run SELECT pg_switch_wal() on the primary and wait for archiving"
+    )))
+}
+
+/// Whether recovery from backup `m` along timeline `target` (ancestors `history`) stops at the
+/// newest restore point `name` on that history: PostgreSQL stops at the first point of that
+/// name it replays, and fails if it meets one before the backup is consistent.
+fn reaches_point(
+    name: &str,
+    named: &[Recorded],
+    m: &Manifest,
+    target: u32,
+    history: &[crate::pg::timeline::Ancestor],
+) -> std::result::Result<(), String> {
+    let on_path: Vec<&Recorded> = named
+        .iter()
+        .filter(|r| {
+            r.db_id == m.db_id
+                && (r.timeline == target
+                    || history
+                        .iter()
+                        .any(|a| a.tli == r.timeline && r.point.end_lsn <= a.switchpoint))
+        })
+        .collect();
+    let Some(newest) = on_path.last() else {
+        return Err(format!(
+            "no restore point '{name}' lies on the history of timeline {target} (recorded on timeline(s) {})",
+            named
+                .iter()
+                .map(|r| r.timeline.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let lsn = |s: &str| crate::pg::wal::parse_lsn(s).unwrap_or(u64::MAX);
+    let (start, stop) = (lsn(&m.start_lsn), lsn(&m.stop_lsn));
+    let first = on_path.iter().find(|r| r.point.lsn >= start);
+    match first {
+        None => Err(format!(
+            "it started at {}, after restore point {}",
+            m.start_lsn,
+            newest.point.describe()
+        )),
+        Some(p) if p.point.lsn < stop => Err(format!(
+            "restore point {} lies between its start and its end ({}), where recovery cannot stop",
+            p.point.describe(),
+            m.stop_lsn
+        )),
+        Some(p) if p.point.lsn != newest.point.lsn => Err(format!(
+            "recovery from it would stop at the earlier restore point {}, not the newest {}",
+            p.point.describe(),
+            newest.point.describe()
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 struct Job {
@@ -640,6 +788,10 @@ struct Plan {
     kind: String,
     time: Option<TargetTime>,
     lsn: Option<u64>,
+    xid: Option<u64>,
+    name: Option<String>,
+    /// `--set` names the backup: what cannot be known about it is warned of, not refused.
+    set: bool,
     timeline: TargetTimeline,
     delta: bool,
     force: bool,
@@ -742,10 +894,17 @@ impl Plan {
             .into_iter()
             .map(|(oid, dir)| (oid.parse().expect("checked by Settings::map"), dir))
             .collect();
+        let xid = (kind == "xid")
+            .then(|| target.as_deref().and_then(|t| t.parse().ok()))
+            .flatten();
+        let name = (kind == "name").then(|| target.clone()).flatten();
         let mut plan = Plan {
             kind,
             time,
             lsn,
+            xid,
+            name,
+            set: settings.string("set").is_some(),
             timeline,
             delta: settings.flag("delta")?,
             force: settings.flag("force")?,

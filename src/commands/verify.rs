@@ -60,6 +60,7 @@ pub struct Checked {
     pub blocks: u64,
     pub manifests: u64,
     pub wal_files: u64,
+    pub restore_point_files: u64,
     pub bytes_read: u64,
 }
 
@@ -168,6 +169,22 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             ["backup", l] => manifest::is_label(l),
             ["pack", xx, id] => is_hex64(id) && id.starts_with(xx),
             ["index", id] => is_hex64(id),
+            ["point", ..] => match crate::repo::points::parse_path(stanza_name, &l.path) {
+                Some((db, _)) => {
+                    r.checked.restore_point_files += 1;
+                    r.checked.bytes_read += l.size;
+                    let opened = async {
+                        let b = repo.store.get(&l.path).await?;
+                        crate::repo::points::open(repo, &l.path, db, &b)
+                    }
+                    .await;
+                    if let Err(e) = opened {
+                        r.problem(&l.path, e.to_string());
+                    }
+                    true
+                }
+                None => false,
+            },
             _ => false,
         };
         if !ok {

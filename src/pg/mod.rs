@@ -6,3 +6,4 @@ pub mod layout;
 pub mod page;
 pub mod timeline;
 pub mod wal;
+pub mod walrec;

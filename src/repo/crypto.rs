@@ -42,6 +42,8 @@ pub enum Kind {
     StanzaDb = 5,
     /// A backup's manifest in `<stanza>/backup/`.
     Manifest = 6,
+    /// The restore points recorded from one WAL file, in `<stanza>/point/`.
+    RestorePoints = 7,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             4 => Some(Kind::Wal),
             5 => Some(Kind::StanzaDb),
             6 => Some(Kind::Manifest),
+            7 => Some(Kind::RestorePoints),
             _ => None,
         }
     }
@@ -64,6 +67,7 @@ impl Kind {
             Kind::Wal => "wal file",
             Kind::StanzaDb => "stanza db record",
             Kind::Manifest => "manifest",
+            Kind::RestorePoints => "restore points",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lease;
 pub mod manifest;
 pub mod pack;
+pub mod points;
 pub mod stanza;
 
 use crate::error::{Error, ErrorKind, Result};

@@ -1,0 +1,542 @@
+//! Restore points in WAL: a scan of a segment's records for `XLOG_RESTORE_POINT`, the record
+//! `pg_create_restore_point()` writes. Pure functions over bytes.
+//!
+//! The layouts (src/include/access/xlog_internal.h, xlogrecord.h; unchanged from 13 to 18):
+//! every 8 KiB page starts with a header (24 bytes, 40 on a segment's first page), whose
+//! `xlp_rem_len` says how much of a record begun on an earlier page continues here. A record
+//! starts at an 8-aligned LSN with a 24-byte header (`xl_tot_len`, `xl_xid`, `xl_prev`,
+//! `xl_info`, `xl_rmid`, `xl_crc`) and may be split across pages, its header included; only its
+//! first 8 bytes are sure to be on its first page. A restore point is a 98-byte record of the
+//! XLOG resource manager: header, a short main-data header (`255`, length 72) and
+//! `xl_restore_point` (`TimestampTz rp_time`, `char rp_name[64]`).
+//!
+//! The scan walks records by their lengths and checks every page header it crosses; only
+//! restore-point candidates pay for a CRC, and a candidate whose CRC fails is no restore point
+//! (the rest of a recycled segment can hold anything).
+
+use super::wal::format_lsn;
+
+const PAGE: u64 = 8192;
+const SHORT_HEADER: u64 = 24;
+const LONG_HEADER: u64 = 40;
+const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+const XLP_LONG_HEADER: u16 = 0x0002;
+const RECORD_HEADER: usize = 24;
+const RM_XLOG_ID: u8 = 0;
+const XLOG_SWITCH: u8 = 0x40;
+const XLOG_RESTORE_POINT: u8 = 0x70;
+const XLR_INFO_MASK: u8 = 0x0F;
+/// Header, `XLR_BLOCK_ID_DATA_SHORT` and its length byte, `xl_restore_point`.
+pub const RESTORE_POINT_LEN: u32 = 24 + 2 + 8 + 64;
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// A restore point found in WAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePoint {
+    pub name: String,
+    /// Where its record starts, and where the next one does: the LSN pg_create_restore_point()
+    /// returns and the server log names ("created at").
+    pub lsn: u64,
+    pub end_lsn: u64,
+    /// `rp_time`, in microseconds since the Unix epoch.
+    pub time_us: i64,
+}
+
+/// What a scan found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Restore points whose records end inside the scanned segment, in LSN order.
+    pub points: Vec<RestorePoint>,
+    /// The segment starts with the rest of a record begun in the previous one, short enough
+    /// (`xlp_rem_len` bytes) that the record could be a restore point: the previous segment's
+    /// last page is needed to tell (see `scan_segment`'s `prev_page`).
+    pub needs_prev_page: Option<u32>,
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// CRC-32C (Castagnoli, reflected), as PostgreSQL's pg_crc32c.
+fn crc32c(parts: &[&[u8]]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    let mut crc = !0u32;
+    for p in parts {
+        for &b in *p {
+            crc = t[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+        }
+    }
+    !crc
+}
+
+/// Pages laid end to end from `base` (page-aligned LSN).
+struct Pages<'a> {
+    bytes: &'a [u8],
+    base: u64,
+}
+
+/// A page header's fields the scan uses; None when the page is not the one expected there.
+struct PageHeader {
+    len: u64,
+    contrecord: bool,
+    rem_len: u32,
+}
+
+impl Pages<'_> {
+    fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    fn header(&self, page_lsn: u64) -> Option<PageHeader> {
+        let o = (page_lsn - self.base) as usize;
+        let b = self.bytes.get(o..o + LONG_HEADER as usize)?;
+        if u64_at(b, 8) != page_lsn {
+            return None;
+        }
+        let info = u16_at(b, 2);
+        Some(PageHeader {
+            len: if info & XLP_LONG_HEADER != 0 {
+                LONG_HEADER
+            } else {
+                SHORT_HEADER
+            },
+            contrecord: info & XLP_FIRST_IS_CONTRECORD != 0,
+            rem_len: u32_at(b, 16),
+        })
+    }
+
+    /// `len` bytes of the record starting at `lsn`, across page boundaries; each page crossed
+    /// must carry the continuation. None when they are not all there.
+    fn record(&self, lsn: u64, len: u64) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut at = lsn;
+        while (out.len() as u64) < len {
+            if at % PAGE == 0 {
+                let h = self.header(at)?;
+                let left = len - out.len() as u64;
+                if !h.contrecord || h.rem_len as u64 != left {
+                    return None;
+                }
+                at += h.len;
+            }
+            let page_end = (at / PAGE + 1) * PAGE;
+            let take = (page_end - at).min(len - out.len() as u64);
+            if at + take > self.end() {
+                return None;
+            }
+            let o = (at - self.base) as usize;
+            out.extend_from_slice(&self.bytes[o..o + take as usize]);
+            at += take;
+        }
+        Some(out)
+    }
+
+    /// The LSN just after `len` record bytes starting at `lsn` (page headers skipped).
+    fn advance(&self, lsn: u64, len: u64) -> Option<u64> {
+        let mut at = lsn;
+        let mut left = len;
+        while left > 0 {
+            if at % PAGE == 0 {
+                at += self.header(at)?.len;
+            }
+            let page_end = (at / PAGE + 1) * PAGE;
+            let take = (page_end - at).min(left);
+            at += take;
+            left -= take;
+        }
+        Some(at)
+    }
+}
+
+fn maxalign(x: u64) -> u64 {
+    (x + 7) & !7
+}
+
+/// Decodes a whole record as a restore point, if it is one with a good CRC.
+fn restore_point(rec: &[u8], lsn: u64, end_lsn: u64) -> Option<RestorePoint> {
+    if rec.len() != RESTORE_POINT_LEN as usize
+        || rec[17] != RM_XLOG_ID
+        || rec[16] & !XLR_INFO_MASK != XLOG_RESTORE_POINT
+    {
+        return None;
+    }
+    if crc32c(&[&rec[RECORD_HEADER..], &rec[..20]]) != u32_at(rec, 20) {
+        return None;
+    }
+    // Only a short main-data header fits the length; anything else is not this record.
+    if rec[24] != 255 || rec[25] != 72 {
+        return None;
+    }
+    let data = &rec[26..];
+    let pg_us = i64::from_le_bytes(data[..8].try_into().unwrap());
+    let raw = &data[8..72];
+    let name = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
+    Some(RestorePoint {
+        name: String::from_utf8_lossy(name).into_owned(),
+        lsn,
+        end_lsn,
+        time_us: pg_us.saturating_add(PG_EPOCH_US),
+    })
+}
+
+/// Finds the restore points whose records end in `segment` (a whole segment or partial
+/// segment, starting at LSN `seg_start`). `prev_page` is the previous segment's last page, when
+/// the caller has it: a restore point begun there and ended here is then found too.
+pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) -> Scan {
+    let mut scan = Scan::default();
+    let joined;
+    let pages = match prev_page {
+        Some(p) if p.len() as u64 == PAGE && seg_start >= PAGE => {
+            joined = [p, segment].concat();
+            Pages {
+                bytes: &joined,
+                base: seg_start - PAGE,
+            }
+        }
+        _ => Pages {
+            bytes: segment,
+            base: seg_start,
+        },
+    };
+    let Some(first) = pages.header(pages.base) else {
+        return scan;
+    };
+    // Skip what continues a record begun before the first page.
+    let mut at = pages.base + first.len;
+    if first.contrecord {
+        if pages.base == seg_start && first.rem_len <= RESTORE_POINT_LEN - 8 {
+            scan.needs_prev_page = Some(first.rem_len);
+        }
+        let mut left = first.rem_len as u64;
+        loop {
+            let room = (at / PAGE + 1) * PAGE - at;
+            if left <= room {
+                at = maxalign(at + left);
+                break;
+            }
+            left -= room;
+            at += room;
+            match pages.header(at) {
+                Some(h) if h.contrecord && h.rem_len as u64 == left => at += h.len,
+                _ => return scan,
+            }
+        }
+    }
+    loop {
+        if at % PAGE == 0 {
+            match pages.header(at) {
+                // A record never starts on a page that says it continues one.
+                Some(h) if !h.contrecord => at += h.len,
+                _ => break,
+            }
+        }
+        if at + 8 > pages.end() {
+            break;
+        }
+        let o = (at - pages.base) as usize;
+        let tot_len = u32_at(pages.bytes, o);
+        if (tot_len as usize) < RECORD_HEADER {
+            break; // zeros: the end of the WAL written so far
+        }
+        let Some(end) = pages.advance(at, tot_len as u64) else {
+            break;
+        };
+        if end > pages.end() {
+            break; // continues in the next segment: found when that one is scanned
+        }
+        if tot_len == RESTORE_POINT_LEN
+            && end > seg_start
+            && let Some(rec) = pages.record(at, tot_len as u64)
+            && let Some(p) = restore_point(&rec, at, maxalign(end))
+        {
+            scan.points.push(p);
+        }
+        // The rest of the segment after a switch record is padding, not records.
+        let head_on_page = at % PAGE + 18 <= PAGE;
+        if head_on_page
+            && pages.bytes[o + 17] == RM_XLOG_ID
+            && pages.bytes[o + 16] & !XLR_INFO_MASK == XLOG_SWITCH
+        {
+            break;
+        }
+        at = maxalign(end);
+    }
+    scan
+}
+
+impl RestorePoint {
+    /// For messages: `'name' at 0/3000090 (2026-12-02 06:01:12.345678 UTC)`, with the LSN
+    /// PostgreSQL reported when it created the point.
+    pub fn describe(&self) -> String {
+        let when = jiff::Timestamp::from_microsecond(self.time_us)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+            .unwrap_or_else(|_| format!("{} us", self.time_us));
+        format!("'{}' at {} ({when})", self.name, format_lsn(self.end_lsn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+
+    /// A segment of pages with headers, records placed as PostgreSQL places them.
+    struct Writer {
+        seg: Vec<u8>,
+        start: u64,
+        at: u64,
+    }
+
+    impl Writer {
+        fn new(start: u64, first_rem: u32) -> Writer {
+            let mut w = Writer {
+                seg: vec![0; SEG as usize],
+                start,
+                at: start,
+            };
+            w.page_header(start, first_rem);
+            w.at = start + LONG_HEADER + maxalign(first_rem as u64);
+            w
+        }
+
+        fn page_header(&mut self, lsn: u64, rem: u32) {
+            let o = (lsn - self.start) as usize;
+            let mut info = if rem > 0 { XLP_FIRST_IS_CONTRECORD } else { 0 };
+            if lsn == self.start {
+                info |= XLP_LONG_HEADER;
+            }
+            self.seg[o..o + 2].copy_from_slice(&0xD110u16.to_le_bytes());
+            self.seg[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
+            self.seg[o + 4..o + 8].copy_from_slice(&1u32.to_le_bytes());
+            self.seg[o + 8..o + 16].copy_from_slice(&lsn.to_le_bytes());
+            self.seg[o + 16..o + 20].copy_from_slice(&rem.to_le_bytes());
+        }
+
+        /// Writes a record; returns its LSN, or None when it does not fit the segment.
+        fn record(&mut self, rec: &[u8]) -> Option<u64> {
+            // A record starting on a new page starts after its header (that is its LSN), and
+            // continues nothing.
+            if self.at % PAGE == 0 {
+                if self.at >= self.start + SEG {
+                    return None;
+                }
+                self.page_header(self.at, 0);
+                self.at += SHORT_HEADER;
+            }
+            let lsn = self.at;
+            let mut i = 0;
+            while i < rec.len() {
+                if self.at % PAGE == 0 {
+                    if self.at >= self.start + SEG {
+                        return None;
+                    }
+                    self.page_header(self.at, (rec.len() - i) as u32);
+                    self.at += SHORT_HEADER;
+                }
+                let room = ((self.at / PAGE + 1) * PAGE - self.at) as usize;
+                let n = room.min(rec.len() - i);
+                let o = (self.at - self.start) as usize;
+                self.seg[o..o + n].copy_from_slice(&rec[i..i + n]);
+                self.at += n as u64;
+                i += n;
+            }
+            self.at = maxalign(self.at);
+            Some(lsn)
+        }
+
+        /// Page headers on the pages no record reached, as a switch's padding has.
+        fn finish(mut self) -> Vec<u8> {
+            let mut p = (self.at + PAGE - 1) / PAGE * PAGE;
+            while p < self.start + SEG {
+                self.page_header(p, 0);
+                p += PAGE;
+            }
+            self.seg
+        }
+    }
+
+    fn with_crc(mut rec: Vec<u8>) -> Vec<u8> {
+        let len = rec.len() as u32;
+        rec[0..4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32c(&[&rec[RECORD_HEADER..], &rec[..20]]);
+        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        rec
+    }
+
+    fn point_record(name: &str, pg_us: i64) -> Vec<u8> {
+        let mut r = vec![0u8; RESTORE_POINT_LEN as usize];
+        r[16] = XLOG_RESTORE_POINT;
+        r[17] = RM_XLOG_ID;
+        r[24] = 255;
+        r[25] = 72;
+        r[26..34].copy_from_slice(&pg_us.to_le_bytes());
+        r[34..34 + name.len()].copy_from_slice(name.as_bytes());
+        with_crc(r)
+    }
+
+    fn other_record(len: usize, rmid: u8) -> Vec<u8> {
+        let mut r = vec![0xA5u8; len];
+        r[16] = 0;
+        r[17] = rmid;
+        with_crc(r)
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(&[b"123456789"]), 0xE306_9283);
+        assert_eq!(crc32c(&[b"1234", b"56789"]), 0xE306_9283);
+    }
+
+    #[test]
+    fn finds_points_among_other_records_and_across_pages() {
+        let start = 3 * SEG;
+        let mut w = Writer::new(start, 0);
+        let mut expect = Vec::new();
+        let mut n = 0;
+        // Records of many lengths, so that points land at every offset of a page, split
+        // inside their header, inside their data and not at all.
+        'fill: for round in 0..4000 {
+            let len = 24 + (round * 37) % 300;
+            if w.record(&other_record(len, 10)).is_none() {
+                break 'fill;
+            }
+            if round % 7 == 0 {
+                let name = format!("point {n}");
+                let rec = point_record(&name, 1_000_000 * n as i64);
+                match w.record(&rec) {
+                    Some(lsn) => expect.push((name, lsn)),
+                    None => break 'fill,
+                }
+                n += 1;
+            }
+        }
+        let seg = w.finish();
+        let scan = scan_segment(&seg, start, None);
+        let got: Vec<(String, u64)> = scan
+            .points
+            .iter()
+            .map(|p| (p.name.clone(), p.lsn))
+            .collect();
+        // The last point may have been cut by the segment's end.
+        assert!(
+            got.len() + 1 >= expect.len() && got.len() > 300,
+            "{}",
+            got.len()
+        );
+        let first_wrong = got.iter().zip(&expect).position(|(g, e)| g != e);
+        assert_eq!(
+            first_wrong,
+            None,
+            "{:?}",
+            first_wrong.map(|i| (&got[i], &expect[i]))
+        );
+        let p = &scan.points[1];
+        assert_eq!(p.time_us, PG_EPOCH_US + 1_000_000);
+        assert!(p.end_lsn > p.lsn + RESTORE_POINT_LEN as u64 - 1);
+        assert_eq!(scan.needs_prev_page, None);
+    }
+
+    #[test]
+    fn a_bad_crc_or_another_record_of_the_same_length_is_no_point() {
+        let start = SEG;
+        let mut w = Writer::new(start, 0);
+        let mut bad = point_record("x", 0);
+        bad[40] ^= 1;
+        w.record(&bad).unwrap();
+        let mut other = point_record("y", 0);
+        other[17] = 11; // another resource manager, same length
+        w.record(&with_crc(other)).unwrap();
+        let good = w.record(&point_record("z", 5)).unwrap();
+        let scan = scan_segment(&w.finish(), start, None);
+        assert_eq!(scan.points.len(), 1);
+        assert_eq!(
+            (scan.points[0].name.as_str(), scan.points[0].lsn),
+            ("z", good)
+        );
+    }
+
+    #[test]
+    fn stops_after_a_switch_and_at_zeros() {
+        let start = SEG;
+        let mut w = Writer::new(start, 0);
+        w.record(&point_record("before", 0)).unwrap();
+        let mut sw = other_record(24, RM_XLOG_ID);
+        sw[16] = XLOG_SWITCH;
+        w.record(&with_crc(sw)).unwrap();
+        // What a recycled segment still holds after the switch is not read as records.
+        w.record(&point_record("stale", 0)).unwrap();
+        let scan = scan_segment(&w.finish(), start, None);
+        let names: Vec<&str> = scan.points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["before"]);
+        assert_eq!(
+            scan_segment(&vec![0; SEG as usize], start, None),
+            Scan::default()
+        );
+    }
+
+    #[test]
+    fn a_point_split_between_segments_is_found_with_the_previous_page() {
+        // The previous segment ends with the first 40 bytes of a restore point.
+        let start = 5 * SEG;
+        let rec = point_record("across", 7);
+        let mut prev = Writer::new(start - SEG, 0);
+        while prev.at < start - PAGE - 400 {
+            prev.record(&other_record(200, 10)).unwrap();
+        }
+        // One record across the last page's header, ending 40 bytes before the segment's end.
+        let len = (start - 40 - prev.at - SHORT_HEADER) as usize;
+        prev.record(&other_record(len, 10)).unwrap();
+        assert_eq!(prev.at, start - 40);
+        let lsn = prev.at;
+        let cut = 40;
+        let prev_seg = {
+            let mut p = prev;
+            let o = (p.at - p.start) as usize;
+            p.seg[o..o + cut].copy_from_slice(&rec[..cut]);
+            p.seg
+        };
+        let mut next = Writer::new(start, (rec.len() - cut) as u32);
+        let o = LONG_HEADER as usize;
+        next.seg[o..o + rec.len() - cut].copy_from_slice(&rec[cut..]);
+        next.record(&point_record("after", 8)).unwrap();
+        let next_seg = next.finish();
+
+        let alone = scan_segment(&next_seg, start, None);
+        assert_eq!(alone.needs_prev_page, Some((rec.len() - cut) as u32));
+        assert_eq!(alone.points.len(), 1);
+        let last_page = &prev_seg[(SEG - PAGE) as usize..];
+        let with = scan_segment(&next_seg, start, Some(last_page));
+        let got: Vec<(&str, u64)> = with
+            .points
+            .iter()
+            .map(|p| (p.name.as_str(), p.lsn))
+            .collect();
+        assert_eq!(got[0], ("across", lsn));
+        assert_eq!(got[1].0, "after");
+        // The previous segment's own scan does not claim the point it could not finish.
+        assert!(scan_segment(&prev_seg, start - SEG, None).points.is_empty());
+    }
+}
