@@ -47,6 +47,8 @@ fn seal(
 
 const STANZA_DB: &str = r#"{"format":"pgfrost-stanza-db","version":1,"id":1,"system_id":"7710549730298423552","pg_major":15,"pg_version_num":150018,"wal_segment_size":16777216,"control_version":1300,"catalog_version":202209061,"created":"2026-11-21T00:00:00Z"}"#;
 
+const POINTS: &str = r#"{"format":"pgfrost-restore-points","version":1,"wal":"000000010000000000000003","timeline":1,"points":[{"name":"before_migration","lsn":"0/3003A18","end_lsn":"0/3003A80","time_us":1796190249872791,"time":"2026-12-02T05:44:09.872791Z"}]}"#;
+
 /// A sealed object named by its path (WAL files, stanza records), uncompressed, fixed nonce.
 fn named(keys: &Keys, kind: Kind, path: &str, plain: &[u8], nonce_seed: u8) -> Value {
     let nonce: [u8; 24] = arr(nonce_seed, 1);
@@ -104,6 +106,7 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
          "payload": h(&frame), "plaintext": h(&plain_c), "sealed": h(&sealed_z)},
         named(&keys, Kind::Wal, "main/wal/0001/00000002.history", b"1\t0/3000060\tno recovery target specified\n", 31),
         named(&keys, Kind::StanzaDb, "main/db/0001", STANZA_DB.as_bytes(), 37),
+        named(&keys, Kind::RestorePoints, "main/point/0001/0000000100000000/000000010000000000000003", POINTS.as_bytes(), 41),
     ]);
 
     // A pack of two runs (uncompressed, fixed nonces): block a alone, then blocks b and c
@@ -343,6 +346,7 @@ fn layouts_match_code() {
         Kind::Wal,
         Kind::StanzaDb,
         Kind::Manifest,
+        Kind::RestorePoints,
     ] {
         assert_eq!(
             kinds[k.name()].as_u64().unwrap() as u8,

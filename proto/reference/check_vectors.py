@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
         def name_ok(kind=kind, name=name, s=s):
             if kind == r.KIND_RUN:
                 expect(name == b"", "a block run's name is not empty")
-            elif kind in (r.KIND_WAL, r.KIND_STANZA_DB, r.KIND_MANIFEST):
+            elif kind in (r.KIND_WAL, r.KIND_STANZA_DB, r.KIND_MANIFEST, r.KIND_POINTS):
                 expect(name == s["path"].encode("utf-8"), "name is not the object's path")
             else:
                 expect(name == b"", "a trailer's or segment's name is not empty")
@@ -211,6 +211,10 @@ def main(argv: list[str]) -> int:
             lambda sealed=sealed, kind=kind, name=name, raw_len=raw_len: flip_all(
                 sealed, lambda d: r.open_sealed(keys.seal, d, kind, name, raw_length=raw_len),
                 "sealed"))
+        if kind == r.KIND_POINTS:
+            check(f"{label}: validates against restore-points.schema.json")(
+                lambda plaintext=plaintext: r.validate_schema(
+                    json.loads(plaintext), "restore-points.schema.json", "restore points"))
 
     # --- pack ---------------------------------------------------------------------------------
     pv = v["pack"]

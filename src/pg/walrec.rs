@@ -52,6 +52,10 @@ pub struct Scan {
     /// (`xlp_rem_len` bytes) that the record could be a restore point: the previous segment's
     /// last page is needed to tell (see `scan_segment`'s `prev_page`).
     pub needs_prev_page: Option<u32>,
+    /// Records read, and the LSN the scan stopped at (the end of the WAL written to the segment
+    /// when the scan went through: a switch, zeros or the segment's end).
+    pub records: u64,
+    pub end: u64,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -266,6 +270,8 @@ pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) ->
         if end > pages.end() {
             break; // continues in the next segment: found when that one is scanned
         }
+        scan.records += 1;
+        scan.end = end;
         if tot_len == RESTORE_POINT_LEN
             && end > seg_start
             && let Some(rec) = pages.record(at, tot_len as u64)
