@@ -224,16 +224,29 @@ async fn backup_file(bs: &BlockStore, m: &Manifest, path: &str) -> Result<Option
 }
 
 /// Why backup `m` cannot reach the restore's target (Ok(Err(reason))), or what it reaches.
+/// What every candidate backup is judged against.
+struct Judge<'a> {
+    repo: &'a Repository,
+    stanza: &'a str,
+    dbs: &'a [stanza::StanzaDb],
+    bs: &'a BlockStore,
+    /// The recorded restore points of a `--type name` target's name.
+    named: &'a [Recorded],
+}
+
 async fn fit(
     m: Manifest,
     plan: &Plan,
     tl: &mut crate::commands::archive::Timelines<'_>,
-    repo: &Repository,
-    stanza: &str,
-    dbs: &[stanza::StanzaDb],
-    bs: &BlockStore,
-    named: &[Recorded],
+    j: &Judge<'_>,
 ) -> Result<std::result::Result<Chosen, String>> {
+    let Judge {
+        repo,
+        stanza,
+        dbs,
+        bs,
+        named,
+    } = *j;
     let target = match plan.timeline {
         TargetTimeline::Latest => tl.latest(m.timeline).await?,
         TargetTimeline::Current => m.timeline,
@@ -378,7 +391,14 @@ async fn choose(
     let mut rejected = Vec::new();
     for l in &labels {
         let m = manifest::read(repo, stanza, l).await?;
-        match fit(m, plan, &mut tl, repo, stanza, &dbs, bs, &named).await? {
+        let judge = Judge {
+            repo,
+            stanza,
+            dbs: &dbs,
+            bs,
+            named: &named,
+        };
+        match fit(m, plan, &mut tl, &judge).await? {
             Ok(c) => return Ok(c),
             Err(why) => rejected.push(format!("{l}: {why}")),
         }

@@ -137,7 +137,7 @@ impl Pages<'_> {
         let mut out = Vec::with_capacity(len as usize);
         let mut at = lsn;
         while (out.len() as u64) < len {
-            if at % PAGE == 0 {
+            if at.is_multiple_of(PAGE) {
                 let h = self.header(at)?;
                 let left = len - out.len() as u64;
                 if !h.contrecord || h.rem_len as u64 != left {
@@ -162,7 +162,7 @@ impl Pages<'_> {
         let mut at = lsn;
         let mut left = len;
         while left > 0 {
-            if at % PAGE == 0 {
+            if at.is_multiple_of(PAGE) {
                 at += self.header(at)?.len;
             }
             let page_end = (at / PAGE + 1) * PAGE;
@@ -249,7 +249,7 @@ pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) ->
         }
     }
     loop {
-        if at % PAGE == 0 {
+        if at.is_multiple_of(PAGE) {
             match pages.header(at) {
                 // A record never starts on a page that says it continues one.
                 Some(h) if !h.contrecord => at += h.len,
@@ -345,7 +345,7 @@ mod tests {
         fn record(&mut self, rec: &[u8]) -> Option<u64> {
             // A record starting on a new page starts after its header (that is its LSN), and
             // continues nothing.
-            if self.at % PAGE == 0 {
+            if self.at.is_multiple_of(PAGE) {
                 if self.at >= self.start + SEG {
                     return None;
                 }
@@ -355,7 +355,7 @@ mod tests {
             let lsn = self.at;
             let mut i = 0;
             while i < rec.len() {
-                if self.at % PAGE == 0 {
+                if self.at.is_multiple_of(PAGE) {
                     if self.at >= self.start + SEG {
                         return None;
                     }
@@ -375,7 +375,7 @@ mod tests {
 
         /// Page headers on the pages no record reached, as a switch's padding has.
         fn finish(mut self) -> Vec<u8> {
-            let mut p = (self.at + PAGE - 1) / PAGE * PAGE;
+            let mut p = self.at.div_ceil(PAGE) * PAGE;
             while p < self.start + SEG {
                 self.page_header(p, 0);
                 p += PAGE;
