@@ -84,6 +84,9 @@ fn a_scripted_month_keeps_exactly_what_the_policy_says() {
         if day % 5 == 0 {
             c.sql("VACUUM t");
         }
+        if day == 2 || day == 20 {
+            c.sql(&format!("SELECT pg_create_restore_point('day {day}')"));
+        }
         let kind = if day % 14 == 0 {
             "full"
         } else if day % 7 == 0 {
@@ -146,6 +149,17 @@ fn a_scripted_month_keeps_exactly_what_the_policy_says() {
         .collect();
     assert_eq!(expired, day0, "{real:#}");
     assert!(real["wal_files"].as_u64().unwrap() > 0, "{real:#}");
+    // Day 2's restore point went with the WAL it was found in; day 20's stays.
+    assert_eq!(dry["restore_points"], 1, "{dry:#}");
+    assert_eq!(real["restore_points"], 1, "{real:#}");
+    let info = run(a.cmd(&["info", "--output", "json"]));
+    let points: Vec<String> = json_of(&info)["stanzas"][0]["restore_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(points, ["day 20"]);
     let gc = &real["gc"];
     assert!(
         gc["packs_deleted"].as_u64().unwrap() + gc["packs_rewritten"].as_u64().unwrap() > 0,

@@ -418,6 +418,7 @@ fn restore_points_and_xids_on_each_timeline() {
     assert!(wait_promoted(&p2), "{}", p2.log_tail(30));
     assert_eq!(rounds(&p2), "1,2,3");
     let x4 = round_xid(&p2, 4);
+    let lsn4 = p2.sql("SELECT pg_current_wal_lsn()");
     point(&p2, "tl2_point");
     round(&p2, 5);
     // The name used again, later, on timeline 2.
@@ -440,6 +441,8 @@ fn restore_points_and_xids_on_each_timeline() {
     assert_eq!((got.as_str(), label.as_str()), ("1,2,3,4", b1.as_str()));
     let (got, _) = recovered(&a, &bin, &["--type", "xid", "--target", &x4]);
     assert_eq!(got, "1,2,3,4");
+    let (got, label) = recovered(&a, &bin, &["--type", "lsn", "--target", &lsn4]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,3,4", b1.as_str()));
     // The newest point of the name on timeline 2's history is timeline 2's own.
     let (got, label) = recovered(
         &a,

@@ -33,8 +33,9 @@ pub struct ExpireReport {
     pub wal_bytes: u64,
     /// First and last WAL file removed, per cluster record.
     pub wal_ranges: BTreeMap<u32, (String, String)>,
-    /// Restore-point documents removed with their WAL segments.
+    /// Restore-point documents removed with their WAL segments, and their bytes.
     pub restore_points: u64,
+    pub restore_point_bytes: u64,
     pub gc: Option<GcReport>,
     /// Why garbage collection did not run this time.
     pub gc_postponed: Option<String>,
@@ -341,12 +342,13 @@ async fn expire_leased(
         let mut doomed: Vec<_> = wal.iter().filter(|w| !keeps(w.db_id, &w.file)).collect();
         // A restore point goes with the segment it was found in: recovery cannot reach it
         // without that segment.
-        let doomed_points: Vec<String> = crate::repo::points::list_objects(repo, stanza)
-            .await?
-            .into_iter()
-            .filter(|(_, db, f)| !keeps(*db, f))
-            .map(|(path, _, _)| path)
-            .collect();
+        let doomed_points: Vec<crate::store::Listed> =
+            crate::repo::points::list_objects(repo, stanza)
+                .await?
+                .into_iter()
+                .filter(|(_, db, f)| !keeps(*db, f))
+                .map(|(l, _, _)| l)
+                .collect();
         doomed.sort_by_key(|w| (w.db_id, w.file.segno(seg_size(w.db_id)), w.file.tli()));
         for w in &doomed {
             let name = w.file.to_string();
@@ -359,10 +361,11 @@ async fn expire_leased(
             report.wal_bytes += w.size;
         }
         report.restore_points = doomed_points.len() as u64;
+        report.restore_point_bytes = doomed_points.iter().map(|l| l.size).sum();
         if !dry_run {
             futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
                 .await?;
-            futures::future::try_join_all(doomed_points.iter().map(|p| repo.store.delete(p)))
+            futures::future::try_join_all(doomed_points.iter().map(|l| repo.store.delete(&l.path)))
                 .await?;
         }
     }
@@ -396,7 +399,8 @@ async fn expire_leased(
             })?;
         report.gc = Some(g);
     }
-    report.freed_bytes = (report.manifest_bytes + report.wal_bytes) as i64
+    report.freed_bytes = (report.manifest_bytes + report.wal_bytes + report.restore_point_bytes)
+        as i64
         + report.gc.as_ref().map(GcReport::freed).unwrap_or(0);
     Ok(())
 }

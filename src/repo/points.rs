@@ -159,7 +159,10 @@ pub fn open(repo: &Repository, path: &str, db_id: u32, sealed: &[u8]) -> Result<
 
 /// Every stored document's path, with the cluster record and WAL file it belongs to; paths
 /// that are not where a document belongs are left out (verify reports them).
-pub async fn list_objects(repo: &Repository, stanza: &str) -> Result<Vec<(String, u32, WalFile)>> {
+pub async fn list_objects(
+    repo: &Repository,
+    stanza: &str,
+) -> Result<Vec<(crate::store::Listed, u32, WalFile)>> {
     Ok(repo
         .store
         .list(&format!("{stanza}/point"))
@@ -167,7 +170,7 @@ pub async fn list_objects(repo: &Repository, stanza: &str) -> Result<Vec<(String
         .into_iter()
         .filter_map(|l| {
             let (db, file) = parse_path(stanza, &l.path)?;
-            Some((l.path, db, file))
+            Some((l, db, file))
         })
         .collect())
 }
