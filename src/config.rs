@@ -780,6 +780,38 @@ impl Settings {
         self.flag("target-exclusive")?;
         self.map("tablespace-map")?;
         self.map("link-map")?;
+        // Every yes/no option and every number, whichever command reads it and however late:
+        // a backup must not run for an hour and then trip over fail-on-page-error=maybe, nor
+        // auto-expire refuse retention-full=two after the backup is stored.
+        for o in OPTIONS.iter().filter(|o| o.value == "y|n") {
+            self.flag(o.name)?;
+        }
+        for name in ["retention-full", "retention-diff", "retention-archive"] {
+            self.number(name, 1, 9999)?;
+        }
+        self.number("pg-port", 1, 65535)?;
+        if let Some(v) = self.get("repo") {
+            Location::parse(&v.value)
+                .map_err(|e| e.context(format!("option repo (from {})", v.source)))?;
+        }
+        if let Some(v) = self.get("repo-s3-endpoint")
+            && !(v.value.starts_with("http://") || v.value.starts_with("https://"))
+        {
+            return Err(Error::config(format!(
+                "invalid value '{}' for option repo-s3-endpoint (from {}): expected an http:// or https:// URL",
+                v.value, v.source
+            ))
+            .hint("e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000"));
+        }
+        if let Some(v) = self.get("set")
+            && !crate::repo::manifest::is_label(&v.value)
+        {
+            return Err(Error::config(format!(
+                "invalid value '{}' for option set (from {}): not a backup label",
+                v.value, v.source
+            ))
+            .hint("labels look like 20261121-010000F or 20261121-010000F_20261122-010000I; 'pgfrost info' lists them"));
+        }
         if let Some(s) = self.get("stanza") {
             let ok = !s.value.is_empty()
                 && s.value.len() <= 64
@@ -839,7 +871,8 @@ impl Settings {
             _ => Err(Error::config(format!(
                 "invalid value '{}' for option {name} (from {}): expected a whole number from {min} to {max}",
                 v.value, v.source
-            ))),
+            ))
+            .hint(format!("set {name} to a number from {min} to {max}"))),
         }
     }
 
@@ -854,6 +887,9 @@ impl Settings {
             _ => Err(Error::config(format!(
                 "invalid value '{}' for option {name} (from {}): expected y or n",
                 v.value, v.source
+            ))
+            .hint(format!(
+                "set {name} to y or n (yes, no, true, false, on, off)"
             ))),
         }
     }
@@ -921,6 +957,7 @@ impl Settings {
                 "invalid value '{}' for option {name} (from {}): expected a size such as 512MB or 4GB",
                 v.value, v.source
             ))
+            .hint(format!("set {name} to bytes or a number with KB, MB, GB or TB"))
         })
     }
 

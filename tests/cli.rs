@@ -467,3 +467,98 @@ fn bad_restore_options_fail_before_any_write() {
     assert!(r.stderr.contains("PGFROST_ARCHIVE_MODE"), "{r:?}");
     assert_eq!(listing(), before);
 }
+
+/// Every command checks every option it could read before it does any work (issue 13, item 8):
+/// a bad value anywhere exits 3 naming the option, with a HINT, before the repository, the
+/// cluster or the target is touched. The stanza does not exist and nothing listens on the
+/// port: a command that got past its options would fail otherwise (14, or a connection error).
+#[test]
+fn bad_options_fail_before_any_work_for_every_command() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let listing = || {
+        let mut v: Vec<_> = files_under(&repo)
+            .into_iter()
+            .map(|p| (std::fs::read(&p).unwrap(), p))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let target = home.path().join("new/data");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["backup", "--fail-on-page-error", "maybe"],
+            "fail-on-page-error",
+        ),
+        (&["backup", "--wal-summary", "sometimes"], "wal-summary"),
+        (&["backup", "--start-fast", "2"], "start-fast"),
+        (
+            &["backup", "--expire-auto", "y", "--retention-full", "two"],
+            "retention-full",
+        ),
+        (&["backup", "--retention-diff", "0"], "retention-diff"),
+        (&["backup", "--pg-port", "99999"], "pg-port"),
+        (&["check", "--pg-port", "port"], "pg-port"),
+        (
+            &["stanza-create", "--repo-s3-endpoint", "ftp://example"],
+            "repo-s3-endpoint",
+        ),
+        (&["expire", "--retention-archive=-1"], "retention-archive"),
+        (&["expire", "--set", "yesterday"], "set"),
+        (&["verify", "--retention-full", "10000"], "retention-full"),
+        (&["info", "--output", "yaml"], "output"),
+        (
+            &[
+                "archive-get",
+                "--archive-get-queue-max",
+                "lots",
+                "000000010000000000000001",
+                "/tmp/x",
+            ],
+            "archive-get-queue-max",
+        ),
+        (
+            &[
+                "archive-push",
+                "--archive-async",
+                "often",
+                "/nonexistent/000000010000000000000001",
+            ],
+            "archive-async",
+        ),
+        (&["drill", "--set", "20261301-250000X"], "set"),
+        (&["restore", "--set", "latest"], "set"),
+        (&["restore", "--force", "please"], "force"),
+    ];
+    for (args, name) in cases {
+        let mut c = pgfrost(home.path());
+        c.args(*args)
+            .env("PGFROST_STANZA", "main")
+            .env("PGFROST_REPO", &repo)
+            .env("PGFROST_PG_PORT", "1")
+            .env("PGFROST_PG_PATH", &target)
+            .env("PGFROST_PASSPHRASE", PASS);
+        let r = run(c);
+        // archive-get is restore_command: any failure is 128 + its code, so that PostgreSQL
+        // stops recovery instead of taking it for the end of the archive.
+        let want = if args[0] == "archive-get" { 128 + 3 } else { 3 };
+        assert_eq!(r.code, want, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(name) && r.stderr.contains("HINT"),
+            "{args:?}: {r:?}"
+        );
+        assert!(!target.parent().unwrap().exists(), "{args:?}: wrote");
+        assert!(listing() == before, "{args:?} changed the repository");
+    }
+    // A bad repo location is refused by every command before anything else.
+    let mut c = pgfrost(home.path());
+    c.args(["info", "--repo", "relative/repo"]);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("option repo") && r.stderr.contains("HINT"),
+        "{r:?}"
+    );
+}
