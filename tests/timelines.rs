@@ -486,3 +486,94 @@ fn restore_points_and_xids_on_each_timeline() {
     p2.stop();
     c.stop();
 }
+
+/// The first story of issue 18: a standby restored from the repository follows the primary's
+/// archive, is promoted (timeline 2) and archives and backs up into the same stanza while the
+/// old primary goes on on timeline 1. Each line of history restores with exactly its own rows,
+/// from its own backups, and each side's incrementals are parented on its own history.
+#[test]
+fn a_promoted_standby_and_the_old_primary_share_the_stanza() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let s = archive_settings(&a);
+    let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = Cluster::init(&bin, &s);
+    c.start();
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    c.sql("CREATE TABLE t(r int, i int)");
+    round(&c, 1);
+    let ba = backup(&a, &c, "full")["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    round(&c, 2);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    // The standby: restored as one, archiving kept, replaying the archive until promoted.
+    let ds = postgres_dir();
+    let datas = ds.path().join("data");
+    let r = run(a.cmd(&[
+        "restore",
+        "--type",
+        "standby",
+        "--pg-path",
+        datas.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(datas.join("standby.signal").exists());
+    let mut sb = Cluster::from_data_dir(&bin, &datas, &[]);
+    sb.start();
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            sb.try_sql("SELECT count(*) FROM t").as_deref() == Ok("200")
+        }),
+        "the standby did not replay the archive\n{}",
+        sb.log_tail(30)
+    );
+    assert_eq!(sb.sql("SELECT pg_is_in_recovery()"), "t");
+    sb.sql("SELECT pg_promote()");
+    assert!(wait_promoted(&sb), "{}", sb.log_tail(30));
+    // Promotion does not wait for a checkpoint: the timeline shows in the WAL being written.
+    assert_eq!(
+        sb.sql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
+        "00000002"
+    );
+    round(&sb, 3);
+    let bs = backup(&a, &sb, "incr");
+    assert_eq!(
+        bs["parent"],
+        ba.as_str(),
+        "timeline 1 before the branch: {bs}"
+    );
+    let bs = bs["label"].as_str().unwrap().to_string();
+    round(&sb, 5);
+    assert_eq!(a.on(&sb, &["check"]).code, 0);
+
+    // The old primary, unaware, goes on on timeline 1.
+    round(&c, 4);
+    let bc = backup(&a, &c, "incr");
+    assert_eq!(
+        bc["parent"],
+        ba.as_str(),
+        "never the standby's backup: {bc}"
+    );
+    let bc = bc["label"].as_str().unwrap().to_string();
+    round(&c, 6);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    // The end of the archive follows the latest timeline: the promoted standby's, from its
+    // backup (the old primary's newer one is after the branch).
+    let (got, label) = recovered(&a, &bin, &[]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,3,5", bs.as_str()));
+    // Timeline 1 to its end, from the old primary's own backup.
+    let (got, label) = recovered(&a, &bin, &["--target-timeline", "1"]);
+    assert_eq!((got.as_str(), label.as_str()), ("1,2,4,6", bc.as_str()));
+    // Timeline 2 from before the standby's own backup: the shared full, across the branch.
+    let (got, label) = recovered(&a, &bin, &["--target-timeline", "2", "--type", "immediate"]);
+    assert_eq!(label, bs);
+    assert_eq!(got, "1,2,3");
+    let r = run(a.cmd(&["verify"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    sb.stop();
+    c.stop();
+}
