@@ -11,16 +11,59 @@ fn option_arg(o: &config::OptDef) -> Arg {
     if let Some(d) = o.default {
         help.push_str(&format!(" [default: {d}]"));
     }
-    Arg::new(o.name)
+    let arg = Arg::new(o.name)
         .long(o.name)
         .value_name(o.value)
-        .help(help)
         .help_heading(o.group.heading())
         .action(if o.multi {
             ArgAction::Append
         } else {
             ArgAction::Set
-        })
+        });
+    if o.value == "y|n" {
+        // As pgBackRest users type them: `--delta` alone is y, `--no-delta` is n (rewritten by
+        // `flags_as_typed` before clap sees it), and `--delta y` still works.
+        help.push_str(&format!(" --{0} alone means y, --no-{0} means n.", o.name));
+        return arg.help(help).num_args(0..=1).default_missing_value("y");
+    }
+    arg.help(help)
+}
+
+/// Rewrites yes/no flags as users type them into what clap parses: `--no-X` becomes `--X=n`,
+/// and a bare `--X` followed by a command's positional argument becomes `--X=y` (clap would
+/// otherwise take `pgfrost archive-push --archive-async %p`'s path as the flag's value). A bare
+/// flag followed by a yes/no word keeps it as its value (`--delta y`), and anything else is left
+/// to clap and to option validation (`--delta maybe` is an invalid value, exit 3).
+pub fn flags_as_typed(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let root = build();
+    let is_bool = |n: &str| OPTIONS.iter().any(|o| o.name == n && o.value == "y|n");
+    let mut cur = &root;
+    let mut out = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        let Some(t) = a.to_str() else {
+            out.push(a.clone());
+            continue;
+        };
+        if let Some(name) = t.strip_prefix("--no-").filter(|n| is_bool(n)) {
+            out.push(format!("--{name}=n").into());
+            continue;
+        }
+        if let Some(name) = t.strip_prefix("--").filter(|n| is_bool(n)) {
+            let next = args.get(i + 1).and_then(|n| n.to_str());
+            let word = next.is_some_and(|n| config::parse_bool(n).is_some());
+            let positional =
+                next.is_some_and(|n| !n.starts_with('-')) && cur.get_positionals().next().is_some();
+            if positional && !word {
+                out.push(format!("--{name}=y").into());
+                continue;
+            }
+        }
+        if let Some(sub) = cur.find_subcommand(t) {
+            cur = sub;
+        }
+        out.push(a.clone());
+    }
+    out
 }
 
 fn with_options(mut cmd: Command, name: &str) -> Command {
@@ -264,5 +307,44 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         super::build().debug_assert();
+    }
+
+    fn given(args: &[&str]) -> std::collections::HashMap<String, String> {
+        let argv = super::flags_as_typed(args.iter().map(|a| a.into()).collect());
+        let m = super::build().try_get_matches_from(argv).unwrap();
+        super::given_options(&m)
+    }
+
+    #[test]
+    fn yes_no_flags_as_users_type_them() {
+        let g = given(&["pgfrost", "restore", "--delta", "--force"]);
+        assert_eq!((g["delta"].as_str(), g["force"].as_str()), ("y", "y"));
+        let g = given(&["pgfrost", "restore", "--no-delta", "--force", "n"]);
+        assert_eq!((g["delta"].as_str(), g["force"].as_str()), ("n", "n"));
+        let g = given(&["pgfrost", "backup", "--start-fast", "yes", "--type", "full"]);
+        assert_eq!(
+            (g["start-fast"].as_str(), g["type"].as_str()),
+            ("yes", "full")
+        );
+        let g = given(&["pgfrost", "expire", "--dry-run"]);
+        assert_eq!(g["dry-run"], "y");
+        // A bare flag before a positional argument does not swallow it.
+        let g = given(&[
+            "pgfrost",
+            "archive-push",
+            "--archive-async",
+            "pg_wal/000000010000000000000001",
+        ]);
+        assert_eq!(g["archive-async"], "y");
+        let g = given(&[
+            "pgfrost",
+            "archive-push",
+            "--no-archive-async",
+            "pg_wal/000000010000000000000001",
+        ]);
+        assert_eq!(g["archive-async"], "n");
+        // Garbage stays the flag's value, for validation to refuse by name.
+        let g = given(&["pgfrost", "restore", "--delta", "maybe"]);
+        assert_eq!(g["delta"], "maybe");
     }
 }

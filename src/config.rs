@@ -881,10 +881,9 @@ impl Settings {
         let Some(v) = self.get(name) else {
             return Ok(false);
         };
-        match v.value.to_ascii_lowercase().as_str() {
-            "y" | "yes" | "true" | "on" | "1" => Ok(true),
-            "n" | "no" | "false" | "off" | "0" => Ok(false),
-            _ => Err(Error::config(format!(
+        match parse_bool(&v.value) {
+            Some(b) => Ok(b),
+            None => Err(Error::config(format!(
                 "invalid value '{}' for option {name} (from {}): expected y or n",
                 v.value, v.source
             ))
@@ -985,6 +984,15 @@ impl Settings {
 
     pub fn json(&self) -> bool {
         self.string("output") == Some("json")
+    }
+}
+
+/// A yes/no word: y, yes, true, on, 1 or n, no, false, off, 0 (any case).
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 

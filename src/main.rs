@@ -13,7 +13,7 @@ fn main() {
         libc::umask(libc::umask(0o027) | 0o027);
     }
     logging::init();
-    let matches = cli::build().get_matches();
+    let matches = cli::build().get_matches_from(cli::flags_as_typed(std::env::args_os().collect()));
     let code = match run(&matches) {
         Ok(()) => 0,
         Err(e) if e.kind == ErrorKind::ArchiveMissing => {
