@@ -562,3 +562,109 @@ fn bad_options_fail_before_any_work_for_every_command() {
         "{r:?}"
     );
 }
+
+/// A damaged key slot is reported as damage (exit 13) naming the slot, never as a wrong
+/// passphrase (exit 12), even where the damage (to the salt) changes the key derived from the
+/// passphrase; and reporting it writes nothing.
+#[test]
+fn damaged_key_slot_is_not_a_wrong_passphrase() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let with = |pw: &str, args: &[&str]| {
+        let mut c = pgfrost(home.path());
+        c.args(args)
+            .arg("--repo")
+            .arg(&repo)
+            .env("PGFROST_PASSPHRASE", pw);
+        run(c)
+    };
+    let slot_ids = || {
+        let mut v: Vec<String> = std::fs::read_dir(repo.join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = slot_ids().pop().unwrap();
+    let first_path = repo.join("keys").join(&first);
+    let intact = std::fs::read(&first_path).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&intact).unwrap();
+    assert!(
+        doc["integrity"].is_string(),
+        "new slot without integrity: {doc}"
+    );
+    // One hex digit of the salt changed, the document otherwise as written.
+    let damage = |path: &Path| {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let salt = doc["kdf"]["salt"].as_str().unwrap().to_string();
+        let c = if salt.starts_with('0') { "1" } else { "0" };
+        doc["kdf"]["salt"] = format!("{c}{}", &salt[1..]).into();
+        let mut b = serde_json::to_vec_pretty(&doc).unwrap();
+        b.push(b'\n');
+        std::fs::write(path, b).unwrap();
+    };
+    let is_damage = |r: &Run, slot: &str| {
+        assert_eq!(r.code, 13, "{r:?}");
+        assert!(r.stderr.contains(&format!("keys/{slot}")), "{r:?}");
+        assert!(r.stderr.contains("is damaged"), "{r:?}");
+        assert!(r.stderr.contains("HINT:"), "{r:?}");
+        assert!(!r.stderr.contains("wrong passphrase"), "{r:?}");
+    };
+
+    // Intact: a wrong passphrase is still a wrong passphrase.
+    let r = with("not it", &["info"]);
+    assert_eq!(r.code, 12, "{r:?}");
+    assert!(r.stderr.contains("wrong passphrase"), "{r:?}");
+    assert_eq!(with(PASS, &["info"]).code, 0);
+
+    damage(&first_path);
+    let before = snapshot(&repo);
+    is_damage(&with(PASS, &["info"]), &first);
+    is_damage(&with("not it", &["info"]), &first);
+    let mut c = pgfrost(home.path());
+    c.args(["key", "add", "--repo"])
+        .arg(&repo)
+        .env("PGFROST_PASSPHRASE", PASS)
+        .env("PGFROST_NEW_PASSPHRASE", "another passphrase");
+    is_damage(&run(c), &first);
+    let after = snapshot(&repo);
+    assert_eq!(before, after, "{:?}", snapshot_diff(&before, &after));
+
+    // With a second slot: its passphrase still opens the repository (the damaged slot is named in
+    // a warning); any other passphrase hears about the damage, not about a typo.
+    std::fs::write(&first_path, &intact).unwrap();
+    let mut c = pgfrost(home.path());
+    c.args(["key", "add", "--repo"])
+        .arg(&repo)
+        .env("PGFROST_PASSPHRASE", PASS)
+        .env("PGFROST_NEW_PASSPHRASE", "second passphrase");
+    assert_eq!(run(c).code, 0);
+    assert_eq!(slot_ids().len(), 2);
+    damage(&first_path);
+    let before = snapshot(&repo);
+    let r = with("second passphrase", &["info"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(&format!("keys/{first}")), "{r:?}");
+    let r = with(PASS, &["info"]);
+    is_damage(&r, &first);
+    assert!(
+        r.stderr.contains("none of the 1 intact key slot(s)"),
+        "{r:?}"
+    );
+    is_damage(&with("not it", &["info"]), &first);
+    let after = snapshot(&repo);
+    assert_eq!(before, after, "{:?}", snapshot_diff(&before, &after));
+
+    // verify (which opens with the intact slot, and takes a lease) lists the damaged slot.
+    let r = with("second passphrase", &["verify", "--stanza", "main"]);
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "PROBLEM keys/{first}: key slot 'keys/{first}' is damaged"
+        )),
+        "{r:?}"
+    );
+}

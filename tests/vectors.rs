@@ -226,7 +226,8 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         "pack": pack_v,
         "index_segment": index_v,
         "config": {"bytes": String::from_utf8(config_bytes).unwrap()},
-        "key_slot": {"passphrase": passphrase, "kek": h(&*kek), "slot": slot},
+        "key_slot": {"passphrase": passphrase, "kek": h(&*kek),
+                     "integrity_message": h(&keys::integrity_message(&slot).unwrap()), "slot": slot},
         "key_file": key_file,
     })
 }
@@ -293,6 +294,12 @@ fn vectors_match() {
         SlotOpen::WrongPassphrase => panic!("vector slot refused its passphrase"),
     }
     assert!(keys::master_matches(&master, &config).unwrap());
+    assert_eq!(
+        slot.integrity.as_deref(),
+        Some(h(&keys::slot_integrity(&slot).unwrap()).as_str()),
+        "the vector slot must carry its integrity value"
+    );
+    keys::verify_integrity(&slot, "vector").unwrap();
 }
 
 /// proto/layouts.json describes the binary objects field by field; the constants of the code must
@@ -367,4 +374,5 @@ fn layouts_match_code() {
         contexts["slot_check_message"],
         std::str::from_utf8(keys::SLOT_CHECK_MSG).unwrap()
     );
+    assert_eq!(contexts["slot_integrity"], keys::CTX_SLOT_INTEGRITY);
 }

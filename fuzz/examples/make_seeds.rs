@@ -239,8 +239,16 @@ fn slot_seeds(s: &mut Seeds) {
         "0"
     };
     tampered.wrapped_key.replace_range(0..1, flipped);
+    // A matching integrity value, so the seed gets past it to the AEAD.
+    tampered.integrity = Some(hex::encode(keys::slot_integrity(&tampered).unwrap()));
     assert!(open(&tampered).is_err());
     s.write("key_slot", "tampered.json", &pretty(&tampered));
+
+    // A damaged salt: refused by the integrity value before Argon2id runs.
+    let mut salt = slot.clone();
+    salt.kdf.salt.replace_range(0..2, "00");
+    assert!(open(&salt).is_err());
+    s.write("key_slot", "damaged_salt.json", &pretty(&salt));
 
     let mut costly = slot.clone();
     costly.kdf.memory_kib = 65536;

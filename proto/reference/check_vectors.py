@@ -95,6 +95,7 @@ def main(argv: list[str]) -> int:
         expect(kd["slot_ad_prefix"].encode() == r.SLOT_AD_PREFIX, "slot_ad_prefix")
         expect(len(r.SLOT_AD_PREFIX) == 19, "slot AD prefix is 19 bytes")
         expect(kd["slot_check_message"].encode() == r.SLOT_CHECK_MESSAGE, "slot_check_message")
+        expect(kd["slot_integrity"] == r.CTX_SLOT_INTEGRITY, "slot_integrity")
         expect(layouts["sealed_object"]["overhead"] == r.SEALED_OVERHEAD, "overhead 48")
 
     check("constants: context strings (docs = layouts.json = vectors), overhead")(contexts)
@@ -466,6 +467,75 @@ def main(argv: list[str]) -> int:
 
     check("key slot: altered wrapped key / nonce / slot id -> corruption, not wrong passphrase")(
         slot_altered)
+
+    def integrity_value():
+        msg = r.slot_integrity_message(slot)
+        expect(msg == H(ks["integrity_message"]),
+               f"encoding {msg.hex()} != vector {ks['integrity_message']}")
+        expect(len(msg) == 4 + 16 + 4 + 16 + 4 + 8 + 16 + 16 + 32 + 24 + 48, f"{len(msg)} bytes")
+        expect("integrity" in slot, "the vector slot carries no integrity value")
+        expect(r.slot_integrity(slot) == H(slot["integrity"]), "integrity differs")
+
+    check("key slot: integrity = derive_key('pgfrost 2026-11-21 key slot integrity v1', "
+          "encoding) = vector")(integrity_value)
+
+    def damaged(s2: dict, label: str) -> None:
+        for pw in (passphrase, passphrase + b"x"):
+            e = must_fail(lambda: r.open_key_slot(config, s2, pw), r.Corruption,
+                          not_exc=r.WrongPassphrase)
+            expect(slot["id"] in str(e) or s2["id"] in str(e), f"{label}: {e} names no slot")
+            must_fail(lambda: r.open_master_key(config, [(s2["id"], json.dumps(s2).encode())],
+                                                pw), r.Corruption, not_exc=r.WrongPassphrase)
+
+    def kdf_damaged():
+        kdf = slot["kdf"]
+        salt = H(kdf["salt"])
+        for i in range(len(salt)):
+            damaged(dict(slot, kdf=dict(kdf, salt=flip(salt, i).hex())), f"salt byte {i}")
+        for k, v in (("memory_kib", kdf["memory_kib"] + 8), ("iterations", kdf["iterations"] + 1),
+                     ("parallelism", kdf["parallelism"] + 1)):
+            damaged(dict(slot, kdf=dict(kdf, **{k: v})), k)
+        damaged(dict(slot, check=flip(H(slot["check"]), 31).hex()), "check")
+        damaged(dict(slot, integrity=flip(H(slot["integrity"]), 0).hex()), "integrity")
+        # Without the integrity value (a slot from an older writer) the same damage to the salt
+        # can only read as a wrong passphrase: what the field is for.
+        old = {k: v for k, v in slot.items() if k != "integrity"}
+        must_fail(lambda: r.open_key_slot(
+            config, dict(old, kdf=dict(kdf, salt=flip(salt, 0).hex())), passphrase),
+            r.WrongPassphrase)
+
+    check("key slot: damaged salt / KDF parameter / check / integrity -> corruption (FormatError), "
+          "not wrong passphrase, with the right passphrase and a wrong one")(kdf_damaged)
+
+    def old_slot():
+        old = {k: v for k, v in slot.items() if k != "integrity"}
+        r.validate_schema(old, "key-slot.schema.json", "key slot")
+        got, _ = r.open_key_slot(config, old, passphrase)
+        expect(got == master, "old slot: unwrapped key != master_key")
+        must_fail(lambda: r.open_key_slot(config, old, passphrase + b"x"), r.WrongPassphrase)
+
+    check("key slot: a slot without integrity (older writer) opens as before")(old_slot)
+
+    def another_slot_opens():
+        # A second slot, built here from docs/format.md, for another passphrase: a damaged slot
+        # next to it does not stop it from opening, and does not turn a wrong passphrase into
+        # "wrong passphrase" either.
+        other_pw = b"another passphrase"
+        s2 = dict(slot, id=bytes(range(16)).hex(), kdf=dict(slot["kdf"], salt="5a" * 16),
+                  nonce="4e" * 24)
+        kek = r.slot_kek(s2, other_pw)
+        s2["check"] = r.blake3_keyed(kek, r.SLOT_CHECK_MESSAGE).hex()
+        s2["wrapped_key"] = r.aead_encrypt(kek, H(s2["nonce"]), master,
+                                           r.slot_ad(config, s2)).hex()
+        s2["integrity"] = r.slot_integrity(s2).hex()
+        bad = dict(slot, kdf=dict(slot["kdf"], salt=flip(H(slot["kdf"]["salt"]), 2).hex()))
+        both = [(bad["id"], json.dumps(bad).encode()), (s2["id"], json.dumps(s2).encode())]
+        expect(r.open_master_key(config, both, other_pw) == master, "other slot did not open")
+        must_fail(lambda: r.open_master_key(config, both, b"wrong"), r.Corruption,
+                  not_exc=r.WrongPassphrase)
+
+    check("key slot: next to a damaged slot another slot still opens; no slot opening reports "
+          "the damage")(another_slot_opens)
 
     def config_altered():
         for i in range(len(config_raw)):

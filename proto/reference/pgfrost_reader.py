@@ -12,7 +12,8 @@ Written from docs/format.md and proto/ alone (not from the Rust sources). Librar
     pgfrost_reader.py index MASTER_KEY_HEX SEGMENT_FILE
 
 Errors: WrongPassphrase (a slot's check value does not match), FormatError (anything refused:
-malformed, unknown version, failed authentication, wrong name/hash...).
+malformed, unknown version, failed authentication, wrong name/hash...); Corruption, a FormatError,
+for a damaged key slot (integrity value differs, or the check matched but the key does not open).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ CTX_SEAL = "pgfrost 2026-11-21 object seal v1"
 CTX_KEY_CHECK = "pgfrost 2026-11-21 master key check v1"
 SLOT_AD_PREFIX = b"pgfrost key slot v1"
 SLOT_CHECK_MESSAGE = b"pgfrost key slot check v1"
+CTX_SLOT_INTEGRITY = "pgfrost 2026-11-21 key slot integrity v1"
 
 SEALED_MAGIC = b"PGFR"
 SEALED_VERSION = 1
@@ -570,13 +572,62 @@ def slot_kek(slot: dict, passphrase: bytes) -> bytes:
     )
 
 
+def _u32le(v, what: str) -> bytes:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 32:
+        raise FormatError(f"key slot: {what} is not an integer in 0..2^32")
+    return struct.pack("<I", v)
+
+
+def _text(v, what: str) -> bytes:
+    if not isinstance(v, str):
+        raise FormatError(f"key slot: {what} is not a string")
+    try:
+        b = v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FormatError(f"key slot: {what} is not valid UTF-8") from e
+    return _u32le(len(b), f"length of {what}") + b
+
+
+def slot_integrity_message(slot: dict) -> bytes:
+    """docs/format.md, Key slots: the bytes the integrity value hashes (no created, no comment)."""
+    kdf = slot["kdf"]
+    return (_text(slot["format"], "format") + _u32le(slot["version"], "version")
+            + unhex(slot["id"], 16, "slot id")
+            + _text(kdf["algorithm"], "kdf.algorithm")
+            + b"".join(_u32le(kdf[k], f"kdf.{k}")
+                       for k in ("version", "memory_kib", "iterations", "parallelism"))
+            + unhex(kdf["salt"], 16, "kdf.salt") + unhex(slot["check"], 32, "slot check")
+            + unhex(slot["nonce"], 24, "slot nonce") + unhex(slot["wrapped_key"], 48, "wrapped_key"))
+
+
+def slot_integrity(slot: dict) -> bytes:
+    return derive_key(CTX_SLOT_INTEGRITY, slot_integrity_message(slot))
+
+
+def check_slot_integrity(slot: dict) -> None:
+    """Corruption if the slot's integrity value does not match; a slot without one (written
+    before the field existed) passes. Runs before Argon2id: damage to the salt or the KDF
+    parameters changes the KEK and would otherwise read as a wrong passphrase."""
+    if "integrity" not in slot:
+        return
+    try:
+        ok = ct_eq(slot_integrity(slot), unhex(slot["integrity"], 32, "slot integrity"))
+    except FormatError as e:
+        raise Corruption(f"key slot {slot.get('id')!r} is damaged: {e}") from e
+    if not ok:
+        raise Corruption(f"key slot {slot['id']} is damaged: its integrity value does not match "
+                         "its contents (not a wrong passphrase)")
+
+
 def slot_ad(config: Config, slot: dict) -> bytes:
     return SLOT_AD_PREFIX + config.repo_id + unhex(slot["id"], 16, "slot id") + config.hash
 
 
 def open_key_slot(config: Config, slot: dict, passphrase: bytes) -> tuple[bytes, bytes]:
-    """Returns (master key, KEK). WrongPassphrase if the check differs; Corruption if the check
-    matches but the wrapped key does not open (slot or config altered)."""
+    """Returns (master key, KEK). Corruption if the integrity value differs; WrongPassphrase if
+    the check differs; Corruption if the check matches but the wrapped key does not open (slot or
+    config altered)."""
+    check_slot_integrity(slot)
     kek = slot_kek(slot, passphrase)
     if not ct_eq(blake3_keyed(kek, SLOT_CHECK_MESSAGE), unhex(slot["check"], 32, "slot check")):
         raise WrongPassphrase(f"passphrase does not open key slot {slot['id']}")
@@ -593,15 +644,25 @@ def open_key_slot(config: Config, slot: dict, passphrase: bytes) -> tuple[bytes,
 
 
 def open_master_key(config: Config, slots: list[tuple[str, bytes]], passphrase: bytes) -> bytes:
-    """Tries every slot (name, bytes); names starting with '.' must already be filtered out."""
+    """Tries every slot (name, bytes); names starting with '.' must already be filtered out. A
+    slot whose integrity value differs is skipped (the passphrase may be another slot's); if no
+    slot opens, that damage is reported instead of a wrong passphrase."""
+    damaged: list[Corruption] = []
     for name, raw in slots:
         slot = parse_key_slot(raw, name)
+        try:
+            check_slot_integrity(slot)
+        except Corruption as e:
+            damaged.append(e)
+            continue
         try:
             master, _ = open_key_slot(config, slot, passphrase)
         except WrongPassphrase:
             continue
         check_master_key(config, master)
         return master
+    if damaged:
+        raise damaged[0]
     raise WrongPassphrase(f"the passphrase opens none of the {len(slots)} key slot(s)")
 
 

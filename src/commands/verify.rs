@@ -146,7 +146,15 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
 
     // Key slots (the config itself was authenticated by opening the repository).
     match repo::read_slots(&repo.store).await {
-        Ok(s) => r.checked.key_slots = s.len() as u64,
+        Ok(s) => {
+            r.checked.key_slots = s.len() as u64;
+            for slot in &s {
+                let name = repo::slot_path(&slot.id);
+                if let Err(e) = repo::keys::verify_integrity(slot, &name) {
+                    r.problem(&name, e.to_string());
+                }
+            }
+        }
         Err(e) => r.problem("keys/", e.to_string()),
     }
     let dbs: Vec<StanzaDb> = match stanza::history(repo, stanza_name).await {

@@ -48,6 +48,13 @@ pub struct KeySlot {
     pub nonce: String,
     /// XChaCha20-Poly1305(KEK, nonce, master key, AD) = 32 + 16 bytes, hex.
     pub wrapped_key: String,
+    /// hex(derive_key("pgfrost 2026-11-21 key slot integrity v1", every field above except
+    /// `created` and `comment`)), see [`crate::repo::keys::slot_integrity`]. Needs no
+    /// passphrase, so damage to the salt or KDF parameters (which changes the KEK, and the
+    /// `check` value with it) is told from a wrong passphrase. Absent in slots written before it
+    /// existed; those open as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 pub const SLOT_AD_PREFIX: &[u8] = b"pgfrost key slot v1";
 pub const SLOT_CHECK_MSG: &[u8] = b"pgfrost key slot check v1";
+/// BLAKE3 derive_key context of a slot's `integrity` value.
+pub const CTX_SLOT_INTEGRITY: &str = "pgfrost 2026-11-21 key slot integrity v1";
 
 /// Argon2id cost. The default follows RFC 9106's second recommendation (64 MiB, 3 passes) and
 /// takes about 0.2 s here: slow for a guesser, tolerable once per command.
@@ -79,6 +81,72 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// The bytes a slot's `integrity` value hashes (docs/format.md, Key slots): every field that
+/// opening the slot reads, in a fixed order, hex fields as their decoded fixed-length bytes,
+/// integers as u32 LE, strings with a u32 LE length first, so different fields never encode alike.
+/// `created` and `comment` stay out: opening never reads them, and `comment` is documented as
+/// free text nothing checks.
+pub fn integrity_message(slot: &KeySlot) -> std::result::Result<Vec<u8>, String> {
+    fn text(m: &mut Vec<u8>, s: &str, field: &str) -> std::result::Result<(), String> {
+        let n = u32::try_from(s.len()).map_err(|_| format!("field {field}: too long"))?;
+        m.extend_from_slice(&n.to_le_bytes());
+        m.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+    let k = &slot.kdf;
+    let mut m = Vec::with_capacity(200);
+    text(&mut m, &slot.format, "format")?;
+    m.extend_from_slice(&slot.version.to_le_bytes());
+    m.extend_from_slice(&format::hex_array::<16>(&slot.id, "id")?);
+    text(&mut m, &k.algorithm, "kdf.algorithm")?;
+    for v in [k.version, k.memory_kib, k.iterations, k.parallelism] {
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    m.extend_from_slice(&format::hex_array::<16>(&k.salt, "kdf.salt")?);
+    m.extend_from_slice(&format::hex_array::<32>(&slot.check, "check")?);
+    m.extend_from_slice(&format::hex_array::<24>(&slot.nonce, "nonce")?);
+    m.extend_from_slice(&format::hex_array::<48>(&slot.wrapped_key, "wrapped_key")?);
+    Ok(m)
+}
+
+/// The `integrity` value `slot` should carry (its own `integrity` field is not read).
+pub fn slot_integrity(slot: &KeySlot) -> std::result::Result<[u8; 32], String> {
+    Ok(blake3::derive_key(
+        CTX_SLOT_INTEGRITY,
+        &integrity_message(slot)?,
+    ))
+}
+
+/// Checks a slot's `integrity` value. It runs before the KDF: damage to the salt or the KDF
+/// parameters changes the KEK, so without this check it would read as a wrong passphrase. The
+/// value is unkeyed and proves nothing about who wrote the slot (the AEAD does that); it only
+/// tells damage from a typo. Slots written before the field existed have none and pass.
+pub fn verify_integrity(slot: &KeySlot, slot_name: &str) -> Result<()> {
+    let Some(stored) = &slot.integrity else {
+        return Ok(());
+    };
+    let hint = || {
+        format!(
+            "restore '{slot_name}' from a copy of the repository, or use the passphrase of another \
+             key slot ('pgfrost key list' shows them)"
+        )
+    };
+    let bad =
+        |m: String| Error::corrupt(format!("key slot '{slot_name}' is damaged: {m}")).hint(hint());
+    let stored: [u8; 32] = format::hex_array(stored, "integrity").map_err(bad)?;
+    let mine = slot_integrity(slot).map_err(bad)?;
+    // Both sides are hashes of public fields: nothing secret is compared, plain equality will do.
+    if mine != stored {
+        return Err(bad(
+            "its integrity value (a hash of its salt, KDF parameters, check value, nonce and \
+             wrapped key, written with the slot) does not match its contents, so no passphrase \
+             can be tried on it"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Everything random that goes into a slot, separated so test vectors can fix it.
 pub struct SlotRandom {
     pub slot_id: [u8; 16],
@@ -140,7 +208,7 @@ pub fn make_slot(
         )
         .map_err(|_| Error::internal("key wrapping failed"))?;
     buf.extend_from_slice(tag.as_slice());
-    Ok(KeySlot {
+    let mut slot = KeySlot {
         format: format::SLOT_FORMAT.into(),
         version: format::SLOT_VERSION,
         id: hex::encode(rnd.slot_id),
@@ -150,7 +218,13 @@ pub fn make_slot(
         kdf,
         nonce: hex::encode(rnd.nonce),
         wrapped_key: hex::encode(buf),
-    })
+        integrity: None,
+    };
+    slot.integrity =
+        Some(hex::encode(slot_integrity(&slot).map_err(|e| {
+            Error::internal(format!("new key slot: {e}"))
+        })?));
+    Ok(slot)
 }
 
 /// What trying one slot with one passphrase gave.
@@ -160,8 +234,9 @@ pub enum SlotOpen {
     WrongPassphrase,
 }
 
-/// Tries `passphrase` on `slot`. A matching check value with a failing tag means the slot or
-/// the config was altered: that is reported as corruption, never as a wrong passphrase.
+/// Tries `passphrase` on `slot`. A failing integrity value, or a matching check value with a
+/// failing tag, means the slot or the config was altered: that is reported as corruption, never
+/// as a wrong passphrase.
 pub fn open_slot(
     slot: &KeySlot,
     passphrase: &[u8],
@@ -181,6 +256,7 @@ pub fn open_slot(
     let check: [u8; 32] = format::hex_array(&slot.check, "check").map_err(bad)?;
     let nonce: [u8; 24] = format::hex_array(&slot.nonce, "nonce").map_err(bad)?;
     let wrapped: [u8; 48] = format::hex_array(&slot.wrapped_key, "wrapped_key").map_err(bad)?;
+    verify_integrity(slot, slot_name)?;
     let kek = derive_kek(passphrase, &slot.kdf)
         .map_err(|e| e.context(format!("key slot '{slot_name}'")))?;
     let mine = blake3::keyed_hash(&kek, SLOT_CHECK_MSG);
@@ -351,10 +427,128 @@ mod tests {
             .expect("damaged check accepted");
         assert_eq!(e.kind, ErrorKind::Corrupt);
         assert!(e.to_string().contains("keys/s3"), "{e}");
+        // With the integrity value, a wrong passphrase cannot hide the damage either; without it
+        // (a slot written before the field existed) the check value is all there is to go by.
+        let e = open_slot(&s3, b"px", &c, &b, "keys/s3")
+            .err()
+            .expect("damaged check accepted");
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        s3.integrity = None;
+        let e = open_slot(&s3, b"pw", &c, &b, "keys/s3")
+            .err()
+            .expect("damaged check accepted");
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert!(e.to_string().contains("keys/s3"), "{e}");
         assert!(matches!(
             open_slot(&s3, b"px", &c, &b, "s").unwrap(),
             SlotOpen::WrongPassphrase
         ));
+    }
+
+    fn flip_hex(s: &mut String, at: usize) {
+        let c = if &s[at..at + 1] == "0" { "1" } else { "0" };
+        s.replace_range(at..at + 1, c);
+    }
+
+    /// Damage to any field opening reads, the ones the KEK is derived from included, is reported
+    /// as damage naming the slot, with the right passphrase and with a wrong one.
+    #[test]
+    fn damaged_slot_is_not_a_wrong_passphrase() {
+        let m = MasterKey::generate();
+        let (c, b) = cfg(&m);
+        let slot = make_slot(&m, b"pw", &c, &b, spec()).unwrap();
+        let integrity = slot
+            .integrity
+            .clone()
+            .expect("new slots carry an integrity value");
+        assert_eq!(integrity, hex::encode(slot_integrity(&slot).unwrap()));
+        let damages: Vec<(&str, Box<dyn Fn(&mut KeySlot)>)> = vec![
+            ("salt", Box::new(|s| flip_hex(&mut s.kdf.salt, 5))),
+            ("memory_kib", Box::new(|s| s.kdf.memory_kib += 8)),
+            ("iterations", Box::new(|s| s.kdf.iterations += 1)),
+            ("parallelism", Box::new(|s| s.kdf.parallelism += 1)),
+            ("kdf version", Box::new(|s| s.kdf.version = 0x10)),
+            (
+                "algorithm",
+                Box::new(|s| s.kdf.algorithm = "argon2i".into()),
+            ),
+            ("nonce", Box::new(|s| flip_hex(&mut s.nonce, 7))),
+            (
+                "wrapped_key",
+                Box::new(|s| flip_hex(&mut s.wrapped_key, 40)),
+            ),
+            ("check", Box::new(|s| flip_hex(&mut s.check, 63))),
+            ("id", Box::new(|s| flip_hex(&mut s.id, 0))),
+            (
+                "integrity",
+                Box::new(|s| flip_hex(s.integrity.as_mut().unwrap(), 9)),
+            ),
+            (
+                "integrity upper case",
+                Box::new(|s| {
+                    *s.integrity.as_mut().unwrap() = s.integrity.as_ref().unwrap().to_uppercase()
+                }),
+            ),
+        ];
+        for (what, damage) in &damages {
+            let mut s2 = slot.clone();
+            damage(&mut s2);
+            assert_ne!(s2, slot, "{what}");
+            for pw in [&b"pw"[..], b"px"] {
+                let e = open_slot(&s2, pw, &c, &b, "keys/damaged")
+                    .err()
+                    .unwrap_or_else(|| panic!("{what}: damaged slot accepted"));
+                assert_eq!(e.kind, ErrorKind::Corrupt, "{what}: {e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains("key slot 'keys/damaged' is damaged"),
+                    "{what}: {e}"
+                );
+                assert!(text.contains("\nHINT: "), "{what}: {e}");
+            }
+        }
+        // The reason for the field: without it, a damaged salt reads as a wrong passphrase.
+        let mut old = slot.clone();
+        old.integrity = None;
+        flip_hex(&mut old.kdf.salt, 5);
+        assert!(matches!(
+            open_slot(&old, b"pw", &c, &b, "s").unwrap(),
+            SlotOpen::WrongPassphrase
+        ));
+        // Informational fields are outside the value: the slot still opens.
+        let mut s2 = slot.clone();
+        s2.comment = "renamed laptop".into();
+        s2.created = "2030-01-01T00:00:00Z".into();
+        assert!(matches!(
+            open_slot(&s2, b"pw", &c, &b, "s").unwrap(),
+            SlotOpen::Opened(_)
+        ));
+        assert!(matches!(
+            open_slot(&s2, b"px", &c, &b, "s").unwrap(),
+            SlotOpen::WrongPassphrase
+        ));
+    }
+
+    /// Slots written before the integrity field existed open exactly as they did.
+    #[test]
+    fn old_slot_without_integrity() {
+        let m = MasterKey::generate();
+        let (c, b) = cfg(&m);
+        let slot = make_slot(&m, b"pw", &c, &b, spec()).unwrap();
+        let mut json: serde_json::Value = serde_json::to_value(&slot).unwrap();
+        json.as_object_mut().unwrap().remove("integrity").unwrap();
+        let old: KeySlot = serde_json::from_value(json).unwrap();
+        assert_eq!(old.integrity, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("integrity"));
+        match open_slot(&old, b"pw", &c, &b, "keys/old").unwrap() {
+            SlotOpen::Opened(k) => assert_eq!(k.as_bytes(), m.as_bytes()),
+            SlotOpen::WrongPassphrase => panic!("right passphrase refused"),
+        }
+        assert!(matches!(
+            open_slot(&old, b"px", &c, &b, "keys/old").unwrap(),
+            SlotOpen::WrongPassphrase
+        ));
+        verify_integrity(&old, "keys/old").unwrap();
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub async fn read_config(store: &Store) -> Result<(RepoConfig, Bytes)> {
     Ok((config, bytes))
 }
 
-fn slot_path(id: &str) -> String {
+/// The object name of key slot `id`.
+pub fn slot_path(id: &str) -> String {
     format!("{KEYS_DIR}/{id}")
 }
 
@@ -182,12 +183,29 @@ impl Repository {
             ));
         }
         let n = slots.len();
+        // Integrity first, for every slot and without the KDF: a damaged slot cannot be tried, but
+        // the passphrase may be another slot's (one damaged slot must not lock out every
+        // passphrase), and the operator hears about the damage whichever slot opens.
+        let (mut damaged, mut intact) = (Vec::new(), Vec::new());
         for slot in slots {
+            match keys::verify_integrity(&slot, &slot_path(&slot.id)) {
+                Ok(()) => intact.push(slot),
+                Err(e) => damaged.push(e),
+            }
+        }
+        let intact_n = intact.len();
+        for slot in intact {
             let (pw, cfg, cb) = (passphrase.to_vec(), config.clone(), config_bytes.clone());
             let name = slot_path(&slot.id);
             let id = slot.id.clone();
             let r = cpu(move || keys::open_slot(&slot, &pw, &cfg, &cb, &name)).await??;
             if let SlotOpen::Opened(master) = r {
+                for e in &damaged {
+                    match &e.hint {
+                        Some(h) => log::warn!("{}; HINT: {h}", e.message),
+                        None => log::warn!("{}", e.message),
+                    }
+                }
                 return Ok(Repository {
                     store,
                     config,
@@ -197,6 +215,25 @@ impl Repository {
                     slot_id: Some(id),
                 });
             }
+        }
+        // The passphrase may well be a damaged slot's: saying "wrong passphrase" would send the
+        // operator looking for a typo.
+        if let Some(first) = damaged.first().cloned() {
+            let mut e = first;
+            if damaged.len() > 1 {
+                e.message.push_str(&format!(
+                    " ({} key slots of repository {} are damaged)",
+                    damaged.len(),
+                    store.location()
+                ));
+            }
+            if intact_n > 0 {
+                e = e.context(format!(
+                    "the passphrase opens none of the {intact_n} intact key slot(s) of repository {}",
+                    store.location()
+                ));
+            }
+            return Err(e);
         }
         Err(Error::new(
             ErrorKind::WrongPassphrase,
