@@ -462,7 +462,8 @@ mod tests {
             .clone()
             .expect("new slots carry an integrity value");
         assert_eq!(integrity, hex::encode(slot_integrity(&slot).unwrap()));
-        let damages: Vec<(&str, Box<dyn Fn(&mut KeySlot)>)> = vec![
+        type Damage = Box<dyn Fn(&mut KeySlot)>;
+        let damages: Vec<(&str, Damage)> = vec![
             ("salt", Box::new(|s| flip_hex(&mut s.kdf.salt, 5))),
             ("memory_kib", Box::new(|s| s.kdf.memory_kib += 8)),
             ("iterations", Box::new(|s| s.kdf.iterations += 1)),
