@@ -29,6 +29,31 @@ fn option_arg(o: &config::OptDef) -> Arg {
     arg.help(help)
 }
 
+/// How many of `args` are positional words: not options, nor the values options take.
+fn positionals_in(args: &[std::ffi::OsString]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < args.len() {
+        let t = args[i].to_str().unwrap_or("");
+        if let Some(name) = t.strip_prefix("--") {
+            let valued =
+                OPTIONS.iter().any(|o| o.name == name && o.value != "y|n") || name == "config";
+            let bool_word = OPTIONS.iter().any(|o| o.name == name && o.value == "y|n")
+                && args
+                    .get(i + 1)
+                    .and_then(|a| a.to_str())
+                    .is_some_and(|a| config::parse_bool(a).is_some());
+            if valued || bool_word {
+                i += 1;
+            }
+        } else if !t.starts_with('-') {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
 /// Rewrites yes/no flags as users type them into what clap parses: `--no-X` becomes `--X=n`,
 /// and a bare `--X` followed by a command's positional argument becomes `--X=y` (clap would
 /// otherwise take `pgfrost archive-push --archive-async %p`'s path as the flag's value). A bare
@@ -51,8 +76,13 @@ pub fn flags_as_typed(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
         if let Some(name) = t.strip_prefix("--").filter(|n| is_bool(n)) {
             let next = args.get(i + 1).and_then(|n| n.to_str());
             let word = next.is_some_and(|n| config::parse_bool(n).is_some());
-            let positional =
-                next.is_some_and(|n| !n.starts_with('-')) && cur.get_positionals().next().is_some();
+            // The next word is the command's argument only if the words left are no more than
+            // the arguments it takes: `--archive-async often %p` still gives `often` to the
+            // flag, for validation to refuse by name.
+            let wanted = cur.get_positionals().count();
+            let positional = next.is_some_and(|n| !n.starts_with('-'))
+                && wanted > 0
+                && positionals_in(&args[i + 1..]) <= wanted;
             if positional && !word {
                 out.push(format!("--{name}=y").into());
                 continue;
@@ -343,8 +373,28 @@ mod tests {
             "pg_wal/000000010000000000000001",
         ]);
         assert_eq!(g["archive-async"], "n");
+        let g = given(&[
+            "pgfrost",
+            "archive-push",
+            "--archive-async",
+            "pg_wal/000000010000000000000001",
+            "--stanza",
+            "main",
+        ]);
+        assert_eq!(
+            (g["archive-async"].as_str(), g["stanza"].as_str()),
+            ("y", "main")
+        );
         // Garbage stays the flag's value, for validation to refuse by name.
         let g = given(&["pgfrost", "restore", "--delta", "maybe"]);
         assert_eq!(g["delta"], "maybe");
+        let g = given(&[
+            "pgfrost",
+            "archive-push",
+            "--archive-async",
+            "often",
+            "x/000000010000000000000001",
+        ]);
+        assert_eq!(g["archive-async"], "often");
     }
 }
