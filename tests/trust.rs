@@ -374,6 +374,10 @@ fn of_two_backups_to_s3_started_together_one_refuses_at_once() {
     two_backups_at_once(Repo::S3(&s3));
 }
 
+/// Issue 13, item 7: a slot whose salt (or check value) is damaged is reported as damage, exit
+/// 13 naming the slot, with either passphrase: the salt feeds the key derivation, so without the
+/// slot's integrity value it would read as a wrong passphrase. An intact slot's wrong passphrase
+/// is still exit 12. Nothing stored changes.
 fn damaged_slot_check(repo: Repo) {
     let a = Archive::new(repo, &[]);
     let store = pgfrost::store::Store::open(&a.location, false).unwrap();
@@ -381,27 +385,50 @@ fn damaged_slot_check(repo: Repo) {
     let slots = rt.block_on(store.list("keys")).unwrap();
     assert_eq!(slots.len(), 1);
     let path = slots[0].path.clone();
+    let unlock = |pass: &str| {
+        let mut c = a.cmd(&["key", "unlock"]);
+        c.env("PGFROST_PASSPHRASE", pass);
+        run(c)
+    };
+    // A really wrong passphrase on an intact slot is one.
+    assert_eq!(unlock("not it").code, 12);
     let bytes = rt.block_on(store.get(&path)).unwrap();
-    let mut slot: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let check = slot["check"].as_str().unwrap().to_string();
-    let flipped = if check.starts_with('0') { "1" } else { "0" };
-    slot["check"] = format!("{flipped}{}", &check[1..]).into();
-    rt.block_on(store.delete(&path)).unwrap();
-    rt.block_on(store.put_new(&path, serde_json::to_vec(&slot).unwrap().into()))
-        .unwrap();
-    let mut c = a.cmd(&["key", "unlock"]);
-    c.env("PGFROST_PASSPHRASE", PASS);
-    let r = run(c);
-    assert_eq!(r.code, 13, "{r:?}");
-    assert!(
-        r.stderr.contains(&path) && r.stderr.contains("damaged"),
-        "{r:?}"
-    );
-    assert!(!r.stderr.contains("wrong passphrase"), "{r:?}");
-    // A really wrong passphrase is still one.
-    let mut c = a.cmd(&["key", "unlock"]);
-    c.env("PGFROST_PASSPHRASE", "not it");
-    assert_eq!(run(c).code, 12);
+    let intact: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let flip = |hex: &str| {
+        let f = if hex.starts_with('0') { "1" } else { "0" };
+        format!("{f}{}", &hex[1..])
+    };
+    for field in ["salt", "check"] {
+        let mut slot = intact.clone();
+        if field == "salt" {
+            let salt = slot["kdf"]["salt"].as_str().unwrap().to_string();
+            slot["kdf"]["salt"] = flip(&salt).into();
+        } else {
+            let check = slot["check"].as_str().unwrap().to_string();
+            slot["check"] = flip(&check).into();
+        }
+        let damaged = serde_json::to_vec(&slot).unwrap();
+        rt.block_on(store.delete(&path)).unwrap();
+        rt.block_on(store.put_new(&path, damaged.clone().into()))
+            .unwrap();
+        for pass in [PASS, "not it"] {
+            let r = unlock(pass);
+            assert_eq!(r.code, 13, "{field}, {pass}: {r:?}");
+            assert!(
+                r.stderr.contains(&path)
+                    && r.stderr.contains("damaged")
+                    && r.stderr.contains("HINT"),
+                "{field}, {pass}: {r:?}"
+            );
+            assert!(!r.stderr.contains("wrong passphrase"), "{r:?}");
+            let now = rt.block_on(store.get(&path)).unwrap();
+            assert_eq!(
+                now.as_ref(),
+                &damaged[..],
+                "{field}: the slot was rewritten"
+            );
+        }
+    }
 }
 
 #[test]
