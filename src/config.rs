@@ -316,6 +316,24 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
+        commands: &["check"],
+        ..opt(
+            "max-backup-age",
+            "DURATION",
+            Group::Archive,
+            "check as a monitoring probe (no PostgreSQL needed): WARNING (exit 1) when the newest backup ended longer ago than this (26h, 8d), CRITICAL (exit 2) at twice it or with no backup.",
+        )
+    },
+    OptDef {
+        commands: &["check"],
+        ..opt(
+            "max-wal-age",
+            "DURATION",
+            Group::Archive,
+            "check as a monitoring probe: WARNING (exit 1) when the newest archived WAL segment was stored longer ago than this (15m), CRITICAL (exit 2) at twice it or with none.",
+        )
+    },
+    OptDef {
         commands: &["backup"],
         default: Some("y"),
         ..opt(
@@ -790,6 +808,8 @@ impl Settings {
             self.number(name, 1, 9999)?;
         }
         self.number("pg-port", 1, 65535)?;
+        self.duration("max-backup-age")?;
+        self.duration("max-wal-age")?;
         if let Some(v) = self.get("repo") {
             Location::parse(&v.value)
                 .map_err(|e| e.context(format!("option repo (from {})", v.source)))?;
@@ -958,6 +978,21 @@ impl Settings {
             ))
             .hint(format!("set {name} to bytes or a number with KB, MB, GB or TB"))
         })
+    }
+
+    /// A duration as people write one: `26h`, `15m`, `8d`, `1h 30m` (humantime), not zero.
+    pub fn duration(&self, name: &str) -> Result<Option<std::time::Duration>> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match humantime::parse_duration(&v.value) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(Error::config(format!(
+                "invalid value '{}' for option {name} (from {}): expected a duration such as 26h, 15m or 8d",
+                v.value, v.source
+            ))
+            .hint(format!("set {name} to a number with s, m, h or d (1h 30m works too)"))),
+        }
     }
 
     /// A numeric option that has a default (so is always present).

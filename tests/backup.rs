@@ -436,3 +436,82 @@ fn wal_summary_incremental_equals_hashing_incremental() {
         c.stop();
     }
 }
+
+/// `check --max-backup-age/--max-wal-age` as a monitoring probe (issue 16): one status line and
+/// the Nagios exit codes, read from the repository alone. Within the limits OK (0), past one
+/// WARNING (1), past twice it or with nothing to show CRITICAL (2), a bad duration exit 3. The
+/// probe's clock is moved with PGFROST_TEST_CLOCK; nothing listens on the PostgreSQL port.
+#[test]
+fn check_as_a_monitoring_probe_grades_backup_and_wal_age() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let c = cluster(&bin, &a);
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    let probe = |after_secs: i64, args: &[&str]| {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        let mut cmd = a.cmd(&all);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        cmd.env("PGFROST_TEST_CLOCK", (now + after_secs).to_string())
+            .env("PGFROST_PG_PORT", "1");
+        run(cmd)
+    };
+    let both = ["--max-backup-age", "1h", "--max-wal-age", "30m"];
+    // No backup yet: CRITICAL, saying so.
+    let r = probe(0, &both);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.starts_with("PGFROST CRITICAL - stanza main:") && r.stdout.contains("no backup"),
+        "{r:?}"
+    );
+    let label = backup(&a, &c, "full")["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+    let r = probe(0, &both);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with("PGFROST OK - stanza main:")
+            && r.stdout.contains(&label)
+            && r.stdout.contains("| backup_age=")
+            && r.stdout.contains("wal_age="),
+        "{r:?}"
+    );
+    // 45 minutes on: the WAL is stale (30m), the backup not yet (1h).
+    let r = probe(45 * 60, &both);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.starts_with("PGFROST WARNING")
+            && r.stdout.contains("STALE: newest WAL")
+            && !r.stdout.contains("STALE: newest backup"),
+        "{r:?}"
+    );
+    // 90 minutes: both past their limit, the WAL past twice it.
+    let r = probe(90 * 60, &both);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.starts_with("PGFROST CRITICAL"), "{r:?}");
+    let r = probe(90 * 60, &["--max-backup-age", "1h", "--output", "json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["status"], "WARNING");
+    assert_eq!(v["newest_backup"], label.as_str());
+    assert!(v["backup_age_seconds"].as_i64().unwrap() >= 90 * 60);
+    // A bad threshold is a configuration error, before anything is read.
+    let r = probe(0, &["--max-wal-age", "soon"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("max-wal-age") && r.stderr.contains("HINT"),
+        "{r:?}"
+    );
+    // An unreadable repository proves nothing: CRITICAL.
+    let mut cmd = a.cmd(&["check", "--max-backup-age", "1h"]);
+    cmd.env("PGFROST_PASSPHRASE", "not it")
+        .env("PGFROST_KEY_FILE", a.dir.path().join("no-key.json"));
+    let r = run(cmd);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.starts_with("PGFROST CRITICAL"), "{r:?}");
+}

@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 
 pub async fn run(settings: &Settings) -> Result<()> {
     let name = settings.required("stanza")?.to_string();
+    let max_backup = settings.duration("max-backup-age")?;
+    let max_wal = settings.duration("max-wal-age")?;
+    if max_backup.is_some() || max_wal.is_some() {
+        let (code, line, json) = probe(settings, &name, max_backup, max_wal).await;
+        emit(settings, &line, json);
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     let target = conn::Target::from_settings(settings)?;
     let client = conn::connect(&target).await?;
     let setting = |n: &'static str| {
@@ -135,4 +145,130 @@ pub async fn run(settings: &Settings) -> Result<()> {
         json!({"stanza": name, "segment": segment, "seconds": secs}),
     );
     Ok(())
+}
+
+/// Nagios plugin statuses, which any monitoring system understands by exit code.
+const STATUS: [&str; 3] = ["OK", "WARNING", "CRITICAL"];
+
+fn ago(secs: i64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0) as u64)).to_string()
+}
+
+/// How old `age` is against `max`: 0 within it, 1 past it, 2 past twice it.
+fn grade(age: i64, max: Duration) -> i32 {
+    let max = max.as_secs() as i64;
+    if age > 2 * max {
+        2
+    } else if age > max {
+        1
+    } else {
+        0
+    }
+}
+
+/// check as a monitoring probe: the age of the newest backup and of the newest archived WAL of
+/// the stanza's current cluster, read from the repository alone (so it runs on a monitoring host,
+/// and tells a stopped backup timer or a broken archive_command from a healthy one). One status
+/// line in the plugin convention, `PGFROST <STATUS> - <what> | <perfdata>`, and exit 0, 1 or 2.
+/// What cannot be read (no repository, wrong key, no stanza) is CRITICAL: nothing proves that
+/// backups still happen.
+async fn probe(
+    settings: &Settings,
+    name: &str,
+    max_backup: Option<Duration>,
+    max_wal: Option<Duration>,
+) -> (i32, String, serde_json::Value) {
+    let now = crate::clock::now_unix();
+    let mut code = 0;
+    let mut said = Vec::new();
+    let mut perf = Vec::new();
+    let mut out = json!({"stanza": name});
+    let read = async {
+        let repo = open_repo(settings).await?;
+        let db = stanza::current(&repo, name).await?;
+        let (manifests, _) = crate::repo::manifest::read_each(&repo, name).await?;
+        let (wal, _) = stanza::list_wal(&repo, name).await?;
+        Ok::<_, Error>((db, manifests, wal))
+    }
+    .await;
+    let (db, manifests, wal) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            let line = format!("PGFROST CRITICAL - stanza {name}: {}", e.message);
+            out["status"] = "CRITICAL".into();
+            out["code"] = 2.into();
+            out["problems"] = json!([e.message]);
+            return (2, line, out);
+        }
+    };
+    if let Some(max) = max_backup {
+        let newest = manifests
+            .iter()
+            .filter(|m| m.db_id == db.id)
+            .max_by_key(|m| (m.stop_unix, m.label.clone()));
+        match newest {
+            Some(m) => {
+                let age = now - m.stop_unix;
+                let g = grade(age, max);
+                code = code.max(g);
+                said.push(format!(
+                    "{}newest backup {} {} ended {} ago",
+                    if g > 0 { "STALE: " } else { "" },
+                    m.kind.name(),
+                    m.label,
+                    ago(age)
+                ));
+                perf.push(format!(
+                    "backup_age={age}s;{};{}",
+                    max.as_secs(),
+                    2 * max.as_secs()
+                ));
+                out["backup_age_seconds"] = age.into();
+                out["newest_backup"] = m.label.clone().into();
+            }
+            None => {
+                code = 2;
+                said.push("no backup of the current cluster".into());
+            }
+        }
+    }
+    if let Some(max) = max_wal {
+        let newest = wal
+            .iter()
+            .filter(|w| w.db_id == db.id && w.file.has_pages())
+            .max_by_key(|w| w.modified);
+        match newest {
+            Some(w) => {
+                let age = now - w.modified;
+                let g = grade(age, max);
+                code = code.max(g);
+                said.push(format!(
+                    "{}newest WAL {} stored {} ago",
+                    if g > 0 { "STALE: " } else { "" },
+                    w.file,
+                    ago(age)
+                ));
+                perf.push(format!(
+                    "wal_age={age}s;{};{}",
+                    max.as_secs(),
+                    2 * max.as_secs()
+                ));
+                out["wal_age_seconds"] = age.into();
+                out["newest_wal"] = w.file.to_string().into();
+            }
+            None => {
+                code = 2;
+                said.push("no WAL archived for the current cluster".into());
+            }
+        }
+    }
+    let status = STATUS[code as usize];
+    out["status"] = status.into();
+    out["code"] = code.into();
+    let line = format!(
+        "PGFROST {status} - stanza {name}: {} | {}",
+        said.join(", "),
+        perf.join(" ")
+    );
+    (code, line, out)
 }
