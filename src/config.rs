@@ -99,7 +99,7 @@ pub const OPTIONS: &[OptDef] = &[
             "output",
             "FORMAT",
             Group::General,
-            "Output format for results on stdout: text or json.",
+            "Output format for results on stdout: text or json (info also prometheus, the text exposition format).",
         )
     },
     opt(
@@ -313,6 +313,15 @@ pub const OPTIONS: &[OptDef] = &[
             "SECONDS",
             Group::Archive,
             "How long check (and backup) wait for a WAL segment to reach the repository.",
+        )
+    },
+    OptDef {
+        commands: &["info"],
+        ..opt(
+            "output-file",
+            "PATH",
+            Group::General,
+            "info: write the output to this file, atomically (a temporary file renamed into place), e.g. for node_exporter's textfile collector.",
         )
     },
     OptDef {
@@ -763,7 +772,7 @@ impl Settings {
 
     fn validate(&self) -> Result<()> {
         self.choice("log-level", &["error", "warn", "info", "debug", "trace"])?;
-        self.choice("output", &["text", "json"])?;
+        self.choice("output", &["text", "json", "prometheus"])?;
         self.choice("repo-s3-uri-style", &["path", "host"])?;
         self.number("process-max", 1, 64)?;
         self.number("compress-level", 0, 19)?;

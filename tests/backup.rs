@@ -500,6 +500,60 @@ fn check_as_a_monitoring_probe_grades_backup_and_wal_age() {
     assert_eq!(v["status"], "WARNING");
     assert_eq!(v["newest_backup"], label.as_str());
     assert!(v["backup_age_seconds"].as_i64().unwrap() >= 90 * 60);
+    // The same facts as metrics: the exposition format promtool accepts, written atomically
+    // for node_exporter's textfile collector.
+    let info = run(a.cmd(&["info", "--output", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let stop = v["stanzas"][0]["backups"][0]["stop_unix"].as_i64().unwrap();
+    let prom = a.dir.path().join("textfile/pgfrost.prom");
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    give_to_postgres(prom.parent().unwrap());
+    let r = run(a.cmd(&[
+        "info",
+        "--output",
+        "prometheus",
+        "--output-file",
+        prom.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let want = format!(
+        "pgfrost_backup_last_completion_timestamp_seconds{{repo=\"{}\",stanza=\"main\",type=\"full\"}} {stop}\n",
+        v["repository"].as_str().unwrap()
+    );
+    assert!(text.contains(&want), "{want}\n{text}");
+    for family in [
+        "pgfrost_wal_last_archive_timestamp_seconds{",
+        "pgfrost_recovery_window_start_timestamp_seconds{",
+        "pgfrost_recovery_window_end_timestamp_seconds{",
+        "pgfrost_repository_size_bytes{",
+        "pgfrost_backup_last_duration_seconds{",
+    ] {
+        assert!(text.contains(family), "{family}\n{text}");
+    }
+    let promtool = std::env::var("PGFROST_PROMTOOL")
+        .unwrap_or_else(|_| "/opt/pgfrost/promtool/promtool".into());
+    assert!(
+        Path::new(&promtool).exists(),
+        "{promtool} is missing: run bash .ci/setup (it unpacks promtool from Debian's prometheus package)"
+    );
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&prom).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(prom.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    // Other commands refuse the format rather than print something else.
+    let r = run(a.cmd(&["verify", "--output", "prometheus"]));
+    assert_eq!(r.code, 3, "{r:?}");
     // A bad threshold is a configuration error, before anything is read.
     let r = probe(0, &["--max-wal-age", "soon"]);
     assert_eq!(r.code, 3, "{r:?}");

@@ -4,7 +4,7 @@ use super::expire::segno_of;
 use super::{emit, open_repo};
 use crate::clock;
 use crate::config::Settings;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pg::wal;
 use crate::repo::Repository;
 use crate::repo::manifest::{self, Manifest};
@@ -12,6 +12,7 @@ use crate::repo::stanza::{self, StanzaDb, WalObject, seg_size};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupInfo {
@@ -23,6 +24,8 @@ pub struct BackupInfo {
     pub timeline: u32,
     pub start_time: String,
     pub stop_time: String,
+    /// The same, in Unix seconds (for scripts and metrics).
+    pub stop_unix: i64,
     pub start_lsn: String,
     pub stop_lsn: String,
     pub start_wal: String,
@@ -55,10 +58,12 @@ pub struct Window {
     /// The earliest point reachable: the end of the oldest backup from which WAL is continuous
     /// to the end of the archive.
     pub from_time: String,
+    pub from_unix: i64,
     pub from_backup: String,
     pub from_lsn: String,
     /// The end of the archive: the last WAL segment and when it was stored.
     pub to_time: String,
+    pub to_unix: i64,
     pub to_wal: String,
     pub to_lsn: String,
 }
@@ -103,6 +108,8 @@ pub struct StanzaInfo {
     pub recovery_windows: Vec<Window>,
     /// Restore points, oldest first.
     pub restore_points: Vec<PointInfo>,
+    /// When the newest WAL segment of the current cluster was stored (Unix seconds).
+    pub newest_wal_unix: Option<i64>,
     /// Backups whose manifest cannot be read (run verify).
     pub unreadable: Vec<String>,
     pub size: Sizes,
@@ -127,6 +134,16 @@ pub async fn run(settings: &Settings) -> Result<()> {
         stanzas.push(stanza_info(&repo, n).await?);
     }
     let repo_total: u64 = repo.store.list("").await?.iter().map(|l| l.size).sum();
+    if settings.string("output") == Some("prometheus") {
+        let text = prometheus(&repo.store.location().to_string(), repo_total, &stanzas);
+        return match settings.string("output-file") {
+            Some(f) => write_atomic(Path::new(f), &text),
+            None => {
+                print!("{text}");
+                Ok(())
+            }
+        };
+    }
     let mut text = String::new();
     for s in &stanzas {
         text.push_str(&render(s));
@@ -326,6 +343,12 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         recovery_window,
         recovery_windows,
         restore_points,
+        newest_wal_unix: current.as_ref().and_then(|db| {
+            wal.iter()
+                .filter(|w| w.db_id == db.id && w.file.has_pages())
+                .map(|w| w.modified)
+                .max()
+        }),
         unreadable,
         size,
     })
@@ -341,6 +364,7 @@ fn backup_info(m: &Manifest) -> BackupInfo {
         timeline: m.timeline,
         start_time: m.start_time.clone(),
         stop_time: m.stop_time.clone(),
+        stop_unix: m.stop_unix,
         start_lsn: m.start_lsn.clone(),
         stop_lsn: m.stop_lsn.clone(),
         start_wal: m.start_wal.clone(),
@@ -422,10 +446,171 @@ fn window(backups: &[&Manifest], wal: &[WalObject], db: &StanzaDb, tli: u32) -> 
     Some(Window {
         timeline: tli,
         from_time: from.stop_time.clone(),
+        from_unix: from.stop_unix,
         from_backup: from.label.clone(),
         from_lsn: from.stop_lsn.clone(),
         to_time: clock::rfc3339(last.modified),
+        to_unix: last.modified,
         to_wal: last.file.to_string(),
         to_lsn: wal::format_lsn((end + 1) * ss),
     })
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename, so that
+/// node_exporter's textfile collector never reads a half-written file.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("metrics"),
+        std::process::id()
+    ));
+    let fail = |what: &str, p: &Path, e: std::io::Error| {
+        Error::storage(format!("cannot {what} {}: {e}", p.display()))
+            .hint("output-file must be in a directory the user running pgfrost can write")
+    };
+    std::fs::write(&tmp, text).map_err(|e| fail("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail("rename into place", path, e)
+    })
+}
+
+/// A label value as the exposition format escapes it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition format (version 0.0.4): every family with HELP and TYPE, one
+/// sample per stanza (and backup type), times as Unix seconds.
+fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let repo = format!("repo=\"{}\"", label(location));
+    family(
+        "pgfrost_repository_size_bytes",
+        "Bytes stored in the repository.",
+        "gauge",
+        vec![(repo.clone(), total.to_string())],
+    );
+    let st = |s: &StanzaInfo| format!("{repo},stanza=\"{}\"", label(&s.name));
+    let by_type = |f: &dyn Fn(&BackupInfo) -> String| {
+        let mut v = Vec::new();
+        for s in stanzas {
+            for kind in ["full", "diff", "incr"] {
+                if let Some(b) = s
+                    .backups
+                    .iter()
+                    .filter(|b| b.kind == kind)
+                    .max_by_key(|b| (b.stop_unix, b.label.clone()))
+                {
+                    v.push((format!("{},type=\"{kind}\"", st(s)), f(b)));
+                }
+            }
+        }
+        v
+    };
+    family(
+        "pgfrost_backup_last_completion_timestamp_seconds",
+        "When the newest backup of each type ended.",
+        "gauge",
+        by_type(&|b| b.stop_unix.to_string()),
+    );
+    family(
+        "pgfrost_backup_last_duration_seconds",
+        "How long the newest backup of each type took.",
+        "gauge",
+        by_type(&|b| format!("{}", b.duration_seconds)),
+    );
+    family(
+        "pgfrost_backup_last_size_bytes",
+        "Bytes of the cluster the newest backup of each type holds.",
+        "gauge",
+        by_type(&|b| b.logical_bytes.to_string()),
+    );
+    family(
+        "pgfrost_backup_last_stored_bytes",
+        "Bytes the newest backup of each type added to the repository.",
+        "gauge",
+        by_type(&|b| b.stored_bytes.to_string()),
+    );
+    let count = |s: &StanzaInfo, kind: &str| s.backups.iter().filter(|b| b.kind == kind).count();
+    family(
+        "pgfrost_backups",
+        "Backups in the repository, by type.",
+        "gauge",
+        stanzas
+            .iter()
+            .flat_map(|s| {
+                ["full", "diff", "incr"]
+                    .into_iter()
+                    .map(move |k| (format!("{},type=\"{k}\"", st(s)), count(s, k).to_string()))
+            })
+            .collect(),
+    );
+    family(
+        "pgfrost_wal_last_archive_timestamp_seconds",
+        "When the newest WAL segment of the current cluster was stored.",
+        "gauge",
+        stanzas
+            .iter()
+            .filter_map(|s| s.newest_wal_unix.map(|t| (st(s), t.to_string())))
+            .collect(),
+    );
+    let window = |f: &dyn Fn(&Window) -> i64| {
+        stanzas
+            .iter()
+            .filter_map(|s| {
+                s.recovery_window.as_ref().map(|w| {
+                    (
+                        format!("{},timeline=\"{}\"", st(s), w.timeline),
+                        f(w).to_string(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "pgfrost_recovery_window_start_timestamp_seconds",
+        "The earliest moment point-in-time recovery can reach on the primary's timeline.",
+        "gauge",
+        window(&|w| w.from_unix),
+    );
+    family(
+        "pgfrost_recovery_window_end_timestamp_seconds",
+        "The latest moment point-in-time recovery can reach on the primary's timeline (the newest WAL stored).",
+        "gauge",
+        window(&|w| w.to_unix),
+    );
+    family(
+        "pgfrost_stanza_size_bytes",
+        "Bytes stored for the stanza.",
+        "gauge",
+        stanzas
+            .iter()
+            .map(|s| (st(s), s.size.total.to_string()))
+            .collect(),
+    );
+    family(
+        "pgfrost_unreadable_objects",
+        "Manifests and other objects info could not read (run verify).",
+        "gauge",
+        stanzas
+            .iter()
+            .map(|s| (st(s), s.unreadable.len().to_string()))
+            .collect(),
+    );
+    out
 }

@@ -24,6 +24,15 @@ use clap::ArgMatches;
 
 pub async fn run(path: &[String], leaf: &ArgMatches, settings: &Settings) -> Result<()> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    if settings.string("output") == Some("prometheus") && p != ["info"] {
+        return Err(Error::config(format!(
+            "--output prometheus is for info; {} prints text or json",
+            path.join(" ")
+        ))
+        .hint(
+            "use --output text or json here, and 'pgfrost info --output prometheus' for metrics",
+        ));
+    }
     match p.as_slice() {
         ["repo-create"] => repo_create::run(settings).await,
         ["stanza-create"] => stanza::run(false, settings).await,
