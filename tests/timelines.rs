@@ -450,6 +450,21 @@ fn restore_points_and_xids_on_each_timeline() {
         &["--type", "name", "--target", "before_migration"],
     );
     assert_eq!((got.as_str(), label.as_str()), ("1,2,3,4,5", b1.as_str()));
+    // With --set of the backup before the first one, the first point after it is meant (said
+    // in a warning): the older 'before_migration', reached along timeline 2.
+    let (got, label) = recovered(
+        &a,
+        &bin,
+        &[
+            "--set",
+            &b0,
+            "--type",
+            "name",
+            "--target",
+            "before_migration",
+        ],
+    );
+    assert_eq!((got.as_str(), label.as_str()), ("1", b0.as_str()));
     // On timeline 1 it is the old one, before the nightly backup.
     let (got, label) = recovered(
         &a,

@@ -90,13 +90,21 @@ impl Pusher {
                 wal::check_segment(&file2, &bytes, me.db.pg_major, me.db.system_id(), ss)
                     .map_err(|p| refused(&file2, &me.stanza, p.to_string()))?;
                 let start = file2.segno(ss).unwrap_or(0) * ss;
-                let mut s = walrec::scan_segment(&bytes, start, None);
-                if s.needs_prev_page.is_some()
-                    && let Some(page) = local_prev_page(&path2, &file2, ss)
-                {
-                    s = walrec::scan_segment(&bytes, start, Some(&page));
+                let blcksz = wal::long_header(&bytes).map(|h| h.blcksz).unwrap_or(0);
+                if blcksz == 8192 {
+                    let mut s = walrec::scan_segment(&bytes, start, None);
+                    if s.needs_prev_page.is_some()
+                        && let Some(page) = local_prev_page(&path2, &file2, ss)
+                    {
+                        s = walrec::scan_segment(&bytes, start, Some(&page));
+                    }
+                    scan = Some(s);
+                } else {
+                    // The scan knows PostgreSQL's default WAL page size only.
+                    log::warn!(
+                        "archive-push: {file2} has {blcksz}-byte WAL pages; restore points in it are not recorded (--type name needs --set)"
+                    );
                 }
-                scan = Some(s);
             }
             let mut sealer = Sealer::new(me.level);
             if zstd_workers > 1 {
@@ -107,6 +115,7 @@ impl Pusher {
         })
         .await
         .map_err(|e| Error::internal(format!("sealing task failed: {e}")))??;
+        let mut points_created = None;
         if let Some(mut s) = scan {
             if s.needs_prev_page.is_some() {
                 s = self.scan_with_stored_prev(&file, &bytes).await.unwrap_or(s);
@@ -117,11 +126,21 @@ impl Pusher {
                      and the segment before it is neither beside it nor in the repository; a restore point there is not recorded"
                 );
             }
+            if matches!(file, WalFile::Segment { .. })
+                && let walrec::Stop::Zeros(at) | walrec::Stop::BadPage(at) = s.stopped
+            {
+                log::warn!(
+                    "archive-push: the records of {file} could not be followed past {} ({:?}); restore points after it are not recorded",
+                    wal::format_lsn(at),
+                    s.stopped
+                );
+            }
             for p in &s.points {
                 log::info!("archive-push: {file} holds restore point {}", p.describe());
             }
             // Before the segment: a stored segment always has its points stored.
-            points::write(&self.repo, &self.stanza, &self.db, &file, &s.points).await?;
+            points_created =
+                points::write(&self.repo, &self.stanza, &self.db, &file, &s.points).await?;
         }
         match self.repo.store.put_new(&obj, sealed.into()).await? {
             Put::Created => Ok(Pushed::Stored),
@@ -135,6 +154,11 @@ impl Pusher {
                     );
                     Ok(Pushed::AlreadyThere)
                 } else {
+                    // The points just written came from the refused file: they must not steer
+                    // a restore of the stanza.
+                    if let Some(p) = &points_created {
+                        self.repo.store.delete(p).await?;
+                    }
                     Err(Error::new(
                         ErrorKind::Conflict,
                         format!(

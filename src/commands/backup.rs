@@ -1220,11 +1220,13 @@ async fn take(
         .await
         .map_err(|e| conn::pg_err("pg_walfile_name failed", e))?
         .get(0);
-    // After the stop, so the value is never older than the consistency point: an xid at or
-    // past it had not completed when the backup became consistent (on a standby too, whose
-    // snapshots follow the WAL it has replayed).
+    // A transaction id assigned after the stop: every transaction at or past it was assigned,
+    // and so committed, after the backup's end, where recovery is consistent. A snapshot's
+    // xmax would not do: a transaction whose commit record is written but which still waits
+    // for a synchronous standby counts as running, and may lie before the end. Costs one xid
+    // and one commit record per backup.
     let stop_next_xid: String = client
-        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .query_one("SELECT pg_current_xact_id()::text", &[])
         .await
         .map_err(|e| conn::pg_err("cannot read the next transaction id", e))?
         .get(0);

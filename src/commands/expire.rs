@@ -363,9 +363,10 @@ async fn expire_leased(
         report.restore_points = doomed_points.len() as u64;
         report.restore_point_bytes = doomed_points.iter().map(|l| l.size).sum();
         if !dry_run {
-            futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
-                .await?;
+            // Points first: a point always has its segment stored, even if expire dies between.
             futures::future::try_join_all(doomed_points.iter().map(|l| repo.store.delete(&l.path)))
+                .await?;
+            futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
                 .await?;
         }
     }

@@ -74,8 +74,10 @@ pub struct PointInfo {
     pub name: String,
     pub db_id: u32,
     pub timeline: u32,
-    /// The LSN pg_create_restore_point() returned (the end of its record).
+    /// Where its record starts, and where it ends: the LSN pg_create_restore_point() returned
+    /// and the server logged ("created at"), which the text output shows.
     pub lsn: String,
+    pub end_lsn: String,
     /// When pg_create_restore_point() ran (RFC 3339, UTC, microseconds).
     pub time: String,
     /// The WAL segment its record ends in.
@@ -227,7 +229,7 @@ fn render(s: &StanzaInfo) -> String {
     for p in &s.restore_points {
         t.push_str(&format!(
             "  restore point '{}': LSN {} on timeline {}, {}\n",
-            p.name, p.lsn, p.timeline, p.time
+            p.name, p.end_lsn, p.timeline, p.time
         ));
     }
     for u in &s.unreadable {
@@ -270,24 +272,22 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         .map(|(l, e)| format!("backup {l}: {e}"))
         .collect();
     let restore_points = match crate::repo::points::list(repo, name).await {
-        Ok(v) => v
-            .into_iter()
-            .map(|r| {
-                let doc = crate::repo::points::document(
-                    &crate::pg::wal::WalFile::parse(&r.wal).expect("checked when read"),
-                    std::slice::from_ref(&r.point),
-                );
-                let e = &doc.points[0];
-                PointInfo {
-                    name: e.name.clone(),
+        Ok((v, bad)) => {
+            unreadable.extend(bad);
+            v.into_iter()
+                .map(|r| PointInfo {
+                    name: r.point.name.clone(),
                     db_id: r.db_id,
                     timeline: r.timeline,
-                    lsn: e.end_lsn.clone(),
-                    time: e.time.clone(),
+                    lsn: wal::format_lsn(r.point.lsn),
+                    end_lsn: wal::format_lsn(r.point.end_lsn),
+                    time: jiff::Timestamp::from_microsecond(r.point.time_us)
+                        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+                        .unwrap_or_default(),
                     wal: r.wal,
-                }
-            })
-            .collect(),
+                })
+                .collect()
+        }
         Err(e) => {
             unreadable.push(format!("restore points: {e}"));
             Vec::new()

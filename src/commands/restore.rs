@@ -317,7 +317,7 @@ async fn fit(
                 log::warn!("restore: backup {}: {why}; going on as --set asks", m.label);
             }
             Some(_) => {}
-            None => log::info!(
+            None => log::warn!(
                 "restore: backup {} predates recording the next transaction id at its end; whether it can reach transaction {x} is known only at recovery",
                 m.label
             ),
@@ -327,7 +327,7 @@ async fn fit(
         && !named.is_empty()
     {
         let history = tl.history(target).await?.unwrap_or_default();
-        if let Err(why) = reaches_point(name, named, &m, target, &history) {
+        if let Err(why) = reaches_point(name, named, &m, target, &history, plan.set) {
             return Ok(Err(why));
         }
     }
@@ -441,7 +441,12 @@ async fn named_points(
     name: &str,
     set: bool,
 ) -> Result<Vec<Recorded>> {
-    let all = crate::repo::points::list(repo, stanza).await?;
+    let (all, unreadable) = crate::repo::points::list(repo, stanza).await?;
+    for u in &unreadable {
+        log::warn!(
+            "restore: {u}; a restore point it records is not known (HINT: run pgfrost verify)"
+        );
+    }
     let named: Vec<Recorded> = all
         .iter()
         .filter(|r| r.point.name == name)
@@ -467,7 +472,14 @@ async fn named_points(
             v.join("; ")
         )
     };
-    let msg = format!("restore point '{name}' is not recorded in stanza '{stanza}'");
+    let mut msg = format!("restore point '{name}' is not recorded in stanza '{stanza}'");
+    if !unreadable.is_empty() {
+        msg.push_str(&format!(
+            " (or is in one of {} restore-point document(s) that cannot be read: {})",
+            unreadable.len(),
+            unreadable.join("; ")
+        ));
+    }
     if set {
         log::warn!(
             "restore: {msg}; going on with the backup --set names: recovery fails if the point is not in the WAL after it"
@@ -489,6 +501,7 @@ fn reaches_point(
     m: &Manifest,
     target: u32,
     history: &[crate::pg::timeline::Ancestor],
+    set: bool,
 ) -> std::result::Result<(), String> {
     let on_path: Vec<&Recorded> = named
         .iter()
@@ -524,8 +537,19 @@ fn reaches_point(
             p.point.describe(),
             m.stop_lsn
         )),
+        // With --set the operator chose the backup: the first point after it is the one meant
+        // (last week's 'before_deploy', say), said aloud.
+        Some(p) if p.point.lsn != newest.point.lsn && set => {
+            log::warn!(
+                "restore: recovery from backup {} stops at restore point {}, not at the newest of that name, {}",
+                m.label,
+                p.point.describe(),
+                newest.point.describe()
+            );
+            Ok(())
+        }
         Some(p) if p.point.lsn != newest.point.lsn => Err(format!(
-            "recovery from it would stop at the earlier restore point {}, not the newest {}",
+            "recovery from it would stop at the earlier restore point {}, not the newest {} (give --set to mean the earlier one)",
             p.point.describe(),
             newest.point.describe()
         )),

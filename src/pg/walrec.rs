@@ -28,6 +28,13 @@ const XLOG_RESTORE_POINT: u8 = 0x70;
 const XLR_INFO_MASK: u8 = 0x0F;
 /// Header, `XLR_BLOCK_ID_DATA_SHORT` and its length byte, `xl_restore_point`.
 pub const RESTORE_POINT_LEN: u32 = 24 + 2 + 8 + 64;
+/// The same with the headers XLogRecordAssemble may add to any record: the top-level xid of a
+/// subtransaction (`XLR_BLOCK_ID_TOPLEVEL_XID`, 1 + 4 bytes, with wal_level = logical) and a
+/// replication origin (`XLR_BLOCK_ID_ORIGIN`, 1 + 2; never set for restore points today).
+pub const RESTORE_POINT_MAX_LEN: u32 = RESTORE_POINT_LEN + 5 + 3;
+const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
+const XLR_BLOCK_ID_ORIGIN: u8 = 253;
+const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
@@ -52,10 +59,10 @@ pub struct Scan {
     /// (`xlp_rem_len` bytes) that the record could be a restore point: the previous segment's
     /// last page is needed to tell (see `scan_segment`'s `prev_page`).
     pub needs_prev_page: Option<u32>,
-    /// Records read, and the LSN the scan stopped at (the end of the WAL written to the segment
-    /// when the scan went through: a switch, zeros or the segment's end).
+    /// Records read, the end of the last one, and why the scan stopped.
     pub records: u64,
     pub end: u64,
+    pub stopped: Stop,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -157,21 +164,60 @@ impl Pages<'_> {
         Some(out)
     }
 
-    /// The LSN just after `len` record bytes starting at `lsn` (page headers skipped).
-    fn advance(&self, lsn: u64, len: u64) -> Option<u64> {
+    /// The LSN just after `len` record bytes starting at `lsn` (page headers skipped). Every
+    /// page crossed must say it continues this record with what is left of it.
+    fn advance(&self, lsn: u64, len: u64) -> Result<u64, Cross> {
         let mut at = lsn;
         let mut left = len;
         while left > 0 {
             if at.is_multiple_of(PAGE) {
-                at += self.header(at)?.len;
+                if at >= self.end() {
+                    return Err(Cross::Beyond);
+                }
+                let h = self.header(at).ok_or(Cross::Bad(at))?;
+                if !h.contrecord {
+                    // The record was never finished (a crash or promotion while it was being
+                    // written; PostgreSQL 15+, 14.4+ and 13.8+ mark the page
+                    // XLP_FIRST_IS_OVERWRITE_CONTRECORD): the page starts afresh after its header.
+                    return Err(Cross::Restart(at + h.len));
+                }
+                if h.rem_len as u64 != left {
+                    return Err(Cross::Bad(at));
+                }
+                at += h.len;
             }
             let page_end = (at / PAGE + 1) * PAGE;
             let take = (page_end - at).min(left);
             at += take;
             left -= take;
         }
-        Some(at)
+        Ok(at)
     }
+}
+
+/// Why a record's bytes could not be followed across a page boundary.
+enum Cross {
+    /// It goes on past the bytes scanned (into the next segment).
+    Beyond,
+    /// A page does not continue it: the record was abandoned, records start again here.
+    Restart(u64),
+    /// A page header is not the one expected there.
+    Bad(u64),
+}
+
+/// Where and why a scan stopped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A switch record: the rest of the segment is padding.
+    Switch,
+    /// The end of the bytes, or a record that goes on into the next segment.
+    #[default]
+    End,
+    /// Zeros where a record should start: the end of the WAL written (normal in a partial
+    /// segment, not in a full one).
+    Zeros(u64),
+    /// A page header that does not fit: not WAL this scan can follow.
+    BadPage(u64),
 }
 
 fn maxalign(x: u64) -> u64 {
@@ -180,7 +226,7 @@ fn maxalign(x: u64) -> u64 {
 
 /// Decodes a whole record as a restore point, if it is one with a good CRC.
 fn restore_point(rec: &[u8], lsn: u64, end_lsn: u64) -> Option<RestorePoint> {
-    if rec.len() != RESTORE_POINT_LEN as usize
+    if !(RESTORE_POINT_LEN as usize..=RESTORE_POINT_MAX_LEN as usize).contains(&rec.len())
         || rec[17] != RM_XLOG_ID
         || rec[16] & !XLR_INFO_MASK != XLOG_RESTORE_POINT
     {
@@ -189,11 +235,24 @@ fn restore_point(rec: &[u8], lsn: u64, end_lsn: u64) -> Option<RestorePoint> {
     if crc32c(&[&rec[RECORD_HEADER..], &rec[..20]]) != u32_at(rec, 20) {
         return None;
     }
-    // Only a short main-data header fits the length; anything else is not this record.
-    if rec[24] != 255 || rec[25] != 72 {
+    // The headers after the record header: optional top-level xid and origin, then the main
+    // data's (72 bytes, xl_restore_point). A block reference would make it another record.
+    let mut o = RECORD_HEADER;
+    loop {
+        match *rec.get(o)? {
+            XLR_BLOCK_ID_TOPLEVEL_XID => o += 5,
+            XLR_BLOCK_ID_ORIGIN => o += 3,
+            XLR_BLOCK_ID_DATA_SHORT if rec.get(o + 1) == Some(&72) => {
+                o += 2;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    if rec.len() != o + 72 {
         return None;
     }
-    let data = &rec[26..];
+    let data = &rec[o..];
     let pg_us = i64::from_le_bytes(data[..8].try_into().unwrap());
     let raw = &data[8..72];
     let name = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
@@ -225,35 +284,36 @@ pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) ->
         },
     };
     let Some(first) = pages.header(pages.base) else {
+        scan.stopped = Stop::BadPage(pages.base);
         return scan;
     };
     // Skip what continues a record begun before the first page.
     let mut at = pages.base + first.len;
     if first.contrecord {
-        if pages.base == seg_start && first.rem_len <= RESTORE_POINT_LEN - 8 {
+        if pages.base == seg_start && first.rem_len <= RESTORE_POINT_MAX_LEN - 8 {
             scan.needs_prev_page = Some(first.rem_len);
         }
-        let mut left = first.rem_len as u64;
-        loop {
-            let room = (at / PAGE + 1) * PAGE - at;
-            if left <= room {
-                at = maxalign(at + left);
-                break;
-            }
-            left -= room;
-            at += room;
-            match pages.header(at) {
-                Some(h) if h.contrecord && h.rem_len as u64 == left => at += h.len,
-                _ => return scan,
+        match pages.advance(at, first.rem_len as u64) {
+            Ok(end) => at = maxalign(end),
+            Err(Cross::Restart(r)) => at = r,
+            Err(Cross::Beyond) => return scan,
+            Err(Cross::Bad(p)) => {
+                scan.stopped = Stop::BadPage(p);
+                return scan;
             }
         }
     }
     loop {
         if at.is_multiple_of(PAGE) {
+            if at >= pages.end() {
+                break;
+            }
             match pages.header(at) {
-                // A record never starts on a page that says it continues one.
-                Some(h) if !h.contrecord => at += h.len,
-                _ => break,
+                Some(h) => at += h.len,
+                None => {
+                    scan.stopped = Stop::BadPage(at);
+                    break;
+                }
             }
         }
         if at + 8 > pages.end() {
@@ -262,17 +322,25 @@ pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) ->
         let o = (at - pages.base) as usize;
         let tot_len = u32_at(pages.bytes, o);
         if (tot_len as usize) < RECORD_HEADER {
-            break; // zeros: the end of the WAL written so far
-        }
-        let Some(end) = pages.advance(at, tot_len as u64) else {
+            scan.stopped = Stop::Zeros(at);
             break;
-        };
-        if end > pages.end() {
-            break; // continues in the next segment: found when that one is scanned
         }
+        let end = match pages.advance(at, tot_len as u64) {
+            Ok(end) => end,
+            // Goes on into the next segment: found when that one is scanned.
+            Err(Cross::Beyond) => break,
+            Err(Cross::Restart(r)) => {
+                at = r;
+                continue;
+            }
+            Err(Cross::Bad(p)) => {
+                scan.stopped = Stop::BadPage(p);
+                break;
+            }
+        };
         scan.records += 1;
         scan.end = end;
-        if tot_len == RESTORE_POINT_LEN
+        if (RESTORE_POINT_LEN..=RESTORE_POINT_MAX_LEN).contains(&tot_len)
             && end > seg_start
             && let Some(rec) = pages.record(at, tot_len as u64)
             && let Some(p) = restore_point(&rec, at, maxalign(end))
@@ -285,6 +353,7 @@ pub fn scan_segment(segment: &[u8], seg_start: u64, prev_page: Option<&[u8]>) ->
             && pages.bytes[o + 17] == RM_XLOG_ID
             && pages.bytes[o + 16] & !XLR_INFO_MASK == XLOG_SWITCH
         {
+            scan.stopped = Stop::Switch;
             break;
         }
         at = maxalign(end);
@@ -497,9 +566,77 @@ mod tests {
         let scan = scan_segment(&w.finish(), start, None);
         let names: Vec<&str> = scan.points.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["before"]);
+        assert_eq!(scan.stopped, Stop::Switch);
+        let zeros = scan_segment(&vec![0; SEG as usize], start, None);
+        assert!(zeros.points.is_empty());
+        assert_eq!(zeros.stopped, Stop::BadPage(start));
+    }
+
+    /// A restore point made inside a subtransaction with wal_level = logical carries the
+    /// top-level xid header (103 bytes); one with an origin header too (106).
+    #[test]
+    fn points_with_optional_headers_are_found() {
+        let start = SEG;
+        let mut w = Writer::new(start, 0);
+        let plain = point_record("plain", 1);
+        let mut with_xid = plain[..24].to_vec();
+        with_xid.extend_from_slice(&[XLR_BLOCK_ID_TOPLEVEL_XID, 1, 2, 3, 4]);
+        with_xid.extend_from_slice(&plain[24..]);
+        with_xid[34 + 5..34 + 5 + 5].copy_from_slice(b"xid\0\0");
+        let mut both = plain[..24].to_vec();
+        both.extend_from_slice(&[
+            XLR_BLOCK_ID_TOPLEVEL_XID,
+            1,
+            2,
+            3,
+            4,
+            XLR_BLOCK_ID_ORIGIN,
+            7,
+            0,
+        ]);
+        both.extend_from_slice(&plain[24..]);
+        both[34 + 8..34 + 8 + 5].copy_from_slice(b"both\0");
+        // A block reference in a record of that size is another record.
+        let mut block = plain[..24].to_vec();
+        block.extend_from_slice(&[0, 1, 2, 3, 4]);
+        block.extend_from_slice(&plain[24..]);
+        for r in [
+            plain.clone(),
+            with_crc(with_xid),
+            with_crc(both),
+            with_crc(block),
+        ] {
+            w.record(&r).unwrap();
+        }
+        let scan = scan_segment(&w.finish(), start, None);
+        let names: Vec<&str> = scan.points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["plain", "xid", "both"]);
+    }
+
+    /// A record abandoned at a crash or promotion: the next page does not continue it (no
+    /// XLP_FIRST_IS_CONTRECORD, rem_len 0) and records start again after its header. The scan
+    /// must pick up there, not skip the page's records as the rest of the abandoned one.
+    #[test]
+    fn records_after_an_abandoned_one_are_read() {
+        let start = 2 * SEG;
+        let mut w = Writer::new(start, 0);
+        while w.at < start + PAGE - 400 {
+            w.record(&other_record(100, 10)).unwrap();
+        }
+        // A 1000-byte record of which only the first page's part was written.
+        let cut = (start + PAGE - w.at) as usize;
+        let long = other_record(1000, 10);
+        let o = (w.at - start) as usize;
+        w.seg[o..o + cut].copy_from_slice(&long[..cut]);
+        w.at = start + PAGE;
+        let after = w.record(&point_record("after the crash", 3)).unwrap();
+        assert_eq!(after, start + PAGE + SHORT_HEADER);
+        let scan = scan_segment(&w.finish(), start, None);
+        assert_eq!(scan.points.len(), 1, "{scan:?}");
+        assert_eq!(scan.points[0].lsn, after);
         assert_eq!(
-            scan_segment(&vec![0; SEG as usize], start, None),
-            Scan::default()
+            scan.stopped,
+            Stop::Zeros(maxalign(after + RESTORE_POINT_LEN as u64))
         );
     }
 

@@ -65,10 +65,10 @@ pub struct Manifest {
     /// When pg_backup_stop returned, in Unix milliseconds: recovery to a time target needs a
     /// backup that ended before it, and targets are often within the same second.
     pub stop_ms: i64,
-    /// The first transaction id not yet completed just after pg_backup_stop returned (the xmax
-    /// of a snapshot taken then, epoch included, decimal): a transaction with this id or a later
-    /// one commits after the backup is consistent, so recovery from it can reach an xid target
-    /// that is not older. Absent in manifests written before it was recorded.
+    /// A transaction id assigned just after pg_backup_stop returned (pg_current_xact_id(), epoch
+    /// included, decimal): a transaction with this id or a later one commits after the backup is
+    /// consistent, so recovery from it can reach an xid target that is not older. Absent in
+    /// manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_next_xid: Option<String>,
     /// backup_label as pg_backup_stop returned it; restore writes it verbatim.

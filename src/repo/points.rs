@@ -84,25 +84,28 @@ pub fn document(file: &WalFile, points: &[RestorePoint]) -> PointsDoc {
     }
 }
 
-/// Stores the points found in `file` (nothing when there are none). Create-once: a document
-/// already there came from the same WAL (the segment itself is compared on a second push).
+/// Stores the points found in `file` (nothing when there are none); the path when this call
+/// created the document. Create-once: a document already there came from the same WAL (the
+/// segment itself is compared on a second push, and a document written for a refused segment is
+/// deleted by its writer).
 pub async fn write(
     repo: &Repository,
     stanza: &str,
     db: &StanzaDb,
     file: &WalFile,
     points: &[RestorePoint],
-) -> Result<()> {
+) -> Result<Option<String>> {
     if points.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let p = path(stanza, db, file);
     let json = serde_json::to_vec(&document(file, points)).expect("points serialize");
     let sealed = Sealer::new(None).seal(&repo.keys, Kind::RestorePoints, p.as_bytes(), &json);
     if repo.store.put_new(&p, sealed.into()).await? == Put::AlreadyExists {
         log::debug!("restore points of {file} were already stored");
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(p))
 }
 
 /// Opens and checks one stored document: its path must be where its WAL file's points belong.
@@ -190,27 +193,33 @@ pub fn parse_path(stanza: &str, path: &str) -> Option<(u32, WalFile)> {
     Some((db.parse().ok()?, file))
 }
 
-/// Every recorded restore point of the stanza, by cluster record and LSN.
-pub async fn list(repo: &Repository, stanza: &str) -> Result<Vec<Recorded>> {
-    let listed = repo.store.list(&format!("{stanza}/point")).await?;
+/// Every recorded restore point of the stanza, by cluster record and LSN, and what could not
+/// be read (each naming its object): one damaged document must not hide every other point.
+pub async fn list(repo: &Repository, stanza: &str) -> Result<(Vec<Recorded>, Vec<String>)> {
+    let listed = repo.store.list(&format!("{stanza}/point/")).await?;
     let mut out: Vec<Recorded> = Vec::new();
+    let mut bad = Vec::new();
     let mut reads = futures::stream::iter(listed.into_iter().map(|l| async move {
-        let (db, _) = parse_path(stanza, &l.path).ok_or_else(|| {
-            Error::corrupt(format!(
+        let Some((db, _)) = parse_path(stanza, &l.path) else {
+            return Err(Error::corrupt(format!(
                 "'{}' is not where restore points are filed",
                 l.path
-            ))
-        })?;
+            )));
+        };
         let b = repo.store.get(&l.path).await?;
         open(repo, &l.path, db, &b)
     }))
     .buffer_unordered(16);
     while let Some(r) = reads.next().await {
-        out.extend(r?);
+        match r {
+            Ok(v) => out.extend(v),
+            Err(e) if e.kind == crate::error::ErrorKind::Corrupt => bad.push(e.message),
+            Err(e) => return Err(e),
+        }
     }
     // A timeline's first segment repeats its parent's WAL up to the switch point, and with
     // it the parent's points there: one point, kept on the lowest timeline.
     out.sort_by_key(|r| (r.db_id, r.point.lsn, r.timeline));
     out.dedup_by(|b, a| a.db_id == b.db_id && a.point == b.point);
-    Ok(out)
+    Ok((out, bad))
 }
