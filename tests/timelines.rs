@@ -62,17 +62,24 @@ fn recovered(a: &Archive, bin: &PgBin, args: &[&str]) -> (String, String) {
     (got, out["label"].as_str().unwrap().to_string())
 }
 
+/// A PostgreSQL 15 primary archiving into `a`'s stanza (created), with the table `t` the rounds
+/// go into.
+fn primary(a: &Archive, bin: &PgBin, extra: &[(&str, &str)]) -> Cluster {
+    let s = archive_settings(a);
+    let mut s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.extend_from_slice(extra);
+    let mut c = Cluster::init(bin, &s);
+    c.start();
+    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
+    c.sql("CREATE TABLE t(r int, i int)");
+    c
+}
+
 #[test]
 fn recovery_follows_timelines_targets_and_gaps() {
     let bin = PgBin::pg15();
     let a = Archive::new(Repo::Local, &[]);
-    let s = archive_settings(&a);
-    let mut s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    s.push(("timezone", "'Asia/Tokyo'"));
-    let mut c = Cluster::init(&bin, &s);
-    c.start();
-    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
-    c.sql("CREATE TABLE t(r int, i int)");
+    let mut c = primary(&a, &bin, &[("timezone", "'Asia/Tokyo'")]);
     round(&c, 1);
     let b1 = backup(&a, &c, "full")["label"]
         .as_str()
@@ -316,12 +323,7 @@ fn point(c: &Cluster, name: &str) {
 fn restore_points_and_xids_on_each_timeline() {
     let bin = PgBin::pg15();
     let a = Archive::new(Repo::Local, &[]);
-    let s = archive_settings(&a);
-    let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut c = Cluster::init(&bin, &s);
-    c.start();
-    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
-    c.sql("CREATE TABLE t(r int, i int)");
+    let mut c = primary(&a, &bin, &[]);
     let b0 = backup(&a, &c, "full")["label"]
         .as_str()
         .unwrap()
@@ -510,12 +512,7 @@ fn restore_points_and_xids_on_each_timeline() {
 fn a_promoted_standby_and_the_old_primary_share_the_stanza() {
     let bin = PgBin::pg15();
     let a = Archive::new(Repo::Local, &[]);
-    let s = archive_settings(&a);
-    let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut c = Cluster::init(&bin, &s);
-    c.start();
-    assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
-    c.sql("CREATE TABLE t(r int, i int)");
+    let mut c = primary(&a, &bin, &[]);
     round(&c, 1);
     let ba = backup(&a, &c, "full")["label"]
         .as_str()
