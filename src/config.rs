@@ -832,12 +832,18 @@ impl Settings {
             ))
             .hint("e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000"));
         }
+        // expire takes several (repeated, joined with commas).
         if let Some(v) = self.get("set")
-            && !crate::repo::manifest::is_label(&v.value)
+            && let Some(bad) = v
+                .value
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .find(|l| !crate::repo::manifest::is_label(l))
         {
             return Err(Error::config(format!(
-                "invalid value '{}' for option set (from {}): not a backup label",
-                v.value, v.source
+                "invalid value '{bad}' for option set (from {}): not a backup label",
+                v.source
             ))
             .hint("labels look like 20261121-010000F or 20261121-010000F_20261122-010000I; 'pgfrost info' lists them"));
         }
