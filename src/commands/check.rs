@@ -166,6 +166,37 @@ fn grade(age: i64, max: Duration) -> i32 {
     }
 }
 
+/// The probe's findings: the worst status, the words and performance data of each age.
+struct Grades {
+    code: i32,
+    said: Vec<String>,
+    perf: Vec<String>,
+    out: serde_json::Value,
+}
+
+impl Grades {
+    /// One age against its limit: `what` says what it is the age of, `newest` names it.
+    fn age(&mut self, key: &str, what: String, newest: &str, age: i64, max: Duration) {
+        let g = grade(age, max);
+        self.code = self.code.max(g);
+        let stale = if g > 0 { "STALE: " } else { "" };
+        self.said.push(format!("{stale}{what} {} ago", ago(age)));
+        self.perf.push(format!(
+            "{key}_age={age}s;{};{}",
+            max.as_secs(),
+            2 * max.as_secs()
+        ));
+        self.out[format!("{key}_age_seconds")] = age.into();
+        self.out[format!("newest_{key}")] = newest.into();
+    }
+
+    /// Nothing to measure an age of: nothing proves the job still runs.
+    fn missing(&mut self, what: &str) {
+        self.code = 2;
+        self.said.push(what.to_string());
+    }
+}
+
 /// check as a monitoring probe: the age of the newest backup and of the newest archived WAL of
 /// the stanza's current cluster, read from the repository alone (so it runs on a monitoring host,
 /// and tells a stopped backup timer or a broken archive_command from a healthy one). One status
@@ -179,9 +210,6 @@ async fn probe(
     max_wal: Option<Duration>,
 ) -> (i32, String, serde_json::Value) {
     let now = crate::clock::now_unix();
-    let mut code = 0;
-    let mut said = Vec::new();
-    let mut perf = Vec::new();
     let mut out = json!({"stanza": name});
     let read = async {
         let repo = open_repo(settings).await?;
@@ -201,35 +229,26 @@ async fn probe(
             return (2, line, out);
         }
     };
+    let mut g = Grades {
+        code: 0,
+        said: Vec::new(),
+        perf: Vec::new(),
+        out,
+    };
     if let Some(max) = max_backup {
         let newest = manifests
             .iter()
             .filter(|m| m.db_id == db.id)
             .max_by_key(|m| (m.stop_unix, m.label.clone()));
         match newest {
-            Some(m) => {
-                let age = now - m.stop_unix;
-                let g = grade(age, max);
-                code = code.max(g);
-                said.push(format!(
-                    "{}newest backup {} {} ended {} ago",
-                    if g > 0 { "STALE: " } else { "" },
-                    m.kind.name(),
-                    m.label,
-                    ago(age)
-                ));
-                perf.push(format!(
-                    "backup_age={age}s;{};{}",
-                    max.as_secs(),
-                    2 * max.as_secs()
-                ));
-                out["backup_age_seconds"] = age.into();
-                out["newest_backup"] = m.label.clone().into();
-            }
-            None => {
-                code = 2;
-                said.push("no backup of the current cluster".into());
-            }
+            Some(m) => g.age(
+                "backup",
+                format!("newest backup {} {} ended", m.kind.name(), m.label),
+                &m.label,
+                now - m.stop_unix,
+                max,
+            ),
+            None => g.missing("no backup of the current cluster"),
         }
     }
     if let Some(max) = max_wal {
@@ -238,30 +257,22 @@ async fn probe(
             .filter(|w| w.db_id == db.id && w.file.has_pages())
             .max_by_key(|w| w.modified);
         match newest {
-            Some(w) => {
-                let age = now - w.modified;
-                let g = grade(age, max);
-                code = code.max(g);
-                said.push(format!(
-                    "{}newest WAL {} stored {} ago",
-                    if g > 0 { "STALE: " } else { "" },
-                    w.file,
-                    ago(age)
-                ));
-                perf.push(format!(
-                    "wal_age={age}s;{};{}",
-                    max.as_secs(),
-                    2 * max.as_secs()
-                ));
-                out["wal_age_seconds"] = age.into();
-                out["newest_wal"] = w.file.to_string().into();
-            }
-            None => {
-                code = 2;
-                said.push("no WAL archived for the current cluster".into());
-            }
+            Some(w) => g.age(
+                "wal",
+                format!("newest WAL {} stored", w.file),
+                &w.file.to_string(),
+                now - w.modified,
+                max,
+            ),
+            None => g.missing("no WAL archived for the current cluster"),
         }
     }
+    let Grades {
+        code,
+        said,
+        perf,
+        mut out,
+    } = g;
     let status = STATUS[code as usize];
     out["status"] = status.into();
     out["code"] = code.into();

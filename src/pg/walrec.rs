@@ -138,35 +138,23 @@ impl Pages<'_> {
         })
     }
 
-    /// `len` bytes of the record starting at `lsn`, across page boundaries; each page crossed
-    /// must carry the continuation. None when they are not all there.
+    /// `len` bytes of the record starting at `lsn`, across page boundaries. None when they
+    /// cannot all be followed (see `walk`).
     fn record(&self, lsn: u64, len: u64) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(len as usize);
-        let mut at = lsn;
-        while (out.len() as u64) < len {
-            if at.is_multiple_of(PAGE) {
-                let h = self.header(at)?;
-                let left = len - out.len() as u64;
-                if !h.contrecord || h.rem_len as u64 != left {
-                    return None;
-                }
-                at += h.len;
-            }
-            let page_end = (at / PAGE + 1) * PAGE;
-            let take = (page_end - at).min(len - out.len() as u64);
-            if at + take > self.end() {
-                return None;
-            }
-            let o = (at - self.base) as usize;
-            out.extend_from_slice(&self.bytes[o..o + take as usize]);
-            at += take;
-        }
+        self.walk(lsn, len, |b| out.extend_from_slice(b)).ok()?;
         Some(out)
     }
 
-    /// The LSN just after `len` record bytes starting at `lsn` (page headers skipped). Every
-    /// page crossed must say it continues this record with what is left of it.
+    /// The LSN just after `len` record bytes starting at `lsn` (page headers skipped).
     fn advance(&self, lsn: u64, len: u64) -> Result<u64, Cross> {
+        self.walk(lsn, len, |_| {})
+    }
+
+    /// Follows `len` record bytes from `lsn`, handing each page's part to `part`, and returns
+    /// the LSN after them. Every page crossed must say it continues this record with what is
+    /// left of it.
+    fn walk(&self, lsn: u64, len: u64, mut part: impl FnMut(&[u8])) -> Result<u64, Cross> {
         let mut at = lsn;
         let mut left = len;
         while left > 0 {
@@ -188,6 +176,11 @@ impl Pages<'_> {
             }
             let page_end = (at / PAGE + 1) * PAGE;
             let take = (page_end - at).min(left);
+            if at + take > self.end() {
+                return Err(Cross::Beyond);
+            }
+            let o = (at - self.base) as usize;
+            part(&self.bytes[o..o + take as usize]);
             at += take;
             left -= take;
         }
