@@ -365,23 +365,29 @@ impl RestorePoint {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Segments laid out as PostgreSQL lays them out, for the unit tests below and the bench's smoke
+/// run (which has no real WAL to read when `cargo test` starts it).
+#[doc(hidden)]
+pub mod synthetic {
     use super::*;
 
-    const SEG: u64 = 1 << 20;
+    pub const SEG: u64 = 1 << 20;
 
     /// A segment of pages with headers, records placed as PostgreSQL places them.
-    struct Writer {
-        seg: Vec<u8>,
-        start: u64,
-        at: u64,
+    pub struct Writer {
+        pub seg: Vec<u8>,
+        pub start: u64,
+        pub at: u64,
     }
 
     impl Writer {
-        fn new(start: u64, first_rem: u32) -> Writer {
+        pub fn new(start: u64, first_rem: u32) -> Writer {
+            Writer::sized(start, first_rem, SEG)
+        }
+
+        pub fn sized(start: u64, first_rem: u32, size: u64) -> Writer {
             let mut w = Writer {
-                seg: vec![0; SEG as usize],
+                seg: vec![0; size as usize],
                 start,
                 at: start,
             };
@@ -390,7 +396,7 @@ mod tests {
             w
         }
 
-        fn page_header(&mut self, lsn: u64, rem: u32) {
+        pub fn page_header(&mut self, lsn: u64, rem: u32) {
             let o = (lsn - self.start) as usize;
             let mut info = if rem > 0 { XLP_FIRST_IS_CONTRECORD } else { 0 };
             if lsn == self.start {
@@ -404,11 +410,11 @@ mod tests {
         }
 
         /// Writes a record; returns its LSN, or None when it does not fit the segment.
-        fn record(&mut self, rec: &[u8]) -> Option<u64> {
+        pub fn record(&mut self, rec: &[u8]) -> Option<u64> {
             // A record starting on a new page starts after its header (that is its LSN), and
             // continues nothing.
             if self.at.is_multiple_of(PAGE) {
-                if self.at >= self.start + SEG {
+                if self.at >= self.start + self.seg.len() as u64 {
                     return None;
                 }
                 self.page_header(self.at, 0);
@@ -418,7 +424,7 @@ mod tests {
             let mut i = 0;
             while i < rec.len() {
                 if self.at.is_multiple_of(PAGE) {
-                    if self.at >= self.start + SEG {
+                    if self.at >= self.start + self.seg.len() as u64 {
                         return None;
                     }
                     self.page_header(self.at, (rec.len() - i) as u32);
@@ -436,9 +442,9 @@ mod tests {
         }
 
         /// Page headers on the pages no record reached, as a switch's padding has.
-        fn finish(mut self) -> Vec<u8> {
+        pub fn finish(mut self) -> Vec<u8> {
             let mut p = self.at.div_ceil(PAGE) * PAGE;
-            while p < self.start + SEG {
+            while p < self.start + self.seg.len() as u64 {
                 self.page_header(p, 0);
                 p += PAGE;
             }
@@ -446,7 +452,7 @@ mod tests {
         }
     }
 
-    fn with_crc(mut rec: Vec<u8>) -> Vec<u8> {
+    pub fn with_crc(mut rec: Vec<u8>) -> Vec<u8> {
         let len = rec.len() as u32;
         rec[0..4].copy_from_slice(&len.to_le_bytes());
         let crc = crc32c(&[&rec[RECORD_HEADER..], &rec[..20]]);
@@ -454,7 +460,7 @@ mod tests {
         rec
     }
 
-    fn point_record(name: &str, pg_us: i64) -> Vec<u8> {
+    pub fn point_record(name: &str, pg_us: i64) -> Vec<u8> {
         let mut r = vec![0u8; RESTORE_POINT_LEN as usize];
         r[16] = XLOG_RESTORE_POINT;
         r[17] = RM_XLOG_ID;
@@ -465,12 +471,18 @@ mod tests {
         with_crc(r)
     }
 
-    fn other_record(len: usize, rmid: u8) -> Vec<u8> {
+    pub fn other_record(len: usize, rmid: u8) -> Vec<u8> {
         let mut r = vec![0xA5u8; len];
         r[16] = 0;
         r[17] = rmid;
         with_crc(r)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synthetic::*;
+    use super::*;
 
     #[test]
     fn crc32c_check_value() {
