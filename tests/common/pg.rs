@@ -611,7 +611,7 @@ pub fn versions_under_test() -> Vec<PgBin> {
     vec![PgBin::pg15(), PgBin::pg18()]
 }
 
-/// Every major pgfrost supports, for the major matrix (tests/majors.rs).
+/// Every major pgfrost supports, for the major matrix (tests/integration/majors.rs).
 pub const ALL_MAJORS: [u32; 6] = [13, 14, 15, 16, 17, 18];
 
 // ---------------------------------------------------------------------------------------------

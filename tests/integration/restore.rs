@@ -3,7 +3,7 @@
 //! works with every option archive-get takes, from the config file or the environment; and a
 //! restore run as root leaves a directory the cluster's owner starts as it is.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

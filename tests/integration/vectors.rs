@@ -2,7 +2,7 @@
 //! format's definition: this test checks that the code still produces and accepts exactly them.
 //!
 //! Regenerate (only on a deliberate format change, with docs/format.md updated in the same
-//! commit): `PGFROST_WRITE_VECTORS=1 cargo test --test vectors`.
+//! commit): `PGFROST_WRITE_VECTORS=1 cargo test --test integration vectors::`.
 
 use pgfrost::repo::crypto::{self, Keys, Kind, MasterKey, Opener};
 use pgfrost::repo::format::{KeySlot, RepoConfig};

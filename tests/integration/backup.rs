@@ -1,7 +1,7 @@
 //! Base backups and restores against real PostgreSQL clusters (15 and 18), local disk and S3:
 //! full, incr and diff each restore to a cluster that starts and holds the data of that moment.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

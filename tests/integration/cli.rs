@@ -1,6 +1,6 @@
 //! The binary as operators and scripts use it: exit codes, messages, options, key management.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;

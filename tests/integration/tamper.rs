@@ -1,7 +1,7 @@
 //! What an attacker with the bucket, or a failing disk, can do to the repository: read it (no
 //! plaintext), alter it (every kind of object refuses to open, naming itself), truncate it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use pgfrost::error::ErrorKind;

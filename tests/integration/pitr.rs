@@ -2,7 +2,7 @@
 //! recorded between rounds of writes, an incremental, more writes; every target restores to a
 //! cluster that starts, holds exactly what pg_dump saw at that moment, and passes pg_amcheck.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

@@ -2,7 +2,7 @@
 //! when a pack is damaged, fails with the point it reached when a WAL segment is missing, and never
 //! leaves a PostgreSQL process or a scratch directory behind.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

@@ -2,7 +2,7 @@
 //! accept the test vectors and read back what the binary writes. Python with the packages of
 //! proto/reference/requirements.txt is required: the tests fail, not skip, without them.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::{Path, PathBuf};

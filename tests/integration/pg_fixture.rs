@@ -2,7 +2,7 @@
 //! cluster archives WAL with a plain `cp`, a base backup is taken, and a second cluster recovers
 //! it from the archive and promotes, with the same data.
 
-mod common;
+use crate::common;
 
 use common::pg::*;
 use std::fs::Permissions;

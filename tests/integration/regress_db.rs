@@ -4,7 +4,7 @@
 //! incremental of it each restore to a cluster whose pg_dumpall is the source's at the backup's
 //! end, that pg_amcheck finds clean and whose page checksums all verify.
 
-mod common;
+use crate::common;
 
 use common::exact::*;
 use common::fixture::*;

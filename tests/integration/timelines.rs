@@ -4,7 +4,7 @@
 //! that moment; time targets are read as PostgreSQL reads them; bad targets are refused before
 //! anything is written; a WAL gap is never taken for the end of the archive.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

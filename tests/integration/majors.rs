@@ -11,7 +11,7 @@
 //! and back, a database dropped and re-created under the same OID with STRATEGY FILE_COPY) once
 //! made such incrementals restore stale catalogs and indexes, and are part of the history there.
 
-mod common;
+use crate::common;
 
 use common::exact::*;
 use common::fixture::*;

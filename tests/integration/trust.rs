@@ -2,7 +2,7 @@
 //! cluster's owner controls follows none of the links that owner can plant, and objects written
 //! by a command run as root stay usable by the commands postgres runs.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

@@ -2,7 +2,7 @@
 //! and on a real S3-compatible server: archive_command = pgfrost archive-push, restore_command =
 //! pgfrost archive-get.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

@@ -2,7 +2,7 @@
 //! expire racing backups and archive-push, verify naming every problem, and a lone incremental
 //! that restores after everything else has gone.
 
-mod common;
+use crate::common;
 
 use common::fixture::*;
 use common::pg::*;

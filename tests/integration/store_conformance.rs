@@ -1,7 +1,7 @@
 //! One conformance suite for the storage layer and the block store, run on local disk and on a
 //! real S3-compatible server (s3s-fs on 127.0.0.1) started by the test.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;
