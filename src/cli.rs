@@ -103,9 +103,20 @@ fn with_options(mut cmd: Command, name: &str) -> Command {
     cmd
 }
 
+/// `pgfrost --version`: the crate version, the commit it was built from (build.rs) and the
+/// repository format it writes, which is what decides whether two builds can share a repository.
+pub fn version() -> String {
+    format!(
+        "{} (commit {}, repository format {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("PGFROST_GIT_COMMIT"),
+        crate::repo::format::CONFIG_VERSION
+    )
+}
+
 pub fn build() -> Command {
     let mut root = Command::new("pgfrost")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(&*Box::leak(version().into_boxed_str()))
         .about("Encrypted, deduplicating backup and WAL archiving for PostgreSQL")
         .after_help(
             "Every option can also be set as PGFROST_<OPTION> in the environment or in the config file \

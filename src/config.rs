@@ -121,6 +121,12 @@ pub const OPTIONS: &[OptDef] = &[
         "S3 region (default us-east-1).",
     ),
     opt(
+        "repo-s3-ca-file",
+        "PATH",
+        Group::Repository,
+        "PEM file of CA certificates trusted for the S3 endpoint, besides the system's (a private CA, or a container or chroot without /etc/ssl).",
+    ),
+    opt(
         "repo-s3-key",
         "KEY",
         Group::Repository,
@@ -1027,6 +1033,7 @@ impl Settings {
             s3.region = self.string("repo-s3-region").map(str::to_string);
             s3.key = self.string("repo-s3-key").map(str::to_string);
             s3.key_secret = self.string("repo-s3-key-secret").map(str::to_string);
+            s3.ca_file = self.string("repo-s3-ca-file").map(PathBuf::from);
             s3.path_style = self.string("repo-s3-uri-style") != Some("host");
         }
         Ok(loc)

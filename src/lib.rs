@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod fsx;
 pub mod logging;
+pub mod net;
 pub mod passphrase;
 pub mod pg;
 pub mod repo;

@@ -12,6 +12,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where a repository lives, parsed from `--repo` and the `repo-s3-*` options.
@@ -29,8 +30,43 @@ pub struct S3Location {
     pub region: Option<String>,
     pub key: Option<String>,
     pub key_secret: Option<String>,
+    /// Extra trusted CA certificates (PEM), merged with the system's.
+    pub ca_file: Option<PathBuf>,
     /// true: `https://endpoint/bucket/key`; false: `https://bucket.endpoint/key`.
     pub path_style: bool,
+}
+
+/// TLS roots and name resolution of the S3 client: the operator's CA file merged with the system's
+/// roots, and names resolved in the process when the binary is static (crate::net says why).
+fn client_options(s3: &S3Location) -> Result<object_store::ClientOptions> {
+    let mut o = object_store::ClientOptions::new();
+    if let Some(f) = &s3.ca_file {
+        let pem = std::fs::read(f).map_err(|e| {
+            Error::config(format!("cannot read repo-s3-ca-file {}: {e}", f.display()))
+        })?;
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::config(format!(
+                "repo-s3-ca-file {} holds no usable PEM certificate: {}",
+                f.display(),
+                chain(&e)
+            ))
+            .hint("give a file of '-----BEGIN CERTIFICATE-----' blocks")
+        })?;
+        if certs.is_empty() {
+            return Err(Error::config(format!(
+                "repo-s3-ca-file {} holds no certificate",
+                f.display()
+            ))
+            .hint("give a file of '-----BEGIN CERTIFICATE-----' blocks"));
+        }
+        for c in certs {
+            o = o.with_root_certificate(c);
+        }
+    }
+    if crate::net::IN_PROCESS {
+        o = o.with_dns_resolver(Arc::new(crate::net::Dns));
+    }
+    Ok(o)
 }
 
 impl Location {
@@ -52,6 +88,7 @@ impl Location {
                 region: None,
                 key: None,
                 key_secret: None,
+                ca_file: None,
                 path_style: true,
             }));
         }
@@ -159,6 +196,7 @@ impl Store {
                     b = b.with_secret_access_key(k);
                 }
                 b = b.with_virtual_hosted_style_request(!s3.path_style);
+                b = b.with_client_options(client_options(s3)?);
                 let s = b.build().map_err(|e| {
                     Error::config(format!("repository {location}: {}", chain(&e)))
                         .hint("check repo-s3-endpoint, repo-s3-region, repo-s3-key and repo-s3-key-secret")

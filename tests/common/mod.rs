@@ -175,6 +175,7 @@ impl S3Server {
             region: Some("us-east-1".into()),
             key: Some(S3_KEY.into()),
             key_secret: Some(S3_SECRET.into()),
+            ca_file: None,
             path_style: true,
         })
     }

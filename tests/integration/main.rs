@@ -19,6 +19,7 @@ mod pitr;
 mod reference_reader;
 mod regress_db;
 mod restore;
+mod static_binary;
 mod store_conformance;
 mod systemd_units;
 mod tamper;
