@@ -1121,6 +1121,7 @@ pub const RESTORE_COMMAND_OPTIONS: &[&str] = &[
     "repo-s3-endpoint",
     "repo-s3-region",
     "repo-s3-uri-style",
+    "repo-s3-ca-file",
     "key-file",
     "passphrase-file",
     "spool-path",
@@ -1130,7 +1131,12 @@ pub const RESTORE_COMMAND_OPTIONS: &[&str] = &[
 
 /// Options whose values are paths: made absolute, since restore_command runs in the data
 /// directory.
-const PATH_OPTIONS: &[&str] = &["key-file", "passphrase-file", "spool-path"];
+const PATH_OPTIONS: &[&str] = &[
+    "repo-s3-ca-file",
+    "key-file",
+    "passphrase-file",
+    "spool-path",
+];
 
 /// The restore_command that fetches this stanza's WAL with the same repository and keys:
 /// every option after `archive-get` (the subcommand's own options are not accepted before
@@ -1993,6 +1999,7 @@ mod tests {
             "repo-s3-endpoint" => "http://127.0.0.1:9000".into(),
             "repo-s3-region" => "eu-west-1".into(),
             "repo-s3-uri-style" => "host".into(),
+            "repo-s3-ca-file" => "/etc/pgfrost/private ca.pem".into(),
             "key-file" => "/etc/pgfrost/it's key.json".into(),
             "passphrase-file" => "/etc/pgfrost/pass".into(),
             "spool-path" => "/var/spool/pgfrost %p".into(),

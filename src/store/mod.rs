@@ -177,7 +177,10 @@ impl Store {
                 Arc::new(fs)
             }
             Location::S3(s3) => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(&s3.bucket);
+                // Client options first: setting them replaces all of them, allow_http included.
+                let mut b = AmazonS3Builder::from_env()
+                    .with_client_options(client_options(s3)?)
+                    .with_bucket_name(&s3.bucket);
                 if let Some(ep) = &s3.endpoint {
                     let ep = if ep.contains("://") {
                         ep.clone()
@@ -196,7 +199,6 @@ impl Store {
                     b = b.with_secret_access_key(k);
                 }
                 b = b.with_virtual_hosted_style_request(!s3.path_style);
-                b = b.with_client_options(client_options(s3)?);
                 let s = b.build().map_err(|e| {
                     Error::config(format!("repository {location}: {}", chain(&e)))
                         .hint("check repo-s3-endpoint, repo-s3-region, repo-s3-key and repo-s3-key-secret")

@@ -238,6 +238,37 @@ fn recovery_works_with_every_archive_get_option_from_the_file_and_the_environmen
     give_to_postgres(&pass);
     std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let pass_s = pass.display().to_string();
+    // A CA file: the endpoint is plain http, but the option must reach archive-get all the same.
+    let ca = extra.path().join("private ca.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pgfrost-test-ca",
+            "-keyout",
+        ])
+        .arg(extra.path().join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl (Debian package openssl) is needed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    give_to_postgres(&ca);
+    let ca_s = ca.display().to_string();
     // Every option restore_command can carry, in the config file (spool-path, key-file and the
     // repository's are there already).
     let a = Archive::new(
@@ -248,6 +279,7 @@ fn recovery_works_with_every_archive_get_option_from_the_file_and_the_environmen
             ("process-max", "3"),
             ("repo-s3-region", "us-east-1"),
             ("repo-s3-uri-style", "path"),
+            ("repo-s3-ca-file", &ca_s),
         ],
     );
     let c = cluster(&bin, &a);
@@ -286,6 +318,7 @@ fn recovery_works_with_every_archive_get_option_from_the_file_and_the_environmen
         ("PGFROST_REPO_S3_ENDPOINT", value("repo-s3-endpoint")),
         ("PGFROST_REPO_S3_REGION", "us-east-1".into()),
         ("PGFROST_REPO_S3_URI_STYLE", "path".into()),
+        ("PGFROST_REPO_S3_CA_FILE", ca_s.clone()),
         ("PGFROST_KEY_FILE", value("key-file")),
         ("PGFROST_PASSPHRASE_FILE", pass_s.clone()),
         ("PGFROST_SPOOL_PATH", spool.display().to_string()),
@@ -323,6 +356,7 @@ fn recovery_works_with_every_archive_get_option_from_the_file_and_the_environmen
         "--repo-s3-endpoint",
         "--repo-s3-region",
         "--repo-s3-uri-style",
+        "--repo-s3-ca-file",
         "--repo ",
     ] {
         assert!(
