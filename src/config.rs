@@ -349,6 +349,24 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
+        commands: &["check"],
+        ..opt(
+            "max-verify-age",
+            "DURATION",
+            Group::Archive,
+            "check as a monitoring probe: WARNING (exit 1) when the newest recorded verify ended longer ago than this (8d), CRITICAL (exit 2) at twice it, when it failed, or with none recorded.",
+        )
+    },
+    OptDef {
+        commands: &["check"],
+        ..opt(
+            "max-drill-age",
+            "DURATION",
+            Group::Archive,
+            "check as a monitoring probe: WARNING (exit 1) when the newest recorded drill ended longer ago than this (8d), CRITICAL (exit 2) at twice it, when it failed, or with none recorded.",
+        )
+    },
+    OptDef {
         commands: &["backup"],
         default: Some("y"),
         ..opt(
@@ -825,6 +843,8 @@ impl Settings {
         self.number("pg-port", 1, 65535)?;
         self.duration("max-backup-age")?;
         self.duration("max-wal-age")?;
+        self.duration("max-verify-age")?;
+        self.duration("max-drill-age")?;
         if let Some(v) = self.get("repo") {
             Location::parse(&v.value)
                 .map_err(|e| e.context(format!("option repo (from {})", v.source)))?;

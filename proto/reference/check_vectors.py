@@ -165,7 +165,8 @@ def main(argv: list[str]) -> int:
         def name_ok(kind=kind, name=name, s=s):
             if kind == r.KIND_RUN:
                 expect(name == b"", "a block run's name is not empty")
-            elif kind in (r.KIND_WAL, r.KIND_STANZA_DB, r.KIND_MANIFEST, r.KIND_POINTS):
+            elif kind in (r.KIND_WAL, r.KIND_STANZA_DB, r.KIND_MANIFEST, r.KIND_POINTS,
+                          r.KIND_OUTCOME):
                 expect(name == s["path"].encode("utf-8"), "name is not the object's path")
             else:
                 expect(name == b"", "a trailer's or segment's name is not empty")
@@ -216,6 +217,10 @@ def main(argv: list[str]) -> int:
             check(f"{label}: validates against restore-points.schema.json")(
                 lambda plaintext=plaintext: r.validate_schema(
                     json.loads(plaintext), "restore-points.schema.json", "restore points"))
+        if kind == r.KIND_OUTCOME:
+            check(f"{label}: validates against outcome.schema.json")(
+                lambda plaintext=plaintext: r.validate_schema(
+                    json.loads(plaintext), "outcome.schema.json", "outcome"))
 
     # --- pack ---------------------------------------------------------------------------------
     pv = v["pack"]

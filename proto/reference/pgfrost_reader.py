@@ -53,11 +53,11 @@ CTX_SLOT_INTEGRITY = "pgfrost 2026-11-21 key slot integrity v1"
 
 SEALED_MAGIC = b"PGFR"
 SEALED_VERSION = 1
-KIND_RUN, KIND_TRAILER, KIND_INDEX, KIND_WAL, KIND_STANZA_DB, KIND_MANIFEST, KIND_POINTS = \
-    1, 2, 3, 4, 5, 6, 7
+KIND_RUN, KIND_TRAILER, KIND_INDEX, KIND_WAL, KIND_STANZA_DB, KIND_MANIFEST, KIND_POINTS, \
+    KIND_OUTCOME = 1, 2, 3, 4, 5, 6, 7, 8
 KINDS = {KIND_RUN: "block run", KIND_TRAILER: "pack trailer", KIND_INDEX: "index segment",
          KIND_WAL: "wal file", KIND_STANZA_DB: "stanza db record", KIND_MANIFEST: "manifest",
-         KIND_POINTS: "restore points"}
+         KIND_POINTS: "restore points", KIND_OUTCOME: "outcome"}
 COMPRESSION_NONE, COMPRESSION_ZSTD = 0, 1
 HEADER_LEN = 8
 NONCE_LEN = 24

@@ -5,16 +5,20 @@ use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::conn;
 use crate::pg::wal::WalFile;
-use crate::repo::stanza;
+use crate::repo::{outcome, stanza};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 pub async fn run(settings: &Settings) -> Result<()> {
     let name = settings.required("stanza")?.to_string();
-    let max_backup = settings.duration("max-backup-age")?;
-    let max_wal = settings.duration("max-wal-age")?;
-    if max_backup.is_some() || max_wal.is_some() {
-        let (code, line, json) = probe(settings, &name, max_backup, max_wal).await;
+    let limits = Limits {
+        backup: settings.duration("max-backup-age")?,
+        wal: settings.duration("max-wal-age")?,
+        verify: settings.duration("max-verify-age")?,
+        drill: settings.duration("max-drill-age")?,
+    };
+    if limits.any() {
+        let (code, line, json) = probe(settings, &name, &limits).await;
         emit(settings, &line, json);
         if code != 0 {
             std::process::exit(code);
@@ -147,11 +151,34 @@ pub async fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// The probe's thresholds; any of them makes check a probe.
+struct Limits {
+    backup: Option<Duration>,
+    wal: Option<Duration>,
+    verify: Option<Duration>,
+    drill: Option<Duration>,
+}
+
+impl Limits {
+    fn any(&self) -> bool {
+        self.backup.is_some() || self.wal.is_some() || self.verify.is_some() || self.drill.is_some()
+    }
+}
+
 /// Nagios plugin statuses, which any monitoring system understands by exit code.
 const STATUS: [&str; 3] = ["OK", "WARNING", "CRITICAL"];
 
 fn ago(secs: i64) -> String {
     humantime::format_duration(Duration::from_secs(secs.max(0) as u64)).to_string()
+}
+
+/// A status line stays one readable line: a long finding is cut (info has all of it).
+fn short(s: &str, max: usize) -> String {
+    let one = s.replace('\n', " ");
+    match one.char_indices().nth(max) {
+        Some((i, _)) => format!("{} ...", &one[..i]),
+        None => one,
+    }
 }
 
 /// How old `age` is against `max`: 0 within it, 1 past it, 2 past twice it.
@@ -206,8 +233,7 @@ impl Grades {
 async fn probe(
     settings: &Settings,
     name: &str,
-    max_backup: Option<Duration>,
-    max_wal: Option<Duration>,
+    limits: &Limits,
 ) -> (i32, String, serde_json::Value) {
     let now = crate::clock::now_unix();
     let mut out = json!({"stanza": name});
@@ -216,10 +242,12 @@ async fn probe(
         let db = stanza::current(&repo, name).await?;
         let (manifests, _) = crate::repo::manifest::read_each(&repo, name).await?;
         let (wal, _) = stanza::list_wal(&repo, name).await?;
-        Ok::<_, Error>((db, manifests, wal))
+        let verify = outcome::latest(&repo, name, "verify").await?;
+        let drill = outcome::latest(&repo, name, "drill").await?;
+        Ok::<_, Error>((db, manifests, wal, [verify, drill]))
     }
     .await;
-    let (db, manifests, wal) = match read {
+    let (db, manifests, wal, runs) = match read {
         Ok(v) => v,
         Err(e) => {
             let line = format!("PGFROST CRITICAL - stanza {name}: {}", e.message);
@@ -235,7 +263,7 @@ async fn probe(
         perf: Vec::new(),
         out,
     };
-    if let Some(max) = max_backup {
+    if let Some(max) = limits.backup {
         let newest = manifests
             .iter()
             .filter(|m| m.db_id == db.id)
@@ -251,7 +279,7 @@ async fn probe(
             None => g.missing("no backup of the current cluster"),
         }
     }
-    if let Some(max) = max_wal {
+    if let Some(max) = limits.wal {
         let newest = wal
             .iter()
             .filter(|w| w.db_id == db.id && w.file.has_pages())
@@ -265,6 +293,36 @@ async fn probe(
                 max,
             ),
             None => g.missing("no WAL archived for the current cluster"),
+        }
+    }
+    let limits_run = [limits.verify, limits.drill];
+    for ((command, run), max) in outcome::COMMANDS.into_iter().zip(&runs).zip(limits_run) {
+        let Some(max) = max else { continue };
+        match &run.last {
+            None => g.missing(&format!("no {command} recorded")),
+            Some(d) if !d.passed => {
+                g.code = 2;
+                g.said.push(format!(
+                    "last {command} FAILED {} ago ({}), last passed {}",
+                    ago(now - d.ended_unix),
+                    short(&d.summary, 300),
+                    run.last_passed
+                        .as_ref()
+                        .map(|p| format!("{} ago", ago(now - p.ended_unix)))
+                        .unwrap_or_else(|| "never".into())
+                ));
+                g.out[format!("{command}_passed")] = false.into();
+            }
+            Some(d) => {
+                g.age(
+                    command,
+                    format!("last {command} passed"),
+                    &d.summary,
+                    now - d.ended_unix,
+                    max,
+                );
+                g.out[format!("{command}_passed")] = true.into();
+            }
         }
     }
     let Grades {

@@ -183,12 +183,15 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // Ctrl-C or SIGTERM: clean up, then leave with the conventional code.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::internal(format!("cannot watch SIGTERM: {e}")))?;
+    let started = Instant::now();
+    let started_unix = crate::clock::now_unix();
     let result = tokio::select! {
         r = drill(settings, &scratch, &stanza_name, &repo, &db) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::new(ErrorKind::DrillFailed, "drill interrupted (Ctrl-C)")),
         _ = term.recv() => Err(Error::new(ErrorKind::DrillFailed, "drill interrupted (SIGTERM)")),
     };
     scratch.cleanup();
+    record(&repo, &stanza_name, &result, started_unix, started).await;
     let report = result?;
     let mut text = format!(
         "drill of backup {} to {}: {}\nrestore {:.1}s, recovery {:.1}s; reached {} ({})",
@@ -234,6 +237,55 @@ pub async fn run(settings: &Settings) -> Result<()> {
             ),
         ))
     }
+}
+
+/// Keeps the drill's outcome in the repository for info and check: a drill that could not run
+/// (interrupted, restore refused) is a failed drill too.
+async fn record(
+    repo: &crate::repo::Repository,
+    stanza_name: &str,
+    result: &Result<Report>,
+    started_unix: i64,
+    started: Instant,
+) {
+    use crate::repo::outcome::{OutcomeDoc, record_or_warn};
+    let (passed, summary, backup) = match result {
+        Ok(r) => {
+            let failed: Vec<String> = r
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            let summary = if failed.is_empty() {
+                format!(
+                    "to {}: {} check(s) passed; restore {:.1}s, recovery {:.1}s, reached {}",
+                    r.target,
+                    r.checks.len(),
+                    r.restore_seconds,
+                    r.recovery_seconds,
+                    r.reached_lsn.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!("to {}: {}", r.target, failed.join("; "))
+            };
+            (
+                r.passed,
+                summary,
+                Some(r.backup.clone()).filter(|b| !b.is_empty()),
+            )
+        }
+        Err(e) => (false, e.to_string(), None),
+    };
+    let mut doc = OutcomeDoc::new(
+        "drill",
+        passed,
+        started_unix,
+        started.elapsed().as_secs_f64(),
+        &summary,
+    );
+    doc.backup = backup;
+    record_or_warn(repo, stanza_name, &doc).await;
 }
 
 async fn drill(

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::pg::wal;
 use crate::repo::Repository;
 use crate::repo::manifest::{self, Manifest};
+use crate::repo::outcome;
 use crate::repo::stanza::{self, StanzaDb, WalObject, seg_size};
 use serde::Serialize;
 use serde_json::json;
@@ -84,6 +85,48 @@ pub struct PointInfo {
     pub wal: String,
 }
 
+/// The newest recorded verify or drill, and the newest that passed (crate::repo::outcome).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunInfo {
+    pub last: Option<RunOutcome>,
+    pub last_success_unix: Option<i64>,
+    pub last_success_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub passed: bool,
+    pub ended_unix: i64,
+    pub ended_time: String,
+    pub duration_seconds: f64,
+    /// The drill's backup.
+    pub backup: Option<String>,
+    pub summary: String,
+}
+
+fn rfc3339(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+impl RunInfo {
+    fn from(l: outcome::Latest) -> RunInfo {
+        RunInfo {
+            last: l.last.map(|d| RunOutcome {
+                passed: d.passed,
+                ended_unix: d.ended_unix,
+                ended_time: rfc3339(d.ended_unix),
+                duration_seconds: d.duration_seconds,
+                backup: d.backup,
+                summary: d.summary,
+            }),
+            last_success_unix: l.last_passed.as_ref().map(|d| d.ended_unix),
+            last_success_time: l.last_passed.as_ref().map(|d| rfc3339(d.ended_unix)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Sizes {
     pub packs: u64,
@@ -115,6 +158,8 @@ pub struct StanzaInfo {
     /// Backups whose manifest cannot be read (run verify).
     pub unreadable: Vec<String>,
     pub size: Sizes,
+    pub verify: RunInfo,
+    pub drill: RunInfo,
 }
 
 pub async fn run(settings: &Settings) -> Result<()> {
@@ -232,6 +277,31 @@ fn render(s: &StanzaInfo) -> String {
             p.name, p.end_lsn, p.timeline, p.time
         ));
     }
+    for (command, run) in [("verify", &s.verify), ("drill", &s.drill)] {
+        t.push_str(&format!("  last {command}: "));
+        match &run.last {
+            None => t.push_str("never recorded\n"),
+            Some(o) => {
+                t.push_str(&format!(
+                    "{} at {} ({:.0}s){}: {}\n",
+                    if o.passed { "passed" } else { "FAILED" },
+                    o.ended_time,
+                    o.duration_seconds,
+                    o.backup
+                        .as_ref()
+                        .map(|b| format!(", backup {b}"))
+                        .unwrap_or_default(),
+                    o.summary
+                ));
+                if !o.passed {
+                    t.push_str(&format!(
+                        "    last passed: {}\n",
+                        run.last_success_time.as_deref().unwrap_or("never")
+                    ));
+                }
+            }
+        }
+    }
     for u in &s.unreadable {
         t.push_str(&format!("  UNREADABLE {u}\n"));
     }
@@ -293,6 +363,20 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
             Vec::new()
         }
     };
+    let mut runs = Vec::new();
+    for command in outcome::COMMANDS {
+        let l = match outcome::latest(repo, name, command).await {
+            Ok(l) => l,
+            Err(e) => {
+                unreadable.push(format!("{command} outcomes: {e}"));
+                outcome::Latest::default()
+            }
+        };
+        unreadable.extend(l.unreadable.iter().cloned());
+        runs.push(RunInfo::from(l));
+    }
+    let drill = runs.pop().unwrap_or_default();
+    let verify = runs.pop().unwrap_or_default();
     let (wal, _) = stanza::list_wal(repo, name).await?;
     let mut size = Sizes::default();
     for l in repo.store.list(name).await? {
@@ -351,6 +435,8 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
         }),
         unreadable,
         size,
+        verify,
+        drill,
     })
 }
 
@@ -603,6 +689,43 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
             .map(|s| (st(s), s.size.total.to_string()))
             .collect(),
     );
+    type Pick = fn(&StanzaInfo) -> &RunInfo;
+    let runs: [(&str, Pick); 2] = [("verify", |s| &s.verify), ("drill", |s| &s.drill)];
+    for (command, run) in runs {
+        let last = |f: &dyn Fn(&RunOutcome) -> String| {
+            stanzas
+                .iter()
+                .filter_map(|s| run(s).last.as_ref().map(|o| (st(s), f(o))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &format!("pgfrost_{command}_last_run_timestamp_seconds"),
+            &format!("When the newest recorded {command} ended."),
+            "gauge",
+            last(&|o| o.ended_unix.to_string()),
+        );
+        family(
+            &format!("pgfrost_{command}_last_run_success"),
+            &format!("1 if the newest recorded {command} passed, 0 if it failed."),
+            "gauge",
+            last(&|o| u8::from(o.passed).to_string()),
+        );
+        family(
+            &format!("pgfrost_{command}_last_run_duration_seconds"),
+            &format!("How long the newest recorded {command} took."),
+            "gauge",
+            last(&|o| format!("{}", o.duration_seconds)),
+        );
+        family(
+            &format!("pgfrost_{command}_last_success_timestamp_seconds"),
+            &format!("When the newest {command} that passed ended."),
+            "gauge",
+            stanzas
+                .iter()
+                .filter_map(|s| run(s).last_success_unix.map(|t| (st(s), t.to_string())))
+                .collect(),
+        );
+    }
     family(
         "pgfrost_unreadable_objects",
         "Manifests and other objects info could not read (run verify).",

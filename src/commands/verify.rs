@@ -95,7 +95,33 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let repo = open_repo(settings).await?;
     let lease = super::read_lease(&repo, &stanza_name, "verify").await?;
     let started = Instant::now();
+    let started_unix = crate::clock::now_unix();
     let r = verify(settings, &repo, &stanza_name).await;
+    let summary = match &r {
+        Ok(r) if r.problems.is_empty() => format!(
+            "no problem; {} backup(s), {} pack(s), {} WAL file(s) checked",
+            r.checked.manifests, r.checked.packs, r.checked.wal_files
+        ),
+        Ok(r) => {
+            let first: Vec<String> = r
+                .problems
+                .iter()
+                .take(5)
+                .map(|p| format!("{}: {}", p.object, p.problem))
+                .collect();
+            format!("{} problem(s): {}", r.problems.len(), first.join("; "))
+        }
+        Err(e) => format!("verify could not run: {e}"),
+    };
+    let passed = matches!(&r, Ok(r) if r.problems.is_empty());
+    let doc = crate::repo::outcome::OutcomeDoc::new(
+        "verify",
+        passed,
+        started_unix,
+        started.elapsed().as_secs_f64(),
+        &summary,
+    );
+    crate::repo::outcome::record_or_warn(&repo, &stanza_name, &doc).await;
     if let Some(l) = lease {
         l.release().await;
     }
@@ -177,6 +203,21 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             ["backup", l] => manifest::is_label(l),
             ["pack", xx, id] => is_hex64(id) && id.starts_with(xx),
             ["index", id] => is_hex64(id),
+            ["outcome", ..] => match crate::repo::outcome::parse_path(stanza_name, &l.path) {
+                Some(_) => {
+                    r.checked.bytes_read += l.size;
+                    let opened = async {
+                        let b = repo.store.get(&l.path).await?;
+                        crate::repo::outcome::open(repo, &l.path, &b)
+                    }
+                    .await;
+                    if let Err(e) = opened {
+                        r.problem(&l.path, e.to_string());
+                    }
+                    true
+                }
+                None => false,
+            },
             ["point", ..] => match crate::repo::points::parse_path(stanza_name, &l.path) {
                 Some((db, _)) => {
                     r.checked.restore_point_files += 1;

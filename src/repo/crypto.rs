@@ -44,6 +44,8 @@ pub enum Kind {
     Manifest = 6,
     /// The restore points recorded from one WAL file, in `<stanza>/point/`.
     RestorePoints = 7,
+    /// What one verify or drill run found, in `<stanza>/outcome/`.
+    Outcome = 8,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             5 => Some(Kind::StanzaDb),
             6 => Some(Kind::Manifest),
             7 => Some(Kind::RestorePoints),
+            8 => Some(Kind::Outcome),
             _ => None,
         }
     }
@@ -68,6 +71,7 @@ impl Kind {
             Kind::StanzaDb => "stanza db record",
             Kind::Manifest => "manifest",
             Kind::RestorePoints => "restore points",
+            Kind::Outcome => "outcome",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod index;
 pub mod keys;
 pub mod lease;
 pub mod manifest;
+pub mod outcome;
 pub mod pack;
 pub mod points;
 pub mod stanza;

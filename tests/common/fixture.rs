@@ -69,6 +69,21 @@ impl Archive {
         a
     }
 
+    /// `check` as a monitoring probe, its clock moved `after_secs` on; nothing listens on the
+    /// PostgreSQL port, so the probe proves it reads the repository alone.
+    pub fn probe(&self, after_secs: i64, args: &[&str]) -> Run {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        let mut cmd = self.cmd(&all);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        cmd.env("PGFROST_TEST_CLOCK", (now + after_secs).to_string())
+            .env("PGFROST_PG_PORT", "1");
+        run(cmd)
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = as_postgres(&self.bin);
         c.arg("--config")

@@ -323,3 +323,32 @@ pub fn snapshot_diff(
     );
     d
 }
+
+/// `promtool check metrics` on an exposition text: clean, not a word of complaint.
+pub fn promtool_check(text: &str) {
+    let promtool = std::env::var("PGFROST_PROMTOOL")
+        .unwrap_or_else(|_| "/opt/pgfrost/promtool/promtool".into());
+    assert!(
+        Path::new(&promtool).exists(),
+        "{promtool} is missing: run bash .ci/setup (it unpacks promtool from Debian's prometheus package)"
+    );
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
+}

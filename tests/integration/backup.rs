@@ -447,18 +447,7 @@ fn check_as_a_monitoring_probe_grades_backup_and_wal_age() {
     let a = Archive::new(Repo::Local, &[]);
     let c = cluster(&bin, &a);
     assert_eq!(a.on(&c, &["stanza-create"]).code, 0);
-    let probe = |after_secs: i64, args: &[&str]| {
-        let mut all = vec!["check"];
-        all.extend_from_slice(args);
-        let mut cmd = a.cmd(&all);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        cmd.env("PGFROST_TEST_CLOCK", (now + after_secs).to_string())
-            .env("PGFROST_PG_PORT", "1");
-        run(cmd)
-    };
+    let probe = |after_secs: i64, args: &[&str]| a.probe(after_secs, args);
     let both = ["--max-backup-age", "1h", "--max-wal-age", "30m"];
     // No backup yet: CRITICAL, saying so.
     let r = probe(0, &both);
@@ -531,21 +520,7 @@ fn check_as_a_monitoring_probe_grades_backup_and_wal_age() {
     ] {
         assert!(text.contains(family), "{family}\n{text}");
     }
-    let promtool = std::env::var("PGFROST_PROMTOOL")
-        .unwrap_or_else(|_| "/opt/pgfrost/promtool/promtool".into());
-    assert!(
-        Path::new(&promtool).exists(),
-        "{promtool} is missing: run bash .ci/setup (it unpacks promtool from Debian's prometheus package)"
-    );
-    let out = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&prom).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {out:?}\n{text}"
-    );
+    promtool_check(&text);
     let leftovers: Vec<_> = std::fs::read_dir(prom.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -20,6 +20,12 @@ fn drill(a: &Archive, scratch: &std::path::Path) -> (Run, serde_json::Value) {
     (r, v)
 }
 
+fn info(a: &Archive) -> serde_json::Value {
+    let r = run(a.cmd(&["info", "--output", "json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
 /// Nothing of a drill may outlive it: no scratch directory, no postgres running from one.
 fn assert_clean(scratch: &std::path::Path) {
     let left: Vec<_> = std::fs::read_dir(scratch)
@@ -79,6 +85,25 @@ fn drill_passes_then_catches_a_damaged_pack_and_a_missing_segment() {
     }
     assert_clean(scratch.path());
 
+    // The pass is kept in the repository: a probe reading only the repository says so, and
+    // warns once it is older than the limit (the clock moved 90 minutes on).
+    assert_eq!(run(a.cmd(&["verify"])).code, 0);
+    let r = a.probe(0, &["--max-drill-age", "1h", "--max-verify-age", "1h"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with("PGFROST OK")
+            && r.stdout.contains("last drill passed")
+            && r.stdout.contains("last verify passed")
+            && r.stdout.contains("drill_age="),
+        "{r:?}"
+    );
+    let r = a.probe(90 * 60, &["--max-drill-age", "1h"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("STALE: last drill passed"), "{r:?}");
+    let passed_at = info(&a)["stanzas"][0]["drill"]["last"]["ended_unix"]
+        .as_i64()
+        .unwrap();
+
     // A missing segment in the middle of the archive: a gap, which archive-get reports as fatal
     // (never as the end of the archive), so recovery stops there and the drill names it.
     let wal_dir = a.dir.path().join("repo/main/wal/0001/0000000100000000");
@@ -108,6 +133,42 @@ fn drill_passes_then_catches_a_damaged_pack_and_a_missing_segment() {
         "{v}"
     );
     assert_clean(scratch.path());
+
+    // The failure is what info, the metrics and the probe now report, with the last success.
+    let r = run(a.cmd(&["verify"]));
+    assert_ne!(r.code, 0, "verify passed with {victim_name} missing: {r:?}");
+    let r = a.probe(0, &["--max-drill-age", "1h", "--max-verify-age", "1h"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.starts_with("PGFROST CRITICAL")
+            && r.stdout.contains("last drill FAILED")
+            && r.stdout.contains(&victim_name)
+            && r.stdout.contains("last verify FAILED")
+            && r.stdout.contains("last passed"),
+        "{r:?}"
+    );
+    let v = info(&a);
+    let d = &v["stanzas"][0]["drill"];
+    assert_eq!(d["last"]["passed"], false, "{d}");
+    assert_eq!(d["last_success_unix"].as_i64(), Some(passed_at), "{d}");
+    assert_eq!(v["stanzas"][0]["verify"]["last"]["passed"], false, "{v}");
+    let text = run(a.cmd(&["info"])).stdout;
+    assert!(
+        text.contains("last drill: FAILED") && text.contains("last verify: FAILED"),
+        "{text}"
+    );
+    let prom = run(a.cmd(&["info", "--output", "prometheus"])).stdout;
+    let repo = v["repository"].as_str().unwrap();
+    for want in [
+        format!("pgfrost_drill_last_run_success{{repo=\"{repo}\",stanza=\"main\"}} 0\n"),
+        format!(
+            "pgfrost_drill_last_success_timestamp_seconds{{repo=\"{repo}\",stanza=\"main\"}} {passed_at}\n"
+        ),
+        format!("pgfrost_verify_last_run_success{{repo=\"{repo}\",stanza=\"main\"}} 0\n"),
+    ] {
+        assert!(prom.contains(&want), "{want}\n{prom}");
+    }
+    promtool_check(&prom);
     std::fs::write(&victim, saved).unwrap();
 
     // A damaged pack: the restore inside the drill fails and names it.

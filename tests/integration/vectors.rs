@@ -47,6 +47,8 @@ fn seal(
 
 const STANZA_DB: &str = r#"{"format":"pgfrost-stanza-db","version":1,"id":1,"system_id":"7710549730298423552","pg_major":15,"pg_version_num":150018,"wal_segment_size":16777216,"control_version":1300,"catalog_version":202209061,"created":"2026-11-21T00:00:00Z"}"#;
 
+const OUTCOME: &str = r#"{"format":"pgfrost-outcome","version":1,"command":"drill","passed":true,"started_unix":1796190249,"ended_unix":1796190301,"duration_seconds":51.8,"backup":"20261202-054409F","summary":"to end of archive: 6 check(s) passed; restore 9.1s, recovery 30.2s, reached 0/5000110","pgfrost":"0.1.0 (commit 73112ec, repository format 2)"}"#;
+
 const POINTS: &str = r#"{"format":"pgfrost-restore-points","version":1,"wal":"000000010000000000000003","timeline":1,"points":[{"name":"before_migration","lsn":"0/3003A18","end_lsn":"0/3003A80","time_us":1796190249872791,"time":"2026-12-02T05:44:09.872791Z"}]}"#;
 
 /// A sealed object named by its path (WAL files, stanza records), uncompressed, fixed nonce.
@@ -107,6 +109,7 @@ fn build(zstd_frame: Option<Vec<u8>>) -> Value {
         named(&keys, Kind::Wal, "main/wal/0001/00000002.history", b"1\t0/3000060\tno recovery target specified\n", 31),
         named(&keys, Kind::StanzaDb, "main/db/0001", STANZA_DB.as_bytes(), 37),
         named(&keys, Kind::RestorePoints, "main/point/0001/0000000100000000/000000010000000000000003", POINTS.as_bytes(), 41),
+        named(&keys, Kind::Outcome, "main/outcome/drill/20261202T054501.621000Z-1a2b3c4d", OUTCOME.as_bytes(), 43),
     ]);
 
     // A pack of two runs (uncompressed, fixed nonces): block a alone, then blocks b and c
@@ -354,6 +357,7 @@ fn layouts_match_code() {
         Kind::StanzaDb,
         Kind::Manifest,
         Kind::RestorePoints,
+        Kind::Outcome,
     ] {
         assert_eq!(
             kinds[k.name()].as_u64().unwrap() as u8,
