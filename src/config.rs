@@ -264,6 +264,15 @@ pub const OPTIONS: &[OptDef] = &[
         )
     },
     OptDef {
+        commands: &["repo-create"],
+        ..opt(
+            "repo-owner",
+            "USER[:GROUP]",
+            Group::Keys,
+            "repo-create run as root, local repository: the user that owns it (default postgres, the user archive_command and backup run as, when that user exists and the directory is root's); root keeps it root's.",
+        )
+    },
+    OptDef {
         commands: KEY_CMDS,
         ..opt(
             "key-comment",

@@ -16,3 +16,4 @@ pub mod pg;
 pub mod repo;
 pub mod retention;
 pub mod store;
+pub mod users;

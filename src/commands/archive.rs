@@ -394,7 +394,7 @@ async fn push_ahead(
 ) {
     if let Err(e) = std::fs::create_dir_all(ack_dir) {
         log::warn!(
-            "archive-push: cannot use spool-path {}: {e}; async mode needs it (HINT: create it, writable by the user running PostgreSQL)",
+            "archive-push: cannot use spool-path {}: {e}; async mode needs it, so each segment is pushed alone (slower, nothing lost)\nHINT: create the spool directory, writable by the user running PostgreSQL (install -d -o postgres -g postgres /var/spool/pgfrost), or set spool-path to one",
             ack_dir.display()
         );
         return;
@@ -609,7 +609,7 @@ async fn prefetch(
     queue.remove_legacy();
     if let Err(e) = std::fs::create_dir_all(spool) {
         log::warn!(
-            "archive-get: no prefetch, cannot use spool-path {}: {e}",
+            "archive-get: no prefetch, cannot use spool-path {}: {e}; each segment is fetched when asked for (slower recovery, nothing lost)\nHINT: create the spool directory, writable by the user running PostgreSQL (install -d -o postgres -g postgres /var/spool/pgfrost), or set spool-path to one",
             spool.display()
         );
         return;

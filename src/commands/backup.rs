@@ -874,7 +874,8 @@ pub async fn run(settings: &Settings) -> Result<()> {
         None
     };
     let s = &m.stats;
-    log::info!(
+    // The result line says it; an INFO line would print it twice.
+    log::debug!(
         "backup {label} complete: {} files, {:.1} MiB, {:.1} MiB read, {:.1} MiB new, {:.1} MiB stored, in {:.1}s",
         s.files,
         s.logical_bytes as f64 / 1048576.0,
@@ -1058,18 +1059,39 @@ async fn take(
     } else {
         "SELECT pg_start_backup($1, $2, false)::text"
     };
-    log::info!(
-        "backup {label}: starting ({} backup{})",
-        kind.name(),
-        if fast {
-            ", immediate checkpoint"
-        } else {
-            ", waiting for the next checkpoint"
+    if fast {
+        log::info!(
+            "backup {label}: starting ({} backup, immediate checkpoint)",
+            kind.name()
+        );
+    } else {
+        // A spread checkpoint takes up to checkpoint_timeout x checkpoint_completion_target
+        // (4.5 min by default), and pg_backup_start says nothing until it ends.
+        let timeout: String =
+            conn::query_one(&client, "SELECT current_setting('checkpoint_timeout')")
+                .await
+                .unwrap_or_else(|_| "?".into());
+        log::info!(
+            "backup {label}: starting ({} backup); waiting for PostgreSQL's next checkpoint, which it spreads over up to checkpoint_timeout ({timeout}) x checkpoint_completion_target to spare the I/O. HINT: --start-fast y checkpoints at once",
+            kind.name()
+        );
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&label, &fast];
+    let start = client.query_one(start_sql, &params);
+    tokio::pin!(start);
+    let waited = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    let row = loop {
+        tokio::select! {
+            r = &mut start => break r,
+            _ = tick.tick() => log::info!(
+                "backup {label}: still waiting for the checkpoint ({:.0}s; --start-fast y skips the wait)",
+                waited.elapsed().as_secs_f64()
+            ),
         }
-    );
-    let start_lsn_text: String = client
-        .query_one(start_sql, &[&label, &fast])
-        .await
+    };
+    let start_lsn_text: String = row
         .map_err(|e| conn::pg_err("pg_backup_start failed", e))?
         .get(0);
     let start_lsn = wal::parse_lsn(&start_lsn_text)

@@ -120,25 +120,39 @@ pub async fn run(settings: &Settings) -> Result<()> {
                 .map_err(|e| conn::pg_err("cannot read pg_stat_archiver", e))?;
             let (failed, last_failed, when, last_ok): (i64, String, String, String) =
                 (row.get(0), row.get(1), row.get(2), row.get(3));
-            let why = if failed > failed_before {
-                format!(
-                    "archive_command failed {} time(s) meanwhile, last for {last_failed} at {when}",
-                    failed - failed_before
+            // PostgreSQL counts a failure only for exit codes up to 125: when the shell cannot
+            // run the command at all (126 not executable, 127 not found, e.g. pgfrost not on the
+            // server's PATH) its archiver exits and restarts without counting one. A segment it
+            // never reports archived is therefore not proof that archive_command ran.
+            let archived = last_ok.len() >= 24 && last_ok[..24] >= *segment;
+            let (why, hint) = if failed > failed_before {
+                (
+                    format!(
+                        "archive_command failed {} time(s) meanwhile, last for {last_failed} at {when}",
+                        failed - failed_before
+                    ),
+                    "PostgreSQL's log holds archive-push's error message; run the archive_command by hand as the postgres user to see it",
+                )
+            } else if !archived {
+                (
+                    format!(
+                        "PostgreSQL has not archived it and counts no failure (the last segment it archived is '{last_ok}'): archive_command does not run at all, or hangs"
+                    ),
+                    "look in PostgreSQL's log for 'archive command failed with exit code 127' (or 126): the server cannot find or execute the command; use the full path of the binary in archive_command (e.g. /usr/local/bin/pgfrost archive-push %p) and make it executable by the postgres user",
                 )
             } else {
-                format!(
-                    "PostgreSQL reports no failure; the last segment it archived is '{last_ok}'"
+                (
+                    format!(
+                        "PostgreSQL reports it archived ('{last_ok}'), but it is not in this stanza"
+                    ),
+                    "archive_command archives into another repository or stanza than this check reads: compare their options (config file, environment of the server)",
                 )
             };
             return Err(Error::new(
                 ErrorKind::Postgres,
                 format!("WAL segment {segment} did not reach stanza '{name}' in repository {} within {}s: {why}", repo.store.location(), timeout.as_secs()),
             )
-            .hint(if failed > failed_before {
-                "PostgreSQL's log holds archive-push's error message; run the archive_command by hand as the postgres user to see it"
-            } else {
-                "archive_command may archive into another repository or stanza than this check reads: compare their options"
-            }));
+            .hint(hint));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

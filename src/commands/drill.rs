@@ -354,6 +354,31 @@ async fn drill(
     {
         conf.push_str(&format!("recovery_target_timeline = '{t}'\n"));
     }
+    // Debian and Ubuntu keep postgresql.conf and pg_hba.conf in /etc/postgresql/<major>/<name>/,
+    // outside the data directory the backup holds; PostgreSQL will not start without them. The
+    // drill's own settings are all it needs, and its socket is in a directory only this user
+    // can enter, so trust is as private as peer.
+    let missing = |f: &str| !s.data.join(f).exists();
+    let stand_in = [
+        (
+            "postgresql.conf",
+            "# pgfrost drill: the backup has no postgresql.conf (its cluster reads one from elsewhere,\n# e.g. /etc/postgresql/); the drill's settings are in postgresql.auto.conf.\n",
+        ),
+        (
+            "pg_hba.conf",
+            "# pgfrost drill: the backup has no pg_hba.conf; only the drill's private socket.\nlocal all all trust\n",
+        ),
+    ];
+    for (file, text) in stand_in {
+        if missing(file) {
+            log::info!(
+                "drill: the backup has no {file} (kept outside the data directory); using a minimal one"
+            );
+            std::fs::write(s.data.join(file), text).map_err(|e| {
+                Error::storage(format!("cannot write {}: {e}", s.data.join(file).display()))
+            })?;
+        }
+    }
     let auto = s.data.join("postgresql.auto.conf");
     std::fs::OpenOptions::new()
         .append(true)
@@ -383,6 +408,13 @@ async fn drill(
             .lines()
             .filter(|l| l.contains("FATAL") || l.contains("ERROR") || l.contains("PANIC"))
             .collect();
+        // Before logging starts (no configuration file, a bad setting) postgres writes plain
+        // lines with no level: the last of them say why.
+        let lines = if lines.is_empty() {
+            t.lines().filter(|l| !l.trim().is_empty()).collect()
+        } else {
+            lines
+        };
         lines[lines.len().saturating_sub(3)..].join(" | ")
     };
     if !out.status.success() {

@@ -77,6 +77,8 @@ pub async fn open_repo(settings: &Settings) -> Result<Repository> {
 /// Opens the repository with the passphrase only (commands that manage keys must prove it).
 pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository> {
     let store = Store::open(&settings.location()?, false)?;
+    // A repository this user cannot read fails before anyone types a passphrase for it.
+    repo::read_config(&store).await?;
     let pw = passphrase::current(settings, &store.location().to_string())?;
     Repository::open_with_passphrase(store, pw.as_bytes()).await
 }

@@ -1,9 +1,10 @@
 use super::{emit, kdf_cost};
 use crate::config::Settings;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::passphrase;
 use crate::repo::Repository;
-use crate::store::Store;
+use crate::store::{Location, Store};
+use crate::users;
 use serde_json::json;
 
 pub async fn run(settings: &Settings) -> Result<()> {
@@ -13,6 +14,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     if store.get_opt(crate::repo::CONFIG_PATH).await?.is_some() {
         return Err(crate::repo::exists_error(&store));
     }
+    let owner = give_away(settings, &location)?;
     let pw = passphrase::new(
         settings,
         passphrase::ENV_PASSPHRASE,
@@ -26,15 +28,82 @@ pub async fn run(settings: &Settings) -> Result<()> {
         settings.string("key-comment").unwrap_or(""),
     )
     .await?;
-    log::info!("created repository {} at {location}", repo.config.repo_id);
+    let owned = owner
+        .as_ref()
+        .map(|(name, _, _)| format!("\nowned by {name} (mode 0750; every object written later, by root too, is given to it)"))
+        .unwrap_or_default();
     emit(
         settings,
         &format!(
-            "created repository {} at {location}\nkey slot: {}",
+            "created repository {} at {location}\nkey slot: {}{owned}",
             repo.config.repo_id,
             repo.slot_id.as_deref().unwrap_or("")
         ),
-        json!({"repository": location.to_string(), "repo_id": repo.config.repo_id, "slot": repo.slot_id}),
+        json!({"repository": location.to_string(), "repo_id": repo.config.repo_id, "slot": repo.slot_id,
+               "owner": owner.as_ref().map(|o| o.0.clone())}),
     );
     Ok(())
+}
+
+/// Run as root, a new local repository belongs to root and the postgres user (archive_command,
+/// backup) could read nothing of it. Its directory is given to `repo-owner`, by default to
+/// `postgres` when the directory is still root's; every object written later follows the
+/// directory's owner (store::settle). The owner chosen, when one was.
+fn give_away(settings: &Settings, location: &Location) -> Result<Option<(String, u32, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let spec = settings.string("repo-owner");
+    let Location::Local(dir) = location else {
+        if spec.is_some() {
+            return Err(Error::config(
+                "repo-owner applies to a local repository; object storage has no owners",
+            ));
+        }
+        return Ok(None);
+    };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        if let Some(s) = spec {
+            return Err(Error::config(format!(
+                "repo-owner {s}: only root can give a repository to another user"
+            ))
+            .hint(
+                "run repo-create as the user who should own the repository, without --repo-owner",
+            ));
+        }
+        return Ok(None);
+    }
+    let st = std::fs::metadata(dir)
+        .map_err(|e| Error::storage(format!("cannot stat {}: {e}", dir.display())))?;
+    let (name, uid, gid) = match spec {
+        Some(s) => {
+            let (uid, gid) = users::parse_owner(s)?;
+            (s.to_string(), uid, gid)
+        }
+        // An operator who prepared the directory for another user has chosen already.
+        None if st.uid() != 0 => return Ok(None),
+        None => match users::user("postgres") {
+            Some((uid, gid)) => ("postgres".to_string(), uid, gid),
+            None => {
+                log::warn!(
+                    "the repository {} belongs to root, and there is no postgres user to give it to\nHINT: give it to the user PostgreSQL runs as with --repo-owner USER",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+        },
+    };
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .and_then(|_| {
+            std::fs::set_permissions(
+                dir,
+                std::os::unix::fs::PermissionsExt::from_mode(crate::store::DIR_MODE),
+            )
+        })
+        .map_err(|e| {
+            Error::storage(format!(
+                "cannot give repository directory {} to {name}: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(Some((name, uid, gid)))
 }

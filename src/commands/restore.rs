@@ -1231,6 +1231,9 @@ pub struct Restored {
     pub files: Vec<(String, u64)>,
     #[serde(skip)]
     pub pg_major: u32,
+    /// The backup has no postgresql.conf: its cluster read its configuration from elsewhere
+    /// (Debian's /etc/postgresql/<major>/<name>/).
+    pub config_outside: bool,
 }
 
 /// Said when a restore into a new directory keeps the source's archiving.
@@ -1273,6 +1276,12 @@ pub async fn run(settings: &Settings) -> Result<()> {
                 "\n{link}: a directory inside the data directory (the backup had a link; map it with --link-map {link}=DIR)"
             )),
         }
+    }
+    if r.config_outside {
+        text.push_str(&format!(
+            "\nNOTE: the backup has no postgresql.conf: its cluster read its configuration from outside the data directory (Debian and Ubuntu: /etc/postgresql/{}/<cluster>/, with pg_hba.conf)\nHINT: start the restored cluster with that configuration (pg_ctlcluster, or postgres -c config_file=...), or copy postgresql.conf and pg_hba.conf into {}",
+            r.pg_major, r.pg_path
+        ));
     }
     if r.archive_mode == "preserve" && !settings.flag("delta")? && !settings.flag("force")? {
         text.push('\n');
@@ -1934,7 +1943,8 @@ async fn restore_from(
 
     let written = sh.written.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
-    log::info!(
+    // The result line says it; an INFO line would print it twice.
+    log::debug!(
         "restore: {} restored in {secs:.1}s, {:.1} MiB written",
         m.label,
         written as f64 / 1048576.0
@@ -1953,6 +1963,7 @@ async fn restore_from(
         links: link_report,
         files: m.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
         pg_major: m.pg_major,
+        config_outside: !m.files.iter().any(|f| f.path == "postgresql.conf"),
     })
 }
 

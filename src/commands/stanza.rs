@@ -140,7 +140,8 @@ pub async fn run(upgrade: bool, settings: &Settings) -> Result<()> {
         )
         .hint(format!("run '{cmd}' again to see the stanza as it is now")));
     }
-    log::info!(
+    // The result line says it; an INFO line would print it twice.
+    log::debug!(
         "{cmd}: stanza '{name}' now belongs to {} (record {})",
         describe(&db),
         db.id

@@ -74,30 +74,9 @@ impl Target {
 }
 
 fn os_user() -> Option<String> {
-    if crate::net::IN_PROCESS {
-        // A static glibc's getpwuid needs NSS modules the image may not have (crate::net).
-        let uid = unsafe { libc::geteuid() };
-        return passwd_name(&std::fs::read_to_string("/etc/passwd").ok()?, uid);
-    }
-    // SAFETY: getpwuid returns a pointer into static storage or NULL; we copy the name at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() {
-            return None;
-        }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_str()
-            .ok()
-            .map(str::to_string)
-    }
-}
-
-/// The name of `uid` in an /etc/passwd text (`name:x:uid:gid:...`).
-fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
-    })
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    Some(crate::users::name_of(uid)).filter(|n| n.parse::<u32>().is_err())
 }
 
 /// Looks the password up in PGPASSWORD, else the password file (PGPASSFILE or ~/.pgpass), with
@@ -228,13 +207,5 @@ mod tests {
             vec!["h", "5432", "db", "u", r"pa:ss\w"]
         );
         assert_eq!(split_pgpass("*:*:*:*:a:b"), vec!["*", "*", "*", "*", "a:b"]);
-    }
-
-    #[test]
-    fn passwd_lookup() {
-        let p = "root:x:0:0:root:/root:/bin/bash\npostgres:x:70:70::/var/lib/postgresql:/bin/sh\n";
-        assert_eq!(passwd_name(p, 70).as_deref(), Some("postgres"));
-        assert_eq!(passwd_name(p, 0).as_deref(), Some("root"));
-        assert_eq!(passwd_name(p, 7), None);
     }
 }

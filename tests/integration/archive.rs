@@ -444,6 +444,30 @@ fn check_explains_what_is_wrong() {
     assert_eq!(r.code, 20, "{r:?}");
     assert!(r.stderr.contains("archive_command failed"), "{r:?}");
     c.stop();
+
+    // pgfrost not on the server's PATH: the shell exits 127, which PostgreSQL does not count as
+    // a failure (its archiver just restarts). check must point at the log and the full path,
+    // not at the stanza.
+    let not_found = format!(
+        "'pgfrost-not-installed-here --config {} archive-push %p'",
+        b.cfg.display()
+    );
+    let mut c = Cluster::init(
+        &bin,
+        &[("archive_mode", "on"), ("archive_command", &not_found)],
+    );
+    c.start();
+    let b2 = Archive::new(Repo::Local, &[("archive-timeout", "5")]);
+    assert_eq!(b2.on(&c, &["stanza-create"]).code, 0);
+    let r = b2.on(&c, &["check"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(
+        r.stderr.contains("counts no failure")
+            && r.stderr.contains("exit code 127")
+            && r.stderr.contains("full path"),
+        "{r:?}"
+    );
+    c.stop();
 }
 
 #[test]

@@ -320,3 +320,55 @@ fn drill_follows_the_primary_after_a_test_restore_archived_a_branch() {
         "{r:?}"
     );
 }
+
+/// Debian's layout (pg_createcluster): postgresql.conf and pg_hba.conf live in
+/// /etc/postgresql/<major>/<name>/, so the backup has neither. The drill still starts and checks
+/// the restored cluster, and a restore says where the configuration went.
+#[test]
+fn drill_and_restore_a_cluster_configured_outside_its_data_directory() {
+    let bin = PgBin::pg15();
+    let a = Archive::new(Repo::Local, &[]);
+    let mut c = cluster(&bin, &a);
+    c.stop();
+    let etc = c.root.join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    for f in ["postgresql.conf", "pg_hba.conf"] {
+        std::fs::rename(c.data.join(f), etc.join(f)).unwrap();
+    }
+    let conf = etc.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "\nhba_file = '{}'\n",
+        etc.join("pg_hba.conf").display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    give_to_postgres(&etc);
+    c.start_with(&format!("-c config_file={}", conf.display()));
+    c.pgbench_init(1);
+    backup(&a, &c, "full");
+    switch_segments(&c, 2);
+    assert_eq!(a.on(&c, &["check"]).code, 0);
+
+    let scratch = postgres_dir();
+    let (r, v) = drill(&a, scratch.path());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(v["passed"], true, "{v}");
+    assert_clean(scratch.path());
+
+    let dir = postgres_dir();
+    let data = dir.path().join("data");
+    let r = run(a.cmd(&[
+        "restore",
+        "--pg-path",
+        data.to_str().unwrap(),
+        "--archive-mode",
+        "off",
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("has no postgresql.conf") && r.stdout.contains("config_file"),
+        "{r:?}"
+    );
+    assert!(!data.join("postgresql.conf").exists());
+    c.stop();
+}

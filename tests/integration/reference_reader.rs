@@ -8,14 +8,14 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const INSTALL: &str = "pip install -r proto/reference/requirements.txt";
+const INSTALL: &str = "bash .ci/setup (a virtual environment in /opt/pgfrost/venv; or PY -m pip install -r proto/reference/requirements.txt)";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn python() -> String {
-    std::env::var("PGFROST_PYTHON").unwrap_or_else(|_| "python3".into())
+    common::python()
 }
 
 /// Fails the test (with the install hint) unless the interpreter and every module import.

@@ -299,7 +299,16 @@ fn two_backups_at_once(repo: Repo) {
     c.sql("CREATE TABLE kept AS SELECT generate_series(1, 100000) g");
     backup(&a, &c, "full");
     let spawn = || {
-        let mut cmd = a.cmd(&["backup", "--type", "incr", "--start-fast", "y"]);
+        // debug: the "complete" line (the result says it at info) marks when each ended.
+        let mut cmd = a.cmd(&[
+            "backup",
+            "--type",
+            "incr",
+            "--start-fast",
+            "y",
+            "--log-level",
+            "debug",
+        ]);
         cmd.args(Archive::pg_args(&c))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -440,4 +449,93 @@ fn a_damaged_key_slot_is_reported_as_damage_naming_the_slot() {
 fn a_damaged_key_slot_on_s3_is_reported_as_damage_naming_the_slot() {
     let s3 = S3Server::start();
     damaged_slot_check(Repo::S3(&s3));
+}
+
+/// The README's walk-through for a root operator: `repo-create` as root leaves a repository the
+/// postgres user can use (it is given to postgres), `--repo-owner root` keeps it root's, and then
+/// postgres's `key unlock` fails before asking for a passphrase, saying whose it is and what to
+/// run. Not root, `--repo-owner` is refused.
+#[test]
+fn repo_create_as_root_gives_the_repository_to_postgres() {
+    let dir = postgres_dir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    give_to_postgres(&home);
+    let create = |repo: &Path, extra: &[&str]| {
+        let mut c = pgfrost(&home);
+        c.arg("--repo")
+            .arg(repo)
+            .arg("repo-create")
+            .args(extra)
+            .env("PGFROST_PASSPHRASE", "a long enough passphrase");
+        run(c)
+    };
+    let as_pg = |repo: &Path, args: &[&str], pass: bool| {
+        let mut c = as_postgres("env");
+        c.arg(format!("HOME={}", home.display()))
+            .arg(format!(
+                "PGFROST_CONFIG={}",
+                home.join("none.toml").display()
+            ))
+            .arg("PGFROST_KDF_MEMORY=1024");
+        if pass {
+            c.arg("PGFROST_PASSPHRASE=a long enough passphrase");
+        }
+        c.arg(bin()).arg("--repo").arg(repo).args(args);
+        c.stdin(std::process::Stdio::null());
+        run(c)
+    };
+    let repo = dir.path().join("repo");
+    if !is_root() {
+        let r = create(&repo, &["--repo-owner", "postgres"]);
+        assert_eq!(r.code, 3, "{r:?}");
+        assert!(r.stderr.contains("only root"), "{r:?}");
+        return;
+    }
+    let r = create(&repo, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("owned by postgres"), "{r:?}");
+    let (uid, _) = postgres_ids();
+    for p in [repo.clone(), repo.join("config"), repo.join("keys")] {
+        assert_eq!(std::fs::metadata(&p).unwrap().uid(), uid, "{}", p.display());
+    }
+    let key = home.join("pg-key.json");
+    let r = as_pg(
+        &repo,
+        &["key", "unlock", "--key-file", key.to_str().unwrap()],
+        true,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    // Root adds a key slot afterwards: postgres can still read every slot.
+    let mut c = pgfrost(&home);
+    c.arg("--repo")
+        .arg(&repo)
+        .args(["key", "add", "--key-comment", "second"])
+        .env("PGFROST_PASSPHRASE", "a long enough passphrase")
+        .env("PGFROST_NEW_PASSPHRASE", "another long passphrase");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = as_pg(&repo, &["key", "list"], true);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("second"), "{r:?}");
+
+    // Kept root's: postgres is told why and what to do, before any passphrase is asked for.
+    let root_repo = dir.path().join("root-repo");
+    let r = create(&root_repo, &["--repo-owner", "root"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::metadata(&root_repo).unwrap().uid(), 0);
+    let r = as_pg(&root_repo, &["key", "unlock"], false);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("Permission denied")
+            && r.stderr.contains("HINT: the repository directory")
+            && r.stderr.contains("belongs to root")
+            && r.stderr.contains("runs as postgres")
+            && r.stderr.contains("chown -R postgres:")
+            && !r.stderr.contains("passphrase"),
+        "{r:?}"
+    );
+    let r = create(&dir.path().join("r3"), &["--repo-owner", "nobody-here"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("no user 'nobody-here'"), "{r:?}");
 }
