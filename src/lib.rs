@@ -13,6 +13,7 @@ pub mod logging;
 pub mod net;
 pub mod passphrase;
 pub mod pg;
+pub mod progress;
 pub mod repo;
 pub mod retention;
 pub mod store;

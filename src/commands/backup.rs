@@ -22,7 +22,7 @@ use crate::repo::manifest::{
 use crate::repo::stanza;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,7 +260,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
 struct Shared {
     queue: Mutex<Vec<Task>>,
     bs: BlockStore,
-    done_bytes: AtomicU64,
+    done_bytes: Arc<AtomicU64>,
     start_lsn: u64,
     checksums: bool,
     rt: tokio::runtime::Handle,
@@ -725,46 +725,6 @@ fn label_stamp(t: SystemTime) -> String {
     )
 }
 
-/// Reports progress: a bar on a terminal, a log line every 10 s otherwise.
-fn progress(shared: Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                )
-                .expect("template"),
-            );
-            loop {
-                bar.set_position(shared.done_bytes.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        } else {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let done = shared.done_bytes.load(Ordering::Relaxed);
-                let secs = started.elapsed().as_secs_f64();
-                let rate = done as f64 / secs.max(0.001);
-                let eta = if rate > 0.0 {
-                    (total.saturating_sub(done)) as f64 / rate
-                } else {
-                    0.0
-                };
-                log::info!(
-                    "backup: {} of {} MiB read ({:.0}%), {:.0} MiB/s, ETA {:.0}s",
-                    done >> 20,
-                    total >> 20,
-                    100.0 * done as f64 / total.max(1) as f64,
-                    rate / 1048576.0,
-                    eta
-                );
-            }
-        }
-    })
-}
-
 pub async fn run(settings: &Settings) -> Result<()> {
     let started = Instant::now();
     let stanza_name = settings.required("stanza")?.to_string();
@@ -1176,7 +1136,7 @@ async fn take(
     let shared = Arc::new(Shared {
         queue: Mutex::new(to_read),
         bs: bs.clone(),
-        done_bytes: AtomicU64::new(0),
+        done_bytes: Arc::new(AtomicU64::new(0)),
         start_lsn,
         checksums,
         rt: tokio::runtime::Handle::current(),
@@ -1185,7 +1145,12 @@ async fn take(
         // SAFETY: geteuid cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
     });
-    let reporter = progress(Arc::clone(&shared), total);
+    let reporter = crate::progress::report(
+        "backup",
+        crate::progress::Unit::Bytes,
+        total,
+        Arc::clone(&shared.done_bytes),
+    );
     let workers = settings.u32("process-max") as usize;
     let mut handles = Vec::new();
     for _ in 0..workers {
@@ -1214,7 +1179,7 @@ async fn take(
             }
         }
     }
-    reporter.abort();
+    drop(reporter);
     if let Some(e) = first_err {
         // Leaving the session aborts the non-exclusive backup on the server.
         return Err(e.context(format!(

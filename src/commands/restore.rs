@@ -582,6 +582,8 @@ struct Shared {
     /// without following links.
     roots: HashMap<PathBuf, fsx::Dir>,
     written: AtomicU64,
+    /// Bytes of the files done, written or (delta) found unchanged: what progress counts.
+    done: Arc<AtomicU64>,
 }
 
 fn ids_of(bs_list: &[u8]) -> Result<Vec<BlockId>> {
@@ -748,6 +750,7 @@ fn worker(sh: Arc<Shared>, sync: SyncQueue) -> Result<()> {
             return Ok(());
         };
         let f = restore_file(&sh, &j, &mut buf)?;
+        sh.done.fetch_add(j.size, Ordering::Relaxed);
         // The syncer stops only after a failed flush, which it reports: no use writing on.
         if sync.send((f, j.path)).is_err() {
             return Ok(());
@@ -1723,20 +1726,14 @@ async fn restore_from(
         owner,
         roots,
         written: AtomicU64::new(0),
+        done: Arc::new(AtomicU64::new(0)),
     });
-    let reporter = {
-        let sh = Arc::clone(&sh);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                log::info!(
-                    "restore: {} MiB written of {} MiB",
-                    sh.written.load(Ordering::Relaxed) >> 20,
-                    total >> 20
-                );
-            }
-        })
-    };
+    let reporter = crate::progress::report(
+        "restore",
+        crate::progress::Unit::Bytes,
+        total,
+        Arc::clone(&sh.done),
+    );
     let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
     let flusher = tokio::task::spawn_blocking(move || syncer(sync_rx));
     let mut hs = Vec::new();
@@ -1763,7 +1760,7 @@ async fn restore_from(
         first.get_or_insert(e);
     }
     log::debug!("restore: every file flushed");
-    reporter.abort();
+    drop(reporter);
     if let Some(e) = first {
         return Err(e.context(format!(
             "restore of {} into {} failed; the directory will not start",

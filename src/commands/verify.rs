@@ -16,6 +16,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// What one block list's blocks are: how many, and how many are missing or in bad packs, by
@@ -276,21 +278,21 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     // Packs: every byte read and every block authenticated and re-hashed.
     let stored = bs.list_packs().await?;
     let mut bad_packs: HashMap<BlockId, String> = HashMap::new();
-    let total = stored.len();
     let mut checks = futures::stream::iter(stored.keys().copied())
         .map(|id| {
             let bs = bs.clone();
             async move { (id, bs.check_pack(&id).await) }
         })
         .buffer_unordered(workers);
-    let mut done = 0usize;
-    let mut last_log = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let reporter = crate::progress::report(
+        "verify",
+        crate::progress::Unit::Bytes,
+        stored.values().sum(),
+        Arc::clone(&done),
+    );
     while let Some((id, res)) = checks.next().await {
-        done += 1;
-        if last_log.elapsed().as_secs() >= 10 {
-            log::info!("verify: {done} of {total} packs checked");
-            last_log = Instant::now();
-        }
+        done.fetch_add(stored[&id], Ordering::Relaxed);
         let path = bs.pack_path(&id);
         match res {
             Ok(runs) => {
@@ -325,6 +327,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         }
     }
     drop(checks);
+    drop(reporter);
     for (id, segs) in &indexed {
         if !stored.contains_key(id) {
             let seg = &segment_names[segs[0].0 as usize];
