@@ -11,6 +11,7 @@ mod common;
 mod archive;
 mod backup;
 mod cli;
+mod docker_guide;
 mod drill;
 mod expire;
 mod majors;
