@@ -316,7 +316,8 @@ async fn expire_leased(
         report.manifest_bytes += repo.store.size(&p).await.unwrap_or(0);
         if !dry_run {
             repo.store.delete(&p).await?;
-            log::info!("expire: backup {label} expired: {reason}");
+            // The report says it (and backup's, after an auto-expire): debug, not twice.
+            log::debug!("expire: backup {label} expired: {reason}");
         }
         report.expired.push(Expired {
             label: label.clone(),
