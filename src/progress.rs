@@ -6,14 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What a quantity is: bytes are shown in MiB with a rate, other things as counts.
-#[derive(Clone, Copy)]
-pub enum Unit {
-    Bytes,
-    /// Things, named in the plural ("packs").
-    Items(&'static str),
-}
-
 /// A running reporter; dropping it stops it and clears the bar.
 pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
@@ -29,19 +21,15 @@ impl Drop for Reporter {
     }
 }
 
-/// Starts reporting `done` out of `total` for `what` ("backup", "restore"). Off below `--log-level
-/// info`, like the log lines it stands for.
-pub fn report(what: &'static str, unit: Unit, total: u64, done: Arc<AtomicU64>) -> Reporter {
+/// Starts reporting `done` bytes out of `total` for `what` ("backup", "restore"). Off below
+/// `--log-level info`, like the log lines it stands for.
+pub fn report(what: &'static str, total: u64, done: Arc<AtomicU64>) -> Reporter {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal() && log::max_level() >= log::LevelFilter::Info;
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new(total);
-        let template = match unit {
-            Unit::Bytes => {
-                format!("{what} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}}")
-            }
-            Unit::Items(n) => format!("{what} {{bar:40}} {{pos}}/{{len}} {n} ETA {{eta}}"),
-        };
+        let template =
+            format!("{what} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}}");
         b.set_style(indicatif::ProgressStyle::with_template(&template).expect("template"));
         b
     });
@@ -57,13 +45,7 @@ pub fn report(what: &'static str, unit: Unit, total: u64, done: Arc<AtomicU64>) 
             tokio::time::sleep(Duration::from_secs(10)).await;
             log::info!(
                 "{}",
-                line(
-                    what,
-                    unit,
-                    total,
-                    done.load(Ordering::Relaxed),
-                    started.elapsed()
-                )
+                line(what, total, done.load(Ordering::Relaxed), started.elapsed())
             );
         }
     });
@@ -71,7 +53,7 @@ pub fn report(what: &'static str, unit: Unit, total: u64, done: Arc<AtomicU64>) 
 }
 
 /// `backup: 512 of 2048 MiB (25%), 85 MiB/s, ETA 18s`.
-fn line(what: &str, unit: Unit, total: u64, done: u64, took: Duration) -> String {
+fn line(what: &str, total: u64, done: u64, took: Duration) -> String {
     let secs = took.as_secs_f64().max(0.001);
     let rate = done as f64 / secs;
     let eta = if rate > 0.0 {
@@ -79,16 +61,13 @@ fn line(what: &str, unit: Unit, total: u64, done: u64, took: Duration) -> String
     } else {
         "?".into()
     };
-    let pct = 100.0 * done as f64 / total.max(1) as f64;
-    match unit {
-        Unit::Bytes => format!(
-            "{what}: {} of {} MiB ({pct:.0}%), {:.0} MiB/s, ETA {eta}",
-            done >> 20,
-            total >> 20,
-            rate / 1048576.0
-        ),
-        Unit::Items(n) => format!("{what}: {done} of {total} {n} ({pct:.0}%), ETA {eta}"),
-    }
+    format!(
+        "{what}: {} of {} MiB ({:.0}%), {:.0} MiB/s, ETA {eta}",
+        done >> 20,
+        total >> 20,
+        100.0 * done as f64 / total.max(1) as f64,
+        rate / 1048576.0
+    )
 }
 
 #[cfg(test)]
@@ -98,24 +77,12 @@ mod tests {
     #[test]
     fn lines() {
         assert_eq!(
-            line(
-                "backup",
-                Unit::Bytes,
-                2048 << 20,
-                512 << 20,
-                Duration::from_secs(4)
-            ),
+            line("backup", 2048 << 20, 512 << 20, Duration::from_secs(4)),
             "backup: 512 of 2048 MiB (25%), 128 MiB/s, ETA 12s"
         );
         assert_eq!(
-            line(
-                "verify",
-                Unit::Items("packs"),
-                10,
-                0,
-                Duration::from_secs(4)
-            ),
-            "verify: 0 of 10 packs (0%), ETA ?"
+            line("verify", 10 << 20, 0, Duration::from_secs(4)),
+            "verify: 0 of 10 MiB (0%), 0 MiB/s, ETA ?"
         );
     }
 }

@@ -1145,12 +1145,7 @@ async fn take(
         // SAFETY: geteuid cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
     });
-    let reporter = crate::progress::report(
-        "backup",
-        crate::progress::Unit::Bytes,
-        total,
-        Arc::clone(&shared.done_bytes),
-    );
+    let reporter = crate::progress::report("backup", total, Arc::clone(&shared.done_bytes));
     let workers = settings.u32("process-max") as usize;
     let mut handles = Vec::new();
     for _ in 0..workers {

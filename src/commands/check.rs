@@ -256,9 +256,17 @@ async fn probe(
         let db = stanza::current(&repo, name).await?;
         let (manifests, _) = crate::repo::manifest::read_each(&repo, name).await?;
         let (wal, _) = stanza::list_wal(&repo, name).await?;
-        let verify = outcome::latest(&repo, name, "verify").await?;
-        let drill = outcome::latest(&repo, name, "drill").await?;
-        Ok::<_, Error>((db, manifests, wal, [verify, drill]))
+        // Only the runs a limit asks about: a backup-age probe reads no outcomes.
+        let mut runs = Vec::new();
+        for (command, max) in outcome::COMMANDS
+            .into_iter()
+            .zip([limits.verify, limits.drill])
+        {
+            if let Some(max) = max {
+                runs.push((command, max, outcome::latest(&repo, name, command).await?));
+            }
+        }
+        Ok::<_, Error>((db, manifests, wal, runs))
     }
     .await;
     let (db, manifests, wal, runs) = match read {
@@ -309,9 +317,8 @@ async fn probe(
             None => g.missing("no WAL archived for the current cluster"),
         }
     }
-    let limits_run = [limits.verify, limits.drill];
-    for ((command, run), max) in outcome::COMMANDS.into_iter().zip(&runs).zip(limits_run) {
-        let Some(max) = max else { continue };
+    for (command, max, run) in &runs {
+        let (command, max) = (*command, *max);
         match &run.last {
             None => g.missing(&format!("no {command} recorded")),
             Some(d) if !d.passed => {

@@ -358,7 +358,6 @@ async fn drill(
     // outside the data directory the backup holds; PostgreSQL will not start without them. The
     // drill's own settings are all it needs, and its socket is in a directory only this user
     // can enter, so trust is as private as peer.
-    let missing = |f: &str| !s.data.join(f).exists();
     let stand_in = [
         (
             "postgresql.conf",
@@ -370,7 +369,7 @@ async fn drill(
         ),
     ];
     for (file, text) in stand_in {
-        if missing(file) {
+        if !s.data.join(file).exists() {
             log::info!(
                 "drill: the backup has no {file} (kept outside the data directory); using a minimal one"
             );

@@ -104,25 +104,19 @@ pub struct RunOutcome {
     pub summary: String,
 }
 
-fn rfc3339(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
-}
-
 impl RunInfo {
     fn from(l: outcome::Latest) -> RunInfo {
         RunInfo {
             last: l.last.map(|d| RunOutcome {
                 passed: d.passed,
                 ended_unix: d.ended_unix,
-                ended_time: rfc3339(d.ended_unix),
+                ended_time: clock::rfc3339(d.ended_unix),
                 duration_seconds: d.duration_seconds,
                 backup: d.backup,
                 summary: d.summary,
             }),
             last_success_unix: l.last_passed.as_ref().map(|d| d.ended_unix),
-            last_success_time: l.last_passed.as_ref().map(|d| rfc3339(d.ended_unix)),
+            last_success_time: l.last_passed.as_ref().map(|d| clock::rfc3339(d.ended_unix)),
         }
     }
 }
@@ -332,6 +326,25 @@ fn render(s: &StanzaInfo) -> String {
     t
 }
 
+/// The recorded runs of `command`; what cannot be read is listed, not fatal.
+async fn run_info(
+    repo: &Repository,
+    stanza: &str,
+    command: &str,
+    unreadable: &mut Vec<String>,
+) -> RunInfo {
+    match outcome::latest(repo, stanza, command).await {
+        Ok(l) => {
+            unreadable.extend(l.unreadable.iter().cloned());
+            RunInfo::from(l)
+        }
+        Err(e) => {
+            unreadable.push(format!("{command} outcomes: {e}"));
+            RunInfo::default()
+        }
+    }
+}
+
 pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
     let dbs = stanza::history(repo, name).await?;
     let current = dbs.last().cloned();
@@ -363,20 +376,8 @@ pub async fn stanza_info(repo: &Repository, name: &str) -> Result<StanzaInfo> {
             Vec::new()
         }
     };
-    let mut runs = Vec::new();
-    for command in outcome::COMMANDS {
-        let l = match outcome::latest(repo, name, command).await {
-            Ok(l) => l,
-            Err(e) => {
-                unreadable.push(format!("{command} outcomes: {e}"));
-                outcome::Latest::default()
-            }
-        };
-        unreadable.extend(l.unreadable.iter().cloned());
-        runs.push(RunInfo::from(l));
-    }
-    let drill = runs.pop().unwrap_or_default();
-    let verify = runs.pop().unwrap_or_default();
+    let verify = run_info(repo, name, "verify", &mut unreadable).await;
+    let drill = run_info(repo, name, "drill", &mut unreadable).await;
     let (wal, _) = stanza::list_wal(repo, name).await?;
     let mut size = Sizes::default();
     for l in repo.store.list(name).await? {

@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     .await?;
     let owned = owner
         .as_ref()
-        .map(|(name, _, _)| format!("\nowned by {name} (mode 0750; every object written later, by root too, is given to it)"))
+        .map(|name| format!("\nowned by {name} (mode 0750; every object written later, by root too, is given to it)"))
         .unwrap_or_default();
     emit(
         settings,
@@ -40,7 +40,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
             repo.slot_id.as_deref().unwrap_or("")
         ),
         json!({"repository": location.to_string(), "repo_id": repo.config.repo_id, "slot": repo.slot_id,
-               "owner": owner.as_ref().map(|o| o.0.clone())}),
+               "owner": owner}),
     );
     Ok(())
 }
@@ -49,7 +49,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
 /// backup) could read nothing of it. Its directory is given to `repo-owner`, by default to
 /// `postgres` when the directory is still root's; every object written later follows the
 /// directory's owner (store::settle). The owner chosen, when one was.
-fn give_away(settings: &Settings, location: &Location) -> Result<Option<(String, u32, u32)>> {
+fn give_away(settings: &Settings, location: &Location) -> Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
     let spec = settings.string("repo-owner");
     let Location::Local(dir) = location else {
@@ -105,5 +105,5 @@ fn give_away(settings: &Settings, location: &Location) -> Result<Option<(String,
                 dir.display()
             ))
         })?;
-    Ok(Some((name, uid, gid)))
+    Ok(Some(name))
 }

@@ -1728,12 +1728,7 @@ async fn restore_from(
         written: AtomicU64::new(0),
         done: Arc::new(AtomicU64::new(0)),
     });
-    let reporter = crate::progress::report(
-        "restore",
-        crate::progress::Unit::Bytes,
-        total,
-        Arc::clone(&sh.done),
-    );
+    let reporter = crate::progress::report("restore", total, Arc::clone(&sh.done));
     let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
     let flusher = tokio::task::spawn_blocking(move || syncer(sync_rx));
     let mut hs = Vec::new();

@@ -207,15 +207,10 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             ["index", id] => is_hex64(id),
             ["outcome", ..] => match crate::repo::outcome::parse_path(stanza_name, &l.path) {
                 Some(_) => {
-                    r.checked.bytes_read += l.size;
-                    let opened = async {
-                        let b = repo.store.get(&l.path).await?;
-                        crate::repo::outcome::open(repo, &l.path, &b)
-                    }
+                    check_document(repo, &mut r, &l, |b| {
+                        crate::repo::outcome::open(repo, &l.path, b).map(drop)
+                    })
                     .await;
-                    if let Err(e) = opened {
-                        r.problem(&l.path, e.to_string());
-                    }
                     true
                 }
                 None => false,
@@ -223,15 +218,10 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
             ["point", ..] => match crate::repo::points::parse_path(stanza_name, &l.path) {
                 Some((db, _)) => {
                     r.checked.restore_point_files += 1;
-                    r.checked.bytes_read += l.size;
-                    let opened = async {
-                        let b = repo.store.get(&l.path).await?;
-                        crate::repo::points::open(repo, &l.path, db, &b)
-                    }
+                    check_document(repo, &mut r, &l, |b| {
+                        crate::repo::points::open(repo, &l.path, db, b).map(drop)
+                    })
                     .await;
-                    if let Err(e) = opened {
-                        r.problem(&l.path, e.to_string());
-                    }
                     true
                 }
                 None => false,
@@ -285,12 +275,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         })
         .buffer_unordered(workers);
     let done = Arc::new(AtomicU64::new(0));
-    let reporter = crate::progress::report(
-        "verify",
-        crate::progress::Unit::Bytes,
-        stored.values().sum(),
-        Arc::clone(&done),
-    );
+    let reporter = crate::progress::report("verify", stored.values().sum(), Arc::clone(&done));
     while let Some((id, res)) = checks.next().await {
         done.fetch_add(stored[&id], Ordering::Relaxed);
         let path = bs.pack_path(&id);
@@ -517,6 +502,23 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         }
     }
     Ok(r)
+}
+
+/// Reads one sealed document and opens it as `open` does; a failure is a problem of the object.
+async fn check_document(
+    repo: &Repository,
+    r: &mut Report,
+    l: &crate::store::Listed,
+    open: impl FnOnce(&[u8]) -> Result<()>,
+) {
+    r.checked.bytes_read += l.size;
+    let opened = match repo.store.get(&l.path).await {
+        Ok(b) => open(&b),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = opened {
+        r.problem(&l.path, e.to_string());
+    }
 }
 
 fn is_hex64(s: &str) -> bool {

@@ -233,8 +233,8 @@ impl Store {
             | object_store::Error::Unauthenticated { .. } => {
                 Error::storage(msg).hint("check the repository's permissions or credentials")
             }
-            // LocalFileSystem reports EACCES as a generic error.
-            _ if msg.contains("(os error 13)") => match &self.location {
+            // LocalFileSystem reports EACCES as a generic error with the io::Error below it.
+            _ if permission_denied(&e) => match &self.location {
                 Location::Local(dir) => Error::storage(msg).hint(denied_hint(dir)),
                 _ => Error::storage(msg),
             },
@@ -461,6 +461,19 @@ impl Store {
             Err(e) => Err(self.err("cannot delete", path, e)),
         }
     }
+}
+
+fn permission_denied(e: &dyn std::error::Error) -> bool {
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Who owns a local repository and who is asking: the usual cause is a repository created by
