@@ -68,6 +68,9 @@ pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    /// What caused it (an `io::Error`, a backend's error), for code that must tell causes apart
+    /// (a full disk, a permission) without reading the message. Shared so errors stay `Clone`.
+    pub source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,7 +81,44 @@ impl Error {
             kind,
             message: message.into(),
             hint: None,
+            source: None,
         }
+    }
+
+    /// Keeps `cause` as this error's source.
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(std::sync::Arc::new(cause));
+        self
+    }
+
+    /// A failed file system call: names what was done and the path, keeps the `io::Error` as
+    /// its source, and on a full disk says so in a hint (the one thing the operator can fix
+    /// that the message does not already say).
+    pub fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        let full = e.kind() == std::io::ErrorKind::StorageFull;
+        let err = Self::storage(format!("cannot {what} {}: {e}", path.display()));
+        let err = if full {
+            err.hint(format!(
+                "the file system holding {} is full: free space there and run the command again",
+                path.display()
+            ))
+        } else {
+            err
+        };
+        err.with_source(e)
+    }
+
+    /// The `io::Error` behind this error, if one is.
+    pub fn io_cause(&self) -> Option<&std::io::Error> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io);
+            }
+            cur = e.source();
+        }
+        None
     }
 
     /// Adds (or replaces) the `HINT:` line.
@@ -117,7 +157,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +192,38 @@ mod tests {
         // 1 is reserved for archive-get's "segment not in the repository", 2 for usage errors.
         assert!(!codes.contains(&2) && !codes.contains(&0));
         assert_eq!(ErrorKind::ArchiveMissing.exit_code(), 1);
+    }
+
+    #[test]
+    fn io_errors_keep_their_cause_and_say_when_the_disk_is_full() {
+        let p = std::path::Path::new("/data/base/1/1259");
+        let full = Error::io(
+            "write",
+            p,
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(full.kind, ErrorKind::Storage);
+        assert!(
+            full.message.contains("cannot write /data/base/1/1259"),
+            "{full}"
+        );
+        assert!(full.hint.as_deref().unwrap().contains("full"), "{full}");
+        assert_eq!(
+            full.io_cause().map(|e| e.kind()),
+            Some(std::io::ErrorKind::StorageFull)
+        );
+        let denied = Error::io(
+            "open",
+            p,
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        )
+        .context("restore failed");
+        assert!(denied.hint.is_none());
+        assert!(std::error::Error::source(&denied).is_some());
+        assert_eq!(
+            denied.io_cause().map(|e| e.kind()),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
     }
 
     #[test]

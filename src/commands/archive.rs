@@ -664,7 +664,7 @@ fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
         ".{}.pgfrost-tmp",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
-    let io = |e: std::io::Error| Error::storage(format!("cannot write {}: {e}", dest.display()));
+    let io = |e: std::io::Error| Error::io("write", dest, e);
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, dest).map_err(io)
 }

@@ -85,10 +85,6 @@ struct Walk {
     roots: Vec<crate::fsx::Dir>,
 }
 
-fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
-    Error::storage(format!("cannot {what} {}: {e}", p.display()))
-}
-
 /// Lists what the backup copies: the data directory, and each tablespace's directory for this
 /// major version, under `pg_tblspc/<oid>/`.
 fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
@@ -115,7 +111,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
                 continue;
             }
             let target = std::fs::read_link(&link)
-                .map_err(|err| io_err("read tablespace link", &link, err))?;
+                .map_err(|err| Error::io("read tablespace link", &link, err))?;
             w.tablespaces.push((oid, target.display().to_string()));
             w.links.push(LinkEntry {
                 path: format!("pg_tblspc/{name}"),
@@ -124,7 +120,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
             // Only this major version's directory: after pg_upgrade the old one may still be there.
             let prefix = format!("PG_{major}_");
             for v in std::fs::read_dir(&target)
-                .map_err(|err| io_err("read tablespace", &target, err))?
+                .map_err(|err| Error::io("read tablespace", &target, err))?
                 .filter_map(|e| e.ok())
             {
                 let vname = v.file_name().to_string_lossy().to_string();
@@ -136,9 +132,9 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
     }
     for (root_no, (root, prefix)) in roots.into_iter().enumerate() {
         w.roots
-            .push(crate::fsx::Dir::open(&root).map_err(|e| io_err("open", &root, e))?);
+            .push(crate::fsx::Dir::open(&root).map_err(|e| Error::io("open", &root, e))?);
         if !prefix.is_empty() {
-            let m = std::fs::metadata(&root).map_err(|e| io_err("stat", &root, e))?;
+            let m = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
             w.dirs.push(DirEntry {
                 path: prefix.clone(),
                 mode: m.mode() & 0o7777,
@@ -190,7 +186,7 @@ fn walk(pg_path: &Path, major: u32) -> Result<Walk> {
             if ft.is_symlink() && !linked_file {
                 if !rel.starts_with("pg_tblspc/") {
                     let target = std::fs::read_link(entry.path())
-                        .map_err(|e| io_err("read link", entry.path(), e))?;
+                        .map_err(|e| Error::io("read link", entry.path(), e))?;
                     w.links.push(LinkEntry {
                         path: rel,
                         target: target.display().to_string(),
@@ -319,7 +315,7 @@ fn open_task(shared: &Shared, mut t: Task) -> Result<Option<(std::fs::File, Task
                 "it (or a directory above it) was replaced by a link or another kind of file after the walk",
             );
         }
-        Err(e) => return Err(io_err("open", &t.abs, e)),
+        Err(e) => return Err(Error::io("open", &t.abs, e)),
     };
     let same = st.st_dev == t.dev && st.st_ino == t.ino;
     if t.linked && !same {
@@ -378,7 +374,8 @@ fn worker(shared: Arc<Shared>, mut writer: BlockWriter) -> Result<WorkerOut> {
                 let mut size = 0u64;
                 let mut block_no = rel.as_ref().map_or(0, |r| r.first_block());
                 loop {
-                    let n = read_full(&mut f, &mut buf).map_err(|e| io_err("read", &t.abs, e))?;
+                    let n =
+                        read_full(&mut f, &mut buf).map_err(|e| Error::io("read", &t.abs, e))?;
                     if n == 0 {
                         break;
                     }
@@ -443,7 +440,10 @@ fn copy_from_parent(
     let list_id = crate::repo::format::hex_array::<32>(&fp.list, "list").map_err(Error::corrupt)?;
     let parent = shared.rt.block_on(shared.bs.read_block(&list_id))?;
     let parent_blocks = parent.len() / 32;
-    let size = f.metadata().map_err(|e| io_err("stat", &t.abs, e))?.len();
+    let size = f
+        .metadata()
+        .map_err(|e| Error::io("stat", &t.abs, e))?
+        .len();
     // Relation files are whole pages; a torn tail is read like any changed block.
     let nblocks = size.div_ceil(BLCKSZ as u64) as u32;
     let first = rel.map_or(0, |r| r.first_block());
@@ -463,8 +463,8 @@ fn copy_from_parent(
             continue;
         }
         f.seek(SeekFrom::Start(b as u64 * BLCKSZ as u64))
-            .map_err(|e| io_err("seek in", &t.abs, e))?;
-        let n = read_full(f, &mut page).map_err(|e| io_err("read", &t.abs, e))?;
+            .map_err(|e| Error::io("seek in", &t.abs, e))?;
+        let n = read_full(f, &mut page).map_err(|e| Error::io("read", &t.abs, e))?;
         if n == 0 {
             break;
         }
@@ -1075,7 +1075,7 @@ async fn take(
     let mut walked = walked;
     after_walk_hook().await;
     let walk_roots = std::mem::take(&mut walked.roots);
-    let pg_meta = std::fs::metadata(&pg_path).map_err(|e| io_err("stat", &pg_path, e))?;
+    let pg_meta = std::fs::metadata(&pg_path).map_err(|e| Error::io("stat", &pg_path, e))?;
 
     // diff/incr: an unchanged file (same size, same mtime, and last modified before the parent
     // started, so the parent's copy cannot predate a change made in the same second) is not read.

@@ -166,15 +166,13 @@ pub async fn run(settings: &Settings) -> Result<()> {
         .string("drill-path")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)
-        .map_err(|e| Error::storage(format!("cannot create {}: {e}", base.display())))?;
+    std::fs::create_dir_all(&base).map_err(|e| Error::io("create", &base, e))?;
     let dir = base.join(format!(
         "pgfrost-drill-{}-{}",
         std::process::id(),
         crate::repo::format::now_rfc3339().replace(':', "")
     ));
-    std::fs::create_dir(&dir)
-        .map_err(|e| Error::storage(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
     let scratch = Scratch {
         data: dir.join("data"),
         dir,

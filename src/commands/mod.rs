@@ -9,6 +9,7 @@ pub mod drill;
 pub mod expire;
 pub mod info;
 pub mod key;
+pub mod pool;
 pub mod repo_create;
 pub mod restore;
 pub mod stanza;

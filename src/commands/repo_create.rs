@@ -72,8 +72,7 @@ fn give_away(settings: &Settings, location: &Location) -> Result<Option<String>>
         }
         return Ok(None);
     }
-    let st = std::fs::metadata(dir)
-        .map_err(|e| Error::storage(format!("cannot stat {}: {e}", dir.display())))?;
+    let st = std::fs::metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
     let (name, uid, gid) = match spec {
         Some(s) => {
             let (uid, gid) = users::parse_owner(s)?;

@@ -179,16 +179,6 @@ fn dir_is_empty(p: &Path) -> bool {
         .unwrap_or(true)
 }
 
-fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
-    let hint = (e.kind() == std::io::ErrorKind::StorageFull)
-        .then_some("free space on the target file system and run the restore again");
-    let err = Error::storage(format!("cannot {what} {}: {e}", p.display()));
-    match hint {
-        Some(h) => err.hint(h),
-        None => err,
-    }
-}
-
 /// The timeline recovery follows, as `--target-timeline` says.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum TargetTimeline {
@@ -639,7 +629,7 @@ fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File
     // path or at any directory above it (--delta, --force), and as root that would hand them
     // whatever it points to. fsx reaches the file without following any.
     let f = open_below(&sh.roots, sh.owner, &j.root, &j.sub, !sh.delta)
-        .map_err(|e| io("create", &j.path, e))?;
+        .map_err(|e| Error::io("create", &j.path, e))?;
     let ids: Vec<BlockId> = if j.list.is_empty() {
         Vec::new()
     } else {
@@ -717,22 +707,23 @@ fn restore_file(sh: &Shared, j: &Job, buf: &mut Vec<u8>) -> Result<std::fs::File
                 e += 1;
             }
             f.write_all_at(&buf[at..at + len], k0 as u64 * BLCKSZ as u64)
-                .map_err(|e| io("write", &j.path, e))?;
+                .map_err(|e| Error::io("write", &j.path, e))?;
             sh.written.fetch_add(len as u64, Ordering::Relaxed);
             from += len;
             s = e;
         }
         i = end;
     }
-    f.set_len(j.size).map_err(|e| io("truncate", &j.path, e))?;
+    f.set_len(j.size)
+        .map_err(|e| Error::io("truncate", &j.path, e))?;
     f.set_permissions(std::fs::Permissions::from_mode(j.mode))
-        .map_err(|e| io("chmod", &j.path, e))?;
+        .map_err(|e| Error::io("chmod", &j.path, e))?;
     let mtime = UNIX_EPOCH + Duration::from_secs(j.mtime.max(0) as u64);
     f.set_modified(mtime)
-        .map_err(|e| io("set the time of", &j.path, e))?;
+        .map_err(|e| Error::io("set the time of", &j.path, e))?;
     if sh.chown {
         std::os::unix::fs::fchown(&f, Some(j.uid), Some(j.gid))
-            .map_err(|e| io("chown", &j.path, e))?;
+            .map_err(|e| Error::io("chown", &j.path, e))?;
     }
     Ok(f)
 }
@@ -763,7 +754,7 @@ fn worker(sh: Arc<Shared>, sync: SyncQueue) -> Result<()> {
 /// Returns the first failure; after one, it stops taking files.
 fn syncer(queue: std::sync::mpsc::Receiver<(std::fs::File, PathBuf)>) -> Result<()> {
     for (f, path) in queue {
-        f.sync_all().map_err(|e| io("sync", &path, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", &path, e))?;
     }
     Ok(())
 }
@@ -1029,7 +1020,7 @@ fn foreign_cluster(dir: &Path, pg_path: &Path) -> Option<String> {
 fn give(p: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     match owner {
         Some((uid, gid)) => {
-            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| io("chown", p, e))
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| Error::io("chown", p, e))
         }
         None => Ok(()),
     }
@@ -1040,7 +1031,7 @@ fn give(p: &Path, owner: Option<(u32, u32)>) -> Result<()> {
 fn make_cluster_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     make_dir(dir, owner)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| io("chmod", dir, e))?;
+        .map_err(|e| Error::io("chmod", dir, e))?;
     give(dir, owner)
 }
 
@@ -1048,7 +1039,7 @@ fn make_cluster_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<
 /// owner (root's umask would leave them root's and closed to the postgres user).
 fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
-    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     missing.into_iter().try_for_each(|d| give(d, owner))
 }
 
@@ -1563,7 +1554,7 @@ async fn restore_from(
     make_cluster_dir(&pg_path, dir_mode, owner)?;
     let fs_err = |what: &str, p: &Path| {
         let (what, p) = (what.to_string(), p.to_path_buf());
-        move |e: std::io::Error| io(&what, &p, e)
+        move |e: std::io::Error| Error::io(&what, &p, e)
     };
     let mut roots: HashMap<PathBuf, fsx::Dir> = HashMap::new();
     roots.insert(
@@ -1918,7 +1909,7 @@ async fn restore_from(
     tokio::task::spawn_blocking(move || -> Result<()> {
         restore_file(&sh2, &ctl_job, &mut Vec::new())?
             .sync_all()
-            .map_err(|e| io("sync", &ctl_job.path, e))?;
+            .map_err(|e| Error::io("sync", &ctl_job.path, e))?;
         let g = ctl_job.path.parent().unwrap();
         dir_below(
             &sh2.roots,
@@ -1928,7 +1919,7 @@ async fn restore_from(
             false,
         )
         .and_then(|d| d.sync())
-        .map_err(|e| io("sync", g, e))
+        .map_err(|e| Error::io("sync", g, e))
     })
     .await
     .map_err(|e| Error::internal(format!("restore failed: {e}")))??;
