@@ -64,15 +64,6 @@ fn run(matches: &clap::ArgMatches) -> pgfrost::error::Result<()> {
              HINT: set it in the config file or in PGFROST_REPO_S3_KEY_SECRET"
         );
     }
-    {
-        use pgfrost::repo::blockmap::{self, DEFAULT_DIR, DEFAULT_MEMORY, Limits};
-        blockmap::configure(Limits {
-            dir: settings.string("index-path").unwrap_or(DEFAULT_DIR).into(),
-            memory: settings
-                .size("index-memory")?
-                .map_or(DEFAULT_MEMORY, |n| n as usize),
-        });
-    }
     let (path, leaf) = cli::command_path(matches);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.u32("process-max").max(2) as usize)

@@ -5,20 +5,20 @@ mod common;
 
 use common::*;
 use pgfrost::repo::Repository;
-use pgfrost::repo::blockmap::{self, BlockMap, Limits, Loc};
+use pgfrost::repo::blockmap::{BlockMap, Limits, Loc};
 use pgfrost::repo::blockstore::BlockStore;
 use pgfrost::repo::index::{PackEntries, Run, RunBlock};
 use pgfrost::store::{Location, Store};
 use std::sync::Mutex;
 
-/// The limits are process-wide, and the memory test must not see another test's allocations.
+/// The memory test must not see another test's allocations.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn limit(dir: &std::path::Path, memory: usize) {
-    blockmap::configure(Limits {
+fn limit(dir: &std::path::Path, memory: usize) -> Limits {
+    Limits {
         dir: dir.to_path_buf(),
         memory,
-    });
+    }
 }
 
 fn rss_anon_kib() -> u64 {
@@ -32,7 +32,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spill = tempfile::tempdir().unwrap();
     // Room for a few hundred entries in memory; 3000 blocks make several tables and merges.
-    limit(spill.path(), 64 << 10);
+    let limits = limit(spill.path(), 64 << 10);
     assert!(BlockMap::<Loc>::capacity_for(64 << 10) < 1000);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Location::Local(dir.path().join("repo")), true).unwrap();
@@ -41,7 +41,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
             .await
             .unwrap();
         let keys = repo.keys.clone();
-        let bs = BlockStore::open(store.clone(), "main", keys.clone())
+        let bs = BlockStore::open_with(store.clone(), "main", keys.clone(), limits.clone())
             .await
             .unwrap()
             .with_pack_size(1 << 20);
@@ -60,7 +60,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
         assert_eq!(st.new_blocks, 3000);
 
         // Another process: its index is built from the segments, mostly on disk.
-        let bs2 = BlockStore::open(store.clone(), "main", keys.clone())
+        let bs2 = BlockStore::open_with(store.clone(), "main", keys.clone(), limits.clone())
             .await
             .unwrap();
         let (tables, bytes) = bs2.index_tables();
@@ -93,7 +93,7 @@ fn index_memory_stays_bounded_as_the_index_grows() {
     let spill = tempfile::tempdir().unwrap();
     const LIMIT: usize = 4 << 20;
     const BLOCKS: u32 = 1_000_000;
-    limit(spill.path(), LIMIT);
+    let limits = limit(spill.path(), LIMIT);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Location::Local(dir.path().join("repo")), true).unwrap();
     let repo = rt()
@@ -104,7 +104,7 @@ fn index_memory_stays_bounded_as_the_index_grows() {
             "test",
         ))
         .unwrap();
-    let bs = BlockStore::open_empty(store, "main", repo.keys.clone());
+    let bs = BlockStore::open_empty(store, "main", repo.keys.clone(), limits);
     let id = |n: u32| *blake3::hash(&n.to_le_bytes()).as_bytes();
     let pack = |p: u32| *blake3::hash(format!("pack {p}").as_bytes()).as_bytes();
     let before = rss_anon_kib();

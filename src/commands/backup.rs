@@ -982,7 +982,9 @@ async fn take(
             kind = BackupType::Full;
         }
     }
-    let bs = super::open_block_store(settings, repo, &stanza_name).await?;
+    let bs = super::StoreOptions::from_settings(settings)?
+        .open(repo, &stanza_name)
+        .await?;
     let adopted = bs.adopt_orphan_packs().await?;
     if adopted > 0 {
         log::info!("backup: reusing {adopted} pack(s) left by an interrupted run");

@@ -42,7 +42,9 @@ struct Catalog {
 pub async fn run(sub: &str, leaf: &clap::ArgMatches, settings: &Settings) -> Result<()> {
     let stanza = settings.required("stanza")?.to_string();
     let repo = open_repo(settings).await?;
-    let bs = super::open_block_store(settings, &repo, &stanza).await?;
+    let bs = super::StoreOptions::from_settings(settings)?
+        .open(&repo, &stanza)
+        .await?;
     match sub {
         "put-dir" => {
             put_dir(

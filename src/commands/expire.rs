@@ -7,7 +7,6 @@ use crate::clock;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::Repository;
-use crate::repo::blockstore::BlockStore;
 use crate::repo::gc::{self, GcReport};
 use crate::repo::lease::{self, Lease, LeaseKind};
 use crate::repo::manifest::{self, BackupType, Manifest};
@@ -385,10 +384,7 @@ async fn expire_leased(
             .filter(|m| plan.keep.contains(&m.label))
             .collect();
         // Empty: collection loads every index segment itself, once.
-        let bs = super::configure_block_store(
-            settings,
-            BlockStore::open_empty(repo.store.clone(), stanza, repo.keys.clone()),
-        )?;
+        let bs = super::StoreOptions::from_settings(settings)?.open_empty(repo, stanza);
         let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run)
             .await
             .map_err(|e| {

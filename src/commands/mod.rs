@@ -84,22 +84,57 @@ pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository
     Repository::open_with_passphrase(store, pw.as_bytes()).await
 }
 
-/// The stanza's block store with its index loaded, writing new packs as the options say.
-pub async fn open_block_store(
-    settings: &Settings,
-    repo: &Repository,
-    stanza: &str,
-) -> Result<BlockStore> {
-    let bs = BlockStore::open(repo.store.clone(), stanza, repo.keys.clone()).await?;
-    configure_block_store(settings, bs)
+/// How a command's block store writes packs and holds its index (compress-level, pack-size,
+/// index-path, index-memory), read from the options before any work.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub compress_level: Option<i32>,
+    pub pack_size: usize,
+    pub limits: crate::repo::blockmap::Limits,
 }
 
-/// Applies compress-level and pack-size to how a block store writes new packs.
-pub fn configure_block_store(settings: &Settings, bs: BlockStore) -> Result<BlockStore> {
-    let level = settings.u32("compress-level") as i32;
-    Ok(bs
-        .with_compression((level > 0).then_some(level))
-        .with_pack_size(settings.size("pack-size")?.unwrap_or(32 << 20) as usize))
+impl StoreOptions {
+    pub fn from_settings(settings: &Settings) -> Result<StoreOptions> {
+        use crate::repo::blockmap::{DEFAULT_DIR, DEFAULT_MEMORY, Limits};
+        let level = settings.u32("compress-level") as i32;
+        Ok(StoreOptions {
+            compress_level: (level > 0).then_some(level),
+            pack_size: settings.size("pack-size")?.unwrap_or(32 << 20) as usize,
+            limits: Limits {
+                dir: settings.string("index-path").unwrap_or(DEFAULT_DIR).into(),
+                memory: settings
+                    .size("index-memory")?
+                    .map_or(DEFAULT_MEMORY, |n| n as usize),
+            },
+        })
+    }
+
+    /// The stanza's block store with its index loaded.
+    pub async fn open(&self, repo: &Repository, stanza: &str) -> Result<BlockStore> {
+        let bs = BlockStore::open_with(
+            repo.store.clone(),
+            stanza,
+            repo.keys.clone(),
+            self.limits.clone(),
+        )
+        .await?;
+        Ok(self.configure(bs))
+    }
+
+    /// A handle with an empty index, for a caller that loads (and judges) segments itself.
+    pub fn open_empty(&self, repo: &Repository, stanza: &str) -> BlockStore {
+        self.configure(BlockStore::open_empty(
+            repo.store.clone(),
+            stanza,
+            repo.keys.clone(),
+            self.limits.clone(),
+        ))
+    }
+
+    fn configure(&self, bs: BlockStore) -> BlockStore {
+        bs.with_compression(self.compress_level)
+            .with_pack_size(self.pack_size)
+    }
 }
 
 /// A `read` lease for a command that reads blocks (restore, drill, verify): garbage collection

@@ -1511,7 +1511,9 @@ async fn restore_from(
     let stanza_name = stanza_name.to_string();
     let (kind, delta, force) = (plan.kind.clone(), plan.delta, plan.force);
     let pg_path = pg_path.to_path_buf();
-    let bs = BlockStore::open(repo.store.clone(), &stanza_name, repo.keys.clone()).await?;
+    let bs = super::StoreOptions::from_settings(settings)?
+        .open(repo, &stanza_name)
+        .await?;
     let chosen = choose(repo, &stanza_name, settings, plan, &bs).await?;
     let m = chosen.m;
     log::info!(

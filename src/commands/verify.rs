@@ -234,10 +234,10 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
     }
 
     // Index segments, one by one so that a bad one is named and the rest still count.
-    let bs = BlockStore::open_empty(repo.store.clone(), stanza_name, repo.keys.clone());
+    let bs = super::StoreOptions::from_settings(settings)?.open_empty(repo, stanza_name);
     // Every segment's runs for each pack: each must equal the pack's trailer. The lists wait in
     // a scratch file; memory holds a few dozen bytes per pack and segment.
-    let mut runs_file = RunFile::new("verify's run lists")?;
+    let mut runs_file = RunFile::new(&bs.limits().dir, "verify's run lists")?;
     let mut segment_names: Vec<String> = Vec::new();
     let mut indexed: HashMap<BlockId, Vec<(u32, RunsAt)>> = HashMap::new();
     for l in repo.store.list(&format!("{stanza_name}/index")).await? {

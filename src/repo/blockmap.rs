@@ -17,7 +17,6 @@ use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type BlockId = [u8; 32];
@@ -96,9 +95,9 @@ const FAN: usize = 1 << 16;
 /// Bytes buffered while writing a table.
 const WRITE_BUF: usize = 1 << 20;
 
-/// Where tables go and how much memory the map may use. Set once per process from the options
-/// (`index-path`, `index-memory`).
-#[derive(Debug, Clone)]
+/// Where tables go and how much memory the map may use (options `index-path`, `index-memory`).
+/// A block store carries its limits to every map and scratch file made for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub dir: PathBuf,
     pub memory: usize,
@@ -107,18 +106,13 @@ pub struct Limits {
 pub const DEFAULT_DIR: &str = "/var/tmp";
 pub const DEFAULT_MEMORY: usize = 64 << 20;
 
-static LIMITS: Mutex<Option<Limits>> = Mutex::new(None);
-
-/// Sets the limits of every block map created from now on.
-pub fn configure(limits: Limits) {
-    *LIMITS.lock().unwrap() = Some(limits);
-}
-
-fn limits() -> Limits {
-    LIMITS.lock().unwrap().clone().unwrap_or(Limits {
-        dir: PathBuf::from(DEFAULT_DIR),
-        memory: DEFAULT_MEMORY,
-    })
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            dir: PathBuf::from(DEFAULT_DIR),
+            memory: DEFAULT_MEMORY,
+        }
+    }
 }
 
 /// A read-only memory map of a whole file.
@@ -201,9 +195,9 @@ pub struct RunsAt {
 }
 
 impl RunFile {
-    pub fn new(what: &'static str) -> Result<RunFile> {
+    pub fn new(dir: &Path, what: &'static str) -> Result<RunFile> {
         Ok(RunFile {
-            file: scratch_file(what)?,
+            file: scratch_file(dir, what)?,
             end: 0,
             what,
         })
@@ -319,8 +313,8 @@ fn unlinked_file(dir: &Path) -> Result<(File, PathBuf)> {
 
 /// A scratch file for `what` in `index-path`, for other work whose size grows with the
 /// repository (garbage collection's run lists), unlinked from the start.
-pub fn scratch_file(what: &str) -> Result<File> {
-    unlinked_file(&limits().dir)
+pub fn scratch_file(dir: &Path, what: &str) -> Result<File> {
+    unlinked_file(dir)
         .map(|(f, _)| f)
         .map_err(|e| e.context(format!("scratch file for {what}")))
 }
@@ -393,7 +387,7 @@ pub struct BlockMap<V = Loc> {
 
 impl<V: Value> Default for BlockMap<V> {
     fn default() -> Self {
-        BlockMap::new(limits())
+        BlockMap::new(Limits::default())
     }
 }
 

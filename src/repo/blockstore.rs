@@ -5,7 +5,7 @@
 //! A crash leaves unreferenced packs (garbage, adoptable through their trailers), never a
 //! reference to something missing.
 
-use super::blockmap::{BlockMap, Loc};
+use super::blockmap::{BlockMap, Limits, Loc};
 use super::crypto::{Keys, Kind, MAX_OBJECT_PLAINTEXT, Opener, Sealer};
 use super::index::{self, PackEntries, Run, RunBlock};
 use super::pack::{self, PackBuilder};
@@ -79,7 +79,6 @@ impl Placed {
     }
 }
 
-#[derive(Default)]
 struct Index {
     packs: Vec<BlockId>,
     pack_pos: HashMap<BlockId, u32>,
@@ -88,6 +87,15 @@ struct Index {
 }
 
 impl Index {
+    fn new(limits: &Limits) -> Index {
+        Index {
+            packs: Vec::new(),
+            pack_pos: HashMap::new(),
+            blocks: BlockMap::new(limits.clone()),
+            segments: HashSet::new(),
+        }
+    }
+
     fn add(&mut self, p: &PackEntries) -> Result<()> {
         let next = self.packs.len() as u32;
         let pos = *self.pack_pos.entry(p.pack).or_insert(next);
@@ -142,6 +150,7 @@ pub struct BlockStore {
     index: Arc<RwLock<Index>>,
     pack_size: usize,
     level: Option<i32>,
+    limits: Limits,
 }
 
 pub fn hex_id(id: &BlockId) -> String {
@@ -149,24 +158,41 @@ pub fn hex_id(id: &BlockId) -> String {
 }
 
 impl BlockStore {
-    /// Opens the block store under `prefix` (the stanza name) and loads its index.
+    /// Opens the block store under `prefix` (the stanza name) and loads its index, with the
+    /// default index limits.
     pub async fn open(store: Store, prefix: &str, keys: Arc<Keys>) -> Result<BlockStore> {
-        let bs = BlockStore::open_empty(store, prefix, keys);
+        Self::open_with(store, prefix, keys, Limits::default()).await
+    }
+
+    /// Opens the block store and loads its index within `limits`.
+    pub async fn open_with(
+        store: Store,
+        prefix: &str,
+        keys: Arc<Keys>,
+        limits: Limits,
+    ) -> Result<BlockStore> {
+        let bs = BlockStore::open_empty(store, prefix, keys, limits);
         bs.refresh().await?;
         Ok(bs)
     }
 
     /// A handle with an empty index, for a caller that loads segments one by one
     /// ([`BlockStore::add_to_index`]) and must survive a bad one.
-    pub fn open_empty(store: Store, prefix: &str, keys: Arc<Keys>) -> BlockStore {
+    pub fn open_empty(store: Store, prefix: &str, keys: Arc<Keys>, limits: Limits) -> BlockStore {
         BlockStore {
             store,
             prefix: prefix.trim_matches('/').to_string(),
             keys,
-            index: Arc::default(),
+            index: Arc::new(RwLock::new(Index::new(&limits))),
             pack_size: DEFAULT_PACK_SIZE,
             level: Some(3),
+            limits,
         }
+    }
+
+    /// Where the index (and the work done over it) may spill, and how much memory it may use.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Adds a segment's packs to the index. Fails only when the index cannot write its

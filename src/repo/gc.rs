@@ -17,7 +17,7 @@
 //! any other; if a block that a retained manifest references is still in no stored pack,
 //! collection stops with an error naming it and deletes nothing.
 
-use super::blockmap::{BlockMap, RunFile, RunsAt};
+use super::blockmap::{BlockMap, Limits, RunFile, RunsAt};
 use super::blockstore::{BlockId, BlockStore};
 use super::index::{PackEntries, Run};
 use super::manifest::Manifest;
@@ -64,7 +64,7 @@ impl GcReport {
 /// Every block the manifests reference: the block lists and the blocks they list. Held in a
 /// [`BlockMap`], so in bounded memory; each id is held once.
 pub async fn live_blocks(bs: &BlockStore, manifests: &[Manifest]) -> Result<BlockMap<()>> {
-    let mut live = BlockMap::default();
+    let mut live = BlockMap::new(bs.limits().clone());
     let mut lists: Vec<BlockId> = Vec::new();
     for m in manifests {
         for f in &m.files {
@@ -154,9 +154,9 @@ struct RunLists {
 }
 
 impl RunLists {
-    fn new() -> Result<RunLists> {
+    fn new(limits: &Limits) -> Result<RunLists> {
         Ok(RunLists {
-            file: RunFile::new("garbage collection's run lists")?,
+            file: RunFile::new(&limits.dir, "garbage collection's run lists")?,
             at: HashMap::new(),
         })
     }
@@ -220,7 +220,7 @@ pub async fn collect(
 ) -> Result<GcReport> {
     // Every segment, loaded once: into `bs` to read the block lists, and remembered per segment
     // to know which segments name a pack that goes.
-    let mut lists = RunLists::new()?;
+    let mut lists = RunLists::new(bs.limits())?;
     let mut segments: Vec<Segment> = Vec::new();
     let listed = store.list(&format!("{stanza}/index")).await?;
     let mut loaded = bs.load_segments(listed);
@@ -306,7 +306,7 @@ pub async fn collect(
     }
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     // Block -> the candidate (its position in `candidates`) that claimed it.
-    let mut claimed: BlockMap<u32> = BlockMap::default();
+    let mut claimed: BlockMap<u32> = BlockMap::new(bs.limits().clone());
     let all: Vec<usize> = (0..candidates.len()).collect();
     let got = claim(&lists, &live, &mut claimed, &candidates, &all)?;
     if claimed.len() < live.len() {
@@ -333,7 +333,7 @@ pub async fn collect(
     // first; they only gain blocks, and a rewritten pack left with none is deleted instead.
     let mut moved: Vec<(usize, u64)> = Vec::new();
     if !rewrite.is_empty() {
-        claimed = BlockMap::default();
+        claimed = BlockMap::new(bs.limits().clone());
         claim(&lists, &live, &mut claimed, &candidates, &kept)?;
         let again = claim(&lists, &live, &mut claimed, &candidates, &rewrite)?;
         for (&n, (mine, live_bytes)) in rewrite.iter().zip(again) {
