@@ -668,3 +668,154 @@ fn damaged_key_slot_is_not_a_wrong_passphrase() {
         "{r:?}"
     );
 }
+
+/// A value of the option's kind that no command may accept. None for free text (names, hosts,
+/// paths whose existence is the command's business), which the table below must list.
+fn invalid_value(o: &pgfrost::config::OptDef) -> Option<&'static str> {
+    Some(match (o.name, o.value) {
+        ("stanza", _) => "not a name!",
+        ("repo", _) => "relative/repo",
+        ("repo-s3-endpoint", _) => "ftp://example",
+        ("set", _) => "yesterday",
+        ("repo-owner", _) => "no-such-user-pgfrost",
+        ("target-timeline", _) => "sideways",
+        (_, "y|n") => "maybe",
+        (_, "N" | "PORT" | "KIB" | "SECONDS") => "many",
+        (_, "SIZE") => "lots",
+        (_, "DURATION") => "soon",
+        (_, "OID=DIR" | "PATH=DIR") => "nonsense",
+        (_, v) if v.contains('|') => "bogus",
+        (_, "LEVEL" | "FORMAT" | "STYLE" | "ACTION" | "TYPE") => "bogus",
+        _ => return None,
+    })
+}
+
+/// Free-text options: any value is one the command must try (a host, a user, a path).
+const FREE_TEXT: &[&str] = &[
+    "repo-s3-region",
+    "repo-s3-ca-file",
+    "repo-s3-key",
+    "repo-s3-key-secret",
+    "index-path",
+    "pg-path",
+    "pg-host",
+    "pg-socket-path",
+    "pg-user",
+    "pg-database",
+    "passphrase-file",
+    "key-file",
+    "new-passphrase-file",
+    "key-comment",
+    "spool-path",
+    "output-file",
+    "pg-bin",
+    "drill-path",
+    // Checked against --type: the cases below.
+    "target",
+];
+
+/// Every command a user can run, with the arguments it needs to get as far as its options.
+fn every_command(home: &Path) -> Vec<Vec<String>> {
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let dest = home.join("wal-dest").display().to_string();
+    vec![
+        s(&["repo-create"]),
+        s(&["stanza-create"]),
+        s(&["stanza-upgrade"]),
+        s(&["archive-push", "/nonexistent/000000010000000000000001"]),
+        s(&["archive-get", "000000010000000000000001", &dest]),
+        s(&["check"]),
+        s(&["backup"]),
+        s(&["restore"]),
+        s(&["drill"]),
+        s(&["expire"]),
+        s(&["info"]),
+        s(&["verify"]),
+        s(&["key", "list"]),
+        s(&["key", "add"]),
+        s(&["key", "change"]),
+        s(&["key", "remove", "1"]),
+        s(&["key", "unlock"]),
+        s(&["key", "lock"]),
+    ]
+}
+
+/// Every option with a checkable value, on every command that takes it, given a bad value: the
+/// command exits 3 (archive-get 131) naming the option, with a HINT, and nothing is written: no
+/// lease or object in the repository, no file in the home directory (key files, spool), no
+/// restore target. Generated from the option table, so a new option must be placed in it.
+#[test]
+fn every_invalid_option_value_fails_before_any_work_on_every_command() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    assert_eq!(repo_create(home.path(), &repo).code, 0);
+    let listing = || {
+        let mut v: Vec<_> = files_under(home.path())
+            .into_iter()
+            .map(|p| (std::fs::read(&p).unwrap(), p))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let target = home.path().join("new/data");
+    let mut cases: Vec<(Vec<String>, String, &str)> = Vec::new();
+    for o in pgfrost::config::OPTIONS {
+        let Some(bad) = invalid_value(o) else {
+            assert!(
+                FREE_TEXT.contains(&o.name),
+                "option {} ({}) has no invalid value here and is not listed as free text",
+                o.name,
+                o.value
+            );
+            continue;
+        };
+        for cmd in every_command(home.path()) {
+            let applies = o.commands.is_empty() || o.commands.contains(&cmd[0].as_str());
+            if applies {
+                let mut args = cmd.clone();
+                args.insert(cmd.len().min(if cmd[0] == "key" { 2 } else { 1 }), format!("--{}={bad}", o.name));
+                cases.push((args, o.name.to_string(), o.name));
+            }
+        }
+    }
+    // A target that does not fit its type.
+    for cmd in ["restore", "drill"] {
+        for (ty, target) in [("time", "noon-ish"), ("xid", "abc"), ("lsn", "0/XYZ")] {
+            cases.push((
+                vec![cmd.into(), format!("--type={ty}"), format!("--target={target}")],
+                "target".into(),
+                "target",
+            ));
+        }
+    }
+    assert!(cases.len() > 150, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for (args, name, _) in &cases {
+        let mut c = pgfrost(home.path());
+        c.args(args)
+            .env("PGFROST_STANZA", "main")
+            .env("PGFROST_REPO", &repo)
+            .env("PGFROST_PG_PORT", "1")
+            .env("PGFROST_PG_PATH", &target)
+            .env("PGFROST_SPOOL_PATH", home.path().join("spool"))
+            .env("PGFROST_PASSPHRASE", PASS)
+            .env("PGFROST_NEW_PASSPHRASE", "another passphrase entirely");
+        let r = run(c);
+        let want = if args[0] == "archive-get" { 128 + 3 } else { 3 };
+        if r.code != want || !r.stderr.contains(name.as_str()) || !r.stderr.contains("HINT") {
+            failures.push(format!("{args:?}: {r:?}"));
+        } else if target.parent().unwrap().exists() {
+            failures.push(format!("{args:?}: created the restore target"));
+        } else if listing() != before {
+            failures.push(format!("{args:?}: wrote under the home directory or repository"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
