@@ -308,6 +308,7 @@ pub async fn write_files(
         queue: jobs,
         what: "restore",
         total: m.stats.logical_bytes,
+        // Bytes of the files done, written or (delta) found unchanged: what progress counts.
         done: Arc::new(AtomicU64::new(0)),
     };
     let written = pool::run(jobs, writers).await;

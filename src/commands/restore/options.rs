@@ -249,7 +249,8 @@ pub enum Overwrite {
 }
 
 impl Overwrite {
-    /// `--delta` wins when both are given: it rewrites what differs, which is all `--force` asks.
+    /// `--delta` with `--force` is a delta restore: `--force` only allows a target that is not
+    /// empty, which `--delta` does too.
     pub fn from_flags(delta: bool, force: bool) -> Overwrite {
         match (delta, force) {
             (true, _) => Overwrite::Delta,

@@ -6,10 +6,12 @@ use crate::fsx;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Each place's directory, opened once, and the cluster's owner, for the directories the
-/// restore creates (as root).
+/// The places a restore writes into, opened.
 pub struct Roots {
+    /// Each place's directory, opened once: what lies below is reached from these descriptors
+    /// without following links.
     dirs: HashMap<PathBuf, fsx::Dir>,
+    /// The cluster's owner, for directories the restore creates (as root).
     pub owner: Option<(u32, u32)>,
 }
 
