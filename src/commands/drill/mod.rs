@@ -38,6 +38,7 @@ struct DrillOptions {
 }
 
 pub async fn run(settings: &Settings) -> Result<()> {
+    let opts = options(settings)?;
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return Err(
@@ -45,7 +46,6 @@ pub async fn run(settings: &Settings) -> Result<()> {
                 .hint("run it as the postgres user"),
         );
     }
-    let opts = options(settings)?;
     let stanza_name = opts.restore.stanza.clone();
     let repo = open_repo(settings).await?;
     let db = stanza::current(&repo, &stanza_name).await?;
