@@ -4,6 +4,7 @@ pub mod conn;
 pub mod control;
 pub mod layout;
 pub mod page;
+pub mod probe;
 pub mod timeline;
 pub mod wal;
 pub mod walrec;
