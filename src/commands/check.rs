@@ -20,7 +20,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
         drill: settings.duration("max-drill-age")?,
     };
     if limits.any() {
-        let (code, line, json) = probe(settings, &name, &limits).await;
+        let (code, line, json) = probe(open_repo(settings).await, &name, &limits).await;
         emit(settings, &line, json);
         if code != 0 {
             std::process::exit(code);
@@ -246,15 +246,16 @@ impl Grades {
 /// line in the plugin convention, `PGFROST <STATUS> - <what> | <perfdata>`, and exit 0, 1 or 2.
 /// What cannot be read (no repository, wrong key, no stanza) is CRITICAL: nothing proves that
 /// backups still happen.
+/// `repo` is the result of opening the repository: a failure is CRITICAL too.
 async fn probe(
-    settings: &Settings,
+    repo: Result<Repository>,
     name: &str,
     limits: &Limits,
 ) -> (i32, String, serde_json::Value) {
     let now = crate::clock::now_unix();
     let mut out = json!({"stanza": name});
     let read = async {
-        let repo = open_repo(settings).await?;
+        let repo = repo?;
         let db = stanza::current(&repo, name).await?;
         let (manifests, _) = crate::repo::manifest::read_each(&repo, name).await?;
         let (wal, _) = stanza::list_wal(&repo, name).await?;
