@@ -140,7 +140,7 @@ pub struct SummaryEntry {
 }
 
 /// What pg_backup_stop returns.
-pub struct Stopped {
+pub struct BackupStop {
     pub lsn: String,
     pub backup_label: String,
     pub tablespace_map: Option<String>,
@@ -185,7 +185,7 @@ impl BackupSession {
 
     /// pg_backup_stop (pg_stop_backup before 15), without waiting for the archiver: the backup
     /// waits for its WAL in the repository itself.
-    pub async fn stop(&self, major: u32) -> Result<Stopped> {
+    pub async fn stop(&self, major: u32) -> Result<BackupStop> {
         let sql = if major >= 15 {
             "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
         } else {
@@ -197,7 +197,7 @@ impl BackupSession {
             .query_one(sql, &[])
             .await
             .map_err(|e| pg_err("pg_backup_stop failed", e))?;
-        Ok(Stopped {
+        Ok(BackupStop {
             lsn: row.get(0),
             backup_label: row.get(1),
             tablespace_map: row.get(2),
