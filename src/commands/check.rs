@@ -3,8 +3,10 @@
 use super::{emit, open_repo};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::conn;
+use crate::pg::session::{Archiver, Session};
 use crate::pg::wal::WalFile;
+use crate::repo::Repository;
+use crate::repo::stanza::StanzaDb;
 use crate::repo::{outcome, stanza};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -18,47 +20,69 @@ pub async fn run(settings: &Settings) -> Result<()> {
         drill: settings.duration("max-drill-age")?,
     };
     if limits.any() {
-        let (code, line, json) = probe(settings, &name, &limits).await;
+        let (code, line, json) = probe(open_repo(settings).await, &name, &limits).await;
         emit(settings, &line, json);
         if code != 0 {
             std::process::exit(code);
         }
         return Ok(());
     }
-    let target = conn::Target::from_settings(settings)?;
-    let client = conn::connect(&target).await?;
-    let setting = |n: &'static str| {
-        let client = &client;
-        async move { conn::query_one::<String>(client, &format!("SELECT current_setting('{n}')")).await }
-    };
-    let archive_mode = setting("archive_mode").await?;
-    let archive_command = setting("archive_command").await?;
-    let wal_level = setting("wal_level").await?;
-    let in_recovery: bool = conn::query_one(&client, "SELECT pg_is_in_recovery()").await?;
-    let pg = |m: String, h: &str| Err(Error::new(ErrorKind::Postgres, m).hint(h.to_string()));
+    let target = super::pg_target(settings)?;
+    let timeout = Duration::from_secs(settings.u32("archive-timeout") as u64);
+    let pg = Session::connect(&target).await?;
+    archiving_configured(&pg).await?;
+    let repo = open_repo(settings).await?;
+    let db = stanza::current(&repo, &name).await?;
+    let sysid = pg.system_id().await?;
+    if db.system_id() != sysid {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "stanza '{name}' belongs to system identifier {}, the cluster is {}",
+                db.system_id, sysid
+            ),
+        )
+        .hint("check --stanza; after pg_upgrade run stanza-upgrade"));
+    }
+    let (segment, secs) = switch_and_wait(&pg, &repo, &name, &db, timeout).await?;
+    emit(
+        settings,
+        &format!("WAL segment {segment} reached stanza '{name}' in {secs:.1}s: archiving works"),
+        json!({"stanza": name, "segment": segment, "seconds": secs}),
+    );
+    Ok(())
+}
+
+/// The server's settings that archiving needs, in plain words when one is wrong.
+async fn archiving_configured(pg: &Session) -> Result<()> {
+    let archive_mode = pg.setting("archive_mode").await?;
+    let archive_command = pg.setting("archive_command").await?;
+    let wal_level = pg.setting("wal_level").await?;
+    let in_recovery = pg.in_recovery().await?;
+    let pg_fail = |m: String, h: &str| Err(Error::new(ErrorKind::Postgres, m).hint(h.to_string()));
     if in_recovery {
-        return pg(
+        return pg_fail(
             format!(
                 "the cluster at {} is a standby; check must run against the primary",
-                target.describe()
+                pg.target().describe()
             ),
             "point pg-host/pg-port at the primary",
         );
     }
     if wal_level == "minimal" {
-        return pg(
+        return pg_fail(
             "wal_level is 'minimal': WAL cannot be archived".into(),
             "set wal_level = replica (or logical) and restart PostgreSQL",
         );
     }
     if archive_mode == "off" {
-        return pg(
+        return pg_fail(
             "archive_mode is off: PostgreSQL archives nothing".into(),
             "set archive_mode = on and restart PostgreSQL",
         );
     }
     if !(archive_command.contains("pgfrost") && archive_command.contains("archive-push")) {
-        return pg(
+        return pg_fail(
             format!(
                 "archive_command is '{archive_command}': it does not call pgfrost archive-push"
             ),
@@ -66,40 +90,28 @@ pub async fn run(settings: &Settings) -> Result<()> {
         );
     }
     if !archive_command.contains("%p") {
-        return pg(
+        return pg_fail(
             format!("archive_command '{archive_command}' does not pass %p"),
             "archive_command = 'pgfrost archive-push %p'",
         );
     }
+    Ok(())
+}
 
-    let repo = open_repo(settings).await?;
-    let db = stanza::current(&repo, &name).await?;
-    let sysid: i64 =
-        conn::query_one(&client, "SELECT system_identifier FROM pg_control_system()").await?;
-    if db.system_id() != sysid as u64 {
-        return Err(Error::new(
-            ErrorKind::Conflict,
-            format!(
-                "stanza '{name}' belongs to system identifier {}, the cluster is {}",
-                db.system_id, sysid as u64
-            ),
-        )
-        .hint("check --stanza; after pg_upgrade run stanza-upgrade"));
-    }
-
-    let failed_before: i64 =
-        conn::query_one(&client, "SELECT failed_count FROM pg_stat_archiver").await?;
-    // A switch with no WAL written since the last one switches nothing: write a record first.
-    client
-        .batch_execute("SELECT pg_logical_emit_message(false, 'pgfrost', 'check')")
-        .await
-        .map_err(|e| conn::pg_err("cannot write a WAL record", e))?;
-    let segment: String =
-        conn::query_one(&client, "SELECT pg_walfile_name(pg_switch_wal())").await?;
+/// Switches WAL and waits (up to `timeout`) for the segment to reach the stanza. Returns its
+/// name and the seconds it took.
+async fn switch_and_wait(
+    pg: &Session,
+    repo: &Repository,
+    name: &str,
+    db: &StanzaDb,
+    timeout: Duration,
+) -> Result<(String, f64)> {
+    let failed_before = pg.archiver_failed_count().await?;
+    let segment = pg.switch_wal().await?;
     let file = WalFile::parse(&segment)
         .ok_or_else(|| Error::internal(format!("unexpected segment name {segment}")))?;
-    let obj = super::archive::object_path(&name, &db, &file);
-    let timeout = Duration::from_secs(settings.u32("archive-timeout") as u64);
+    let obj = super::archive::object_path(name, db, &file);
     let started = Instant::now();
     log::info!(
         "check: switched WAL; waiting up to {}s for {segment} to reach the repository",
@@ -110,44 +122,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
             break;
         }
         if started.elapsed() > timeout {
-            let row = client
-                .query_one(
-                    "SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
-                     coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-                    &[],
-                )
-                .await
-                .map_err(|e| conn::pg_err("cannot read pg_stat_archiver", e))?;
-            let (failed, last_failed, when, last_ok): (i64, String, String, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            // PostgreSQL counts a failure only for exit codes up to 125: when the shell cannot
-            // run the command at all (126 not executable, 127 not found, e.g. pgfrost not on the
-            // server's PATH) its archiver exits and restarts without counting one. A segment it
-            // never reports archived is therefore not proof that archive_command ran.
-            let archived = last_ok.len() >= 24 && last_ok[..24] >= *segment;
-            let (why, hint) = if failed > failed_before {
-                (
-                    format!(
-                        "archive_command failed {} time(s) meanwhile, last for {last_failed} at {when}",
-                        failed - failed_before
-                    ),
-                    "PostgreSQL's log holds archive-push's error message; run the archive_command by hand as the postgres user to see it",
-                )
-            } else if !archived {
-                (
-                    format!(
-                        "PostgreSQL has not archived it and counts no failure (the last segment it archived is '{last_ok}'): archive_command does not run at all, or hangs"
-                    ),
-                    "look in PostgreSQL's log for 'archive command failed with exit code 127' (or 126): the server cannot find or execute the command; use the full path of the binary in archive_command (e.g. /usr/local/bin/pgfrost archive-push %p) and make it executable by the postgres user",
-                )
-            } else {
-                (
-                    format!(
-                        "PostgreSQL reports it archived ('{last_ok}'), but it is not in this stanza"
-                    ),
-                    "archive_command archives into another repository or stanza than this check reads: compare their options (config file, environment of the server)",
-                )
-            };
+            let (why, hint) = not_archived(&pg.archiver().await?, failed_before, &segment);
             return Err(Error::new(
                 ErrorKind::Postgres,
                 format!("WAL segment {segment} did not reach stanza '{name}' in repository {} within {}s: {why}", repo.store.location(), timeout.as_secs()),
@@ -156,13 +131,40 @@ pub async fn run(settings: &Settings) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let secs = started.elapsed().as_secs_f64();
-    emit(
-        settings,
-        &format!("WAL segment {segment} reached stanza '{name}' in {secs:.1}s: archiving works"),
-        json!({"stanza": name, "segment": segment, "seconds": secs}),
-    );
-    Ok(())
+    Ok((segment, started.elapsed().as_secs_f64()))
+}
+
+/// Why a segment did not arrive, from what pg_stat_archiver says, and what to do about it.
+fn not_archived(a: &Archiver, failed_before: i64, segment: &str) -> (String, &'static str) {
+    let last_ok = &a.last_archived;
+    // PostgreSQL counts a failure only for exit codes up to 125: when the shell cannot
+    // run the command at all (126 not executable, 127 not found, e.g. pgfrost not on the
+    // server's PATH) its archiver exits and restarts without counting one. A segment it
+    // never reports archived is therefore not proof that archive_command ran.
+    let archived = last_ok.len() >= 24 && last_ok[..24] >= *segment;
+    if a.failed > failed_before {
+        (
+            format!(
+                "archive_command failed {} time(s) meanwhile, last for {} at {}",
+                a.failed - failed_before,
+                a.last_failed,
+                a.last_failed_time
+            ),
+            "PostgreSQL's log holds archive-push's error message; run the archive_command by hand as the postgres user to see it",
+        )
+    } else if !archived {
+        (
+            format!(
+                "PostgreSQL has not archived it and counts no failure (the last segment it archived is '{last_ok}'): archive_command does not run at all, or hangs"
+            ),
+            "look in PostgreSQL's log for 'archive command failed with exit code 127' (or 126): the server cannot find or execute the command; use the full path of the binary in archive_command (e.g. /usr/local/bin/pgfrost archive-push %p) and make it executable by the postgres user",
+        )
+    } else {
+        (
+            format!("PostgreSQL reports it archived ('{last_ok}'), but it is not in this stanza"),
+            "archive_command archives into another repository or stanza than this check reads: compare their options (config file, environment of the server)",
+        )
+    }
 }
 
 /// The probe's thresholds; any of them makes check a probe.
@@ -244,15 +246,16 @@ impl Grades {
 /// line in the plugin convention, `PGFROST <STATUS> - <what> | <perfdata>`, and exit 0, 1 or 2.
 /// What cannot be read (no repository, wrong key, no stanza) is CRITICAL: nothing proves that
 /// backups still happen.
+/// `repo` is the result of opening the repository: a failure is CRITICAL too.
 async fn probe(
-    settings: &Settings,
+    repo: Result<Repository>,
     name: &str,
     limits: &Limits,
 ) -> (i32, String, serde_json::Value) {
     let now = crate::clock::now_unix();
     let mut out = json!({"stanza": name});
     let read = async {
-        let repo = open_repo(settings).await?;
+        let repo = repo?;
         let db = stanza::current(&repo, name).await?;
         let (manifests, _) = crate::repo::manifest::read_each(&repo, name).await?;
         let (wal, _) = stanza::list_wal(&repo, name).await?;

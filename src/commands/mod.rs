@@ -137,6 +137,20 @@ impl StoreOptions {
     }
 }
 
+/// Where the commands that talk to PostgreSQL (backup, check, stanza-*) connect, and its data
+/// directory (pg-path), from the pg-* options before any work.
+pub fn pg_target(settings: &Settings) -> Result<crate::pg::conn::PgTarget> {
+    let opt = |name: &str| settings.string(name).map(str::to_string);
+    crate::pg::conn::PgTarget::resolve(crate::pg::conn::PgOptions {
+        host: opt("pg-host"),
+        socket_path: opt("pg-socket-path"),
+        port: opt("pg-port"),
+        user: opt("pg-user"),
+        database: opt("pg-database"),
+        path: settings.string("pg-path").map(std::path::PathBuf::from),
+    })
+}
+
 /// A `read` lease for a command that reads blocks (restore, drill, verify): garbage collection
 /// waits for it to end before rewriting or deleting packs. Without write access to the
 /// repository the command still runs, unprotected, with a warning.

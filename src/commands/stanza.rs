@@ -3,34 +3,23 @@
 use super::{emit, open_repo};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::{conn, control};
+use crate::pg::conn::PgTarget;
+use crate::pg::control;
+use crate::pg::session::Session;
 use crate::repo::format::now_rfc3339;
 use crate::repo::stanza::{self, StanzaDb};
 use serde_json::json;
 use std::path::PathBuf;
 
 /// What the running cluster and its data directory say about themselves, cross-checked.
-pub async fn probe(settings: &Settings) -> Result<(StanzaDb, PathBuf)> {
-    let target = conn::Target::from_settings(settings)?;
-    let client = conn::connect(&target).await?;
-    let version_num: i32 =
-        conn::query_one(&client, "SELECT current_setting('server_version_num')::int").await?;
-    let sysid: i64 =
-        conn::query_one(&client, "SELECT system_identifier FROM pg_control_system()").await?;
-    let seg_size: String = conn::query_one(
-        &client,
-        "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'",
-    )
-    .await?;
-    let pg_path = match settings.string("pg-path") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(
-            conn::query_one::<String>(&client, "SELECT current_setting('data_directory')").await?,
-        ),
-    };
+pub async fn probe(target: &PgTarget) -> Result<(StanzaDb, PathBuf)> {
+    let pg = Session::connect(target).await?;
+    let version_num = pg.version_num().await?;
+    let sysid = pg.system_id().await?;
+    let seg_size = pg.wal_segment_size().await?;
+    let pg_path = pg.pg_path().await?;
     let ctl = control::read_control(&pg_path)?;
     let major = control::read_major(&pg_path)?;
-    let sysid = sysid as u64;
     if ctl.system_id != sysid {
         return Err(Error::new(
             ErrorKind::Postgres,
@@ -77,7 +66,8 @@ pub async fn probe(settings: &Settings) -> Result<(StanzaDb, PathBuf)> {
 
 pub async fn run(upgrade: bool, settings: &Settings) -> Result<()> {
     let name = settings.required("stanza")?.to_string();
-    let (mut db, pg_path) = probe(settings).await?;
+    let target = super::pg_target(settings)?;
+    let (mut db, pg_path) = probe(&target).await?;
     let repo = open_repo(settings).await?;
     let history = stanza::history(&repo, &name).await?;
     let cmd = if upgrade {

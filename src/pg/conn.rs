@@ -1,60 +1,68 @@
 //! Connecting to PostgreSQL the way libpq users expect: the pg-* options, then the PG* environment
 //! variables, then libpq's defaults; passwords from PGPASSWORD or the password file.
 
-use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
-/// Where and as whom to connect, resolved.
+/// The pg-* options as given (None when not set): `PgTarget::resolve` fills in the rest from
+/// the PG* environment variables and libpq's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    pub host: Option<String>,
+    pub socket_path: Option<String>,
+    pub port: Option<String>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// pg-path: the data directory; when not given, the server's data_directory is used.
+    pub path: Option<PathBuf>,
+}
+
+/// Where and as whom to connect, resolved, and where the cluster's data directory is when
+/// the options say so.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct PgTarget {
     /// A host name, or an absolute path (Unix socket directory).
     pub host: String,
     pub port: u16,
     pub user: String,
     pub database: String,
+    pub path: Option<PathBuf>,
 }
 
-impl Target {
-    pub fn from_settings(s: &Settings) -> Result<Target> {
+impl PgTarget {
+    pub fn resolve(o: PgOptions) -> Result<PgTarget> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let host = s
-            .string("pg-host")
-            .map(str::to_string)
-            .or_else(|| s.string("pg-socket-path").map(str::to_string))
+        let host = o
+            .host
+            .or(o.socket_path)
             .or_else(|| env("PGHOST"))
             .unwrap_or_else(|| "/var/run/postgresql".into());
-        let port = match s
-            .string("pg-port")
-            .map(str::to_string)
-            .or_else(|| env("PGPORT"))
-        {
+        let port = match o.port.or_else(|| env("PGPORT")) {
             Some(p) => p
                 .parse()
                 .map_err(|_| Error::config(format!("invalid port '{p}'")))?,
             None => 5432,
         };
-        let user = s
-            .string("pg-user")
-            .map(str::to_string)
+        let user = o
+            .user
             .or_else(|| env("PGUSER"))
             .or_else(os_user)
             .ok_or_else(|| {
                 Error::config("cannot tell which PostgreSQL user to connect as")
                     .hint("give --pg-user")
             })?;
-        let database = s
-            .string("pg-database")
-            .map(str::to_string)
+        let database = o
+            .database
             .or_else(|| env("PGDATABASE"))
             .unwrap_or_else(|| "postgres".into());
-        Ok(Target {
+        Ok(PgTarget {
             host,
             port,
             user,
             database,
+            path: o.path,
         })
     }
 
@@ -82,7 +90,7 @@ fn os_user() -> Option<String> {
 /// Looks the password up in PGPASSWORD, else the password file (PGPASSFILE or ~/.pgpass), with
 /// libpq's rules: `host:port:database:user:password`, `*` matches anything, `\` escapes, and a
 /// socket connection matches `localhost`.
-pub fn password(t: &Target) -> Option<String> {
+pub fn password(t: &PgTarget) -> Option<String> {
     if let Ok(p) = std::env::var("PGPASSWORD") {
         return Some(p);
     }
@@ -126,7 +134,7 @@ fn split_pgpass(line: &str) -> Vec<String> {
 
 /// Connects and returns a client whose session never times out: a backup holds one session from
 /// pg_backup_start to pg_backup_stop, and an idle_session_timeout would end the backup.
-pub async fn connect(t: &Target) -> Result<Client> {
+pub async fn connect(t: &PgTarget) -> Result<Client> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&t.host)
         .port(t.port)
