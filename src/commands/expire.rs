@@ -284,20 +284,9 @@ async fn expire_leased(
     let dry_run = lease.is_none();
     // Stale leases go before the manifests are read: a backup whose lease is removed here
     // withdraws itself if it ever resumes (repo/lease.rs).
-    let now_real = clock::real_unix();
-    let mut others = Vec::new();
-    for f in lease::list(&repo.store, stanza).await? {
-        if lease.is_some_and(|l| l.path == f.path) {
-            continue;
-        }
-        if f.live(now_real) {
-            others.push(f);
-        } else if !dry_run {
-            log::warn!("removing stale {}", f.describe());
-            repo.store.delete(&f.path).await?;
-            report.stale_leases_removed += 1;
-        }
-    }
+    let (others, stale) =
+        lease::others_removing_stale(&repo.store, stanza, lease, !dry_run).await?;
+    report.stale_leases_removed += stale;
 
     let manifests = read_all(repo, stanza).await?;
     let backups: Vec<retention::Backup> =

@@ -449,3 +449,279 @@ pub async fn collect(
         .await?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::blockstore::tests::{data, memory_store};
+    use crate::repo::manifest::{BackupType, FileEntry, Stats};
+
+    /// Backups of one file each, through one writer: per backup its blocks, then its block
+    /// list, each closing a run. Returns each backup's manifest and block ids (the list last).
+    async fn backups(
+        bs: &BlockStore,
+        each: &[(&str, Vec<Vec<u8>>)],
+    ) -> Vec<(Manifest, Vec<BlockId>)> {
+        let mut w = bs.writer();
+        let mut out = Vec::new();
+        for (label, blocks) in each {
+            let mut ids = Vec::new();
+            for b in blocks {
+                ids.push(w.add(b).await.unwrap());
+            }
+            w.end_run().await.unwrap();
+            let list = w.add(&ids.concat()).await.unwrap();
+            w.end_run().await.unwrap();
+            ids.push(list);
+            out.push((manifest(label, &list), ids));
+        }
+        w.finish().await.unwrap();
+        out
+    }
+
+    fn manifest(label: &str, list: &BlockId) -> Manifest {
+        Manifest {
+            format: "pgfrost-manifest".into(),
+            version: 1,
+            label: label.into(),
+            kind: BackupType::Full,
+            parent: None,
+            db_id: 1,
+            system_id: "1".into(),
+            pg_major: 16,
+            pg_version_num: 160000,
+            timeline: 1,
+            start_lsn: "0/0".into(),
+            stop_lsn: "0/0".into(),
+            start_wal: String::new(),
+            stop_wal: String::new(),
+            start_time: String::new(),
+            stop_time: String::new(),
+            start_unix: 0,
+            stop_unix: 0,
+            stop_ms: 0,
+            stop_next_xid: None,
+            backup_label: String::new(),
+            tablespace_map: None,
+            checksums: false,
+            tablespaces: Vec::new(),
+            dirs: Vec::new(),
+            links: Vec::new(),
+            files: vec![FileEntry {
+                path: "base/1/1".into(),
+                size: 0,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                list: hex::encode(list),
+                blocks: 0,
+                reused: false,
+            }],
+            checksum_errors: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    async fn objects(store: &Store) -> Vec<String> {
+        store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.path)
+            .collect()
+    }
+
+    /// A handle with an empty index, as expire gives collection.
+    fn collector(store: &Store, bs: &BlockStore) -> BlockStore {
+        BlockStore::open_empty(store.clone(), "st", bs.keys().clone(), bs.limits().clone())
+    }
+
+    /// A fresh handle, as the next command would open it.
+    async fn reopened(store: &Store, bs: &BlockStore) -> BlockStore {
+        let s = collector(store, bs);
+        s.refresh().await.unwrap();
+        s
+    }
+
+    fn blocks(seed: &str, n: usize, len: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| data(&format!("{seed}{i}"), len)).collect()
+    }
+
+    #[tokio::test]
+    async fn keeps_what_retained_backups_need_and_frees_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        // One run per pack: every run ends a pack.
+        let bs = bs.with_pack_size(1);
+        let mut b = backups(
+            &bs,
+            &[
+                ("20260101-000000F", blocks("k", 3, 5000)),
+                ("20260102-000000F", blocks("g", 3, 5000)),
+            ],
+        )
+        .await;
+        let (_, gone_ids) = b.pop().unwrap();
+        let (keep, keep_ids) = b.pop().unwrap();
+        let before = objects(&store).await;
+
+        let dry = collect(&collector(&store, &bs), &store, "st", &[keep.clone()], true)
+            .await
+            .unwrap();
+        assert_eq!(objects(&store).await, before, "a dry run changes nothing");
+        assert_eq!(dry.packs_total, 4);
+        assert_eq!(dry.packs_deleted, 2);
+        assert_eq!(dry.live_blocks, 4, "three blocks and their list");
+
+        let r = collect(
+            &collector(&store, &bs),
+            &store,
+            "st",
+            &[keep.clone()],
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.packs_deleted, r.packs_rewritten, r.orphan_packs),
+            (2, 0, 0)
+        );
+        assert_eq!(r.segments_replaced, dry.segments_replaced);
+        assert!(r.freed() > 0);
+        assert_eq!(store.list("st/pack").await.unwrap().len(), 2);
+        let after = reopened(&store, &bs).await;
+        for id in &keep_ids {
+            assert!(after.contains(id));
+        }
+        assert_eq!(
+            after.read_blocks(&keep_ids[..3]).await.unwrap(),
+            blocks("k", 3, 5000)
+        );
+        for id in &gone_ids {
+            assert!(!after.contains(id), "no longer indexed");
+        }
+
+        // A fixed point: nothing more to do.
+        let settled = objects(&store).await;
+        let again = collect(&collector(&store, &bs), &store, "st", &[keep], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                again.packs_deleted,
+                again.packs_rewritten,
+                again.segments_replaced
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(objects(&store).await, settled);
+    }
+
+    #[tokio::test]
+    async fn rewrites_a_mostly_dead_pack_and_settles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        // Both backups in one pack; the dropped one holds most of its bytes.
+        let mut b = backups(
+            &bs,
+            &[
+                ("20260101-000000F", blocks("k", 2, 4000)),
+                ("20260102-000000F", blocks("g", 8, 30000)),
+            ],
+        )
+        .await;
+        let (_, gone_ids) = b.pop().unwrap();
+        let (keep, keep_ids) = b.pop().unwrap();
+        let packs = store.list("st/pack").await.unwrap();
+        assert_eq!(packs.len(), 1);
+
+        let dry = collect(&collector(&store, &bs), &store, "st", &[keep.clone()], true)
+            .await
+            .unwrap();
+        assert_eq!((dry.packs_deleted, dry.packs_rewritten), (0, 1));
+        let r = collect(
+            &collector(&store, &bs),
+            &store,
+            "st",
+            &[keep.clone()],
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.packs_deleted, r.packs_rewritten), (0, 1));
+        assert_eq!(r.segments_replaced, 1);
+        assert!(r.bytes_moved > 0 && r.freed() > 0);
+        let now = store.list("st/pack").await.unwrap();
+        assert_eq!(now.len(), 1);
+        assert_ne!(
+            now[0].path, packs[0].path,
+            "the old pack went, a new one holds the rest"
+        );
+        assert!(now[0].size * 2 < packs[0].size);
+        let after = reopened(&store, &bs).await;
+        assert_eq!(
+            after.read_blocks(&keep_ids[..2]).await.unwrap(),
+            blocks("k", 2, 4000)
+        );
+        assert!(after.contains(&keep_ids[2]), "the block list moved too");
+        assert!(gone_ids.iter().all(|id| !after.contains(id)));
+
+        let settled = objects(&store).await;
+        let again = collect(&collector(&store, &bs), &store, "st", &[keep], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                again.packs_deleted,
+                again.packs_rewritten,
+                again.bytes_moved
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(objects(&store).await, settled, "a fixed point");
+    }
+
+    #[tokio::test]
+    async fn adopts_orphans_and_deletes_nothing_while_a_live_block_is_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        let bs = bs.with_pack_size(1);
+        let mut b = backups(&bs, &[("20260101-000000F", blocks("k", 2, 5000))]).await;
+        let (keep, ids) = b.pop().unwrap();
+        // The segment lost: its packs are orphans whose blocks are still live.
+        for s in store.list("st/index").await.unwrap() {
+            store.delete(&s.path).await.unwrap();
+        }
+        let r = collect(
+            &collector(&store, &bs),
+            &store,
+            "st",
+            &[keep.clone()],
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.packs_adopted, r.packs_deleted, r.orphan_packs),
+            (2, 0, 0)
+        );
+        let after = reopened(&store, &bs).await;
+        assert_eq!(
+            after.read_blocks(&ids[..2]).await.unwrap(),
+            blocks("k", 2, 5000)
+        );
+
+        // A pack holding a live block is gone: collection refuses and deletes nothing.
+        let lost = after.locate(&ids[0]).unwrap();
+        store.delete(&after.pack_path(&lost)).await.unwrap();
+        let before = objects(&store).await;
+        let e = collect(&collector(&store, &bs), &store, "st", &[keep], false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Corrupt, "{e}");
+        assert!(e.message.contains("before deleting anything"), "{e}");
+        assert_eq!(objects(&store).await, before);
+    }
+}
