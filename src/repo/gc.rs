@@ -567,9 +567,15 @@ mod tests {
         let (keep, keep_ids) = b.pop().unwrap();
         let before = objects(&store).await;
 
-        let dry = collect(&collector(&store, &bs), &store, "st", &[keep.clone()], true)
-            .await
-            .unwrap();
+        let dry = collect(
+            &collector(&store, &bs),
+            &store,
+            "st",
+            std::slice::from_ref(&keep),
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(objects(&store).await, before, "a dry run changes nothing");
         assert_eq!(dry.packs_total, 4);
         assert_eq!(dry.packs_deleted, 2);
@@ -579,7 +585,7 @@ mod tests {
             &collector(&store, &bs),
             &store,
             "st",
-            &[keep.clone()],
+            std::slice::from_ref(&keep),
             false,
         )
         .await
@@ -637,15 +643,21 @@ mod tests {
         let packs = store.list("st/pack").await.unwrap();
         assert_eq!(packs.len(), 1);
 
-        let dry = collect(&collector(&store, &bs), &store, "st", &[keep.clone()], true)
-            .await
-            .unwrap();
+        let dry = collect(
+            &collector(&store, &bs),
+            &store,
+            "st",
+            std::slice::from_ref(&keep),
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!((dry.packs_deleted, dry.packs_rewritten), (0, 1));
         let r = collect(
             &collector(&store, &bs),
             &store,
             "st",
-            &[keep.clone()],
+            std::slice::from_ref(&keep),
             false,
         )
         .await
@@ -698,7 +710,7 @@ mod tests {
             &collector(&store, &bs),
             &store,
             "st",
-            &[keep.clone()],
+            std::slice::from_ref(&keep),
             false,
         )
         .await
