@@ -14,6 +14,7 @@ use crate::repo::Repository;
 use crate::repo::crypto::{Kind, Opener, Sealer};
 use crate::repo::points;
 use crate::repo::stanza::{self, StanzaDb};
+use crate::repo::wal as repo_wal;
 use crate::store::Put;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -25,12 +26,10 @@ const ASYNC_BATCH_MAX: usize = 64;
 /// Largest WAL file accepted (PostgreSQL allows segments up to 1 GiB).
 const MAX_WAL_FILE: u64 = 1 << 30;
 
-/// Where a WAL file is stored: segment-like files under their timeline+log directory.
+/// Where a WAL file is stored: segment-like files under their timeline+log directory
+/// (repo/wal.rs).
 pub fn object_path(stanza: &str, db: &StanzaDb, file: &WalFile) -> String {
-    match file.directory() {
-        Some(d) => format!("{stanza}/wal/{}/{d}/{file}", db.dir()),
-        None => format!("{stanza}/wal/{}/{file}", db.dir()),
-    }
+    repo_wal::object_path(stanza, db.id, file)
 }
 
 fn parse_name(name: &str) -> Result<WalFile> {
@@ -817,7 +816,7 @@ impl<'a> Timelines<'a> {
         for db in self.dbs.clone().iter().rev() {
             let seg = db.wal_segment_size;
             let log = segno / wal::segments_per_log(seg);
-            let base = format!("{}/wal/{}", self.stanza, db.dir());
+            let base = repo_wal::db_dir(self.stanza, db.id);
             for d in self.repo.store.list_dirs(&base).await? {
                 let ours = d.len() == 16
                     && d[..8] == format!("{tli:08X}")
@@ -826,7 +825,7 @@ impl<'a> Timelines<'a> {
                     continue;
                 }
                 for l in self.repo.store.list(&format!("{base}/{d}")).await? {
-                    let name = l.path.rsplit('/').next().unwrap_or("");
+                    let name = repo_wal::file_name(&l.path);
                     if let Some(f) = WalFile::parse(name)
                         && f.has_pages()
                         && f.tli() == tli

@@ -10,6 +10,7 @@ use crate::pg::wal;
 use crate::repo::blockmap::{RunFile, RunsAt};
 use crate::repo::blockstore::{BlockId, BlockStore, hex_id};
 use crate::repo::stanza::{self, StanzaDb, seg_size};
+use crate::repo::wal as repo_wal;
 use crate::repo::{self, Repository, manifest};
 use crate::retention::{self, WalKeep};
 use futures::StreamExt;
@@ -438,7 +439,8 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
         let mut missing = Vec::new();
         for n in a..=b {
             let name = wal::segment_name(m.timeline, n, ss);
-            let path = format!("{stanza_name}/wal/{:04}/{}/{name}", m.db_id, &name[..16]);
+            let file = wal::WalFile::parse(&name).expect("a segment name");
+            let path = repo_wal::object_path(stanza_name, m.db_id, &file);
             if !present(m.db_id, m.timeline, n) {
                 missing.push(name);
             } else if bad_wal.contains(&path) {
@@ -488,7 +490,7 @@ pub async fn verify(settings: &Settings, repo: &Repository, stanza_name: &str) -
                     wal::segment_name(*tli, n - 1, ss),
                     n - p - 1
                 );
-                let obj = format!("{stanza_name}/wal/{db:04}");
+                let obj = repo_wal::db_dir(stanza_name, *db);
                 if n > from {
                     r.problem(
                         obj,
