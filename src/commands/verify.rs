@@ -277,7 +277,6 @@ async fn check_listing(repo: &Repository, stanza_name: &str, r: &mut Report) -> 
             r.problem(&l.path, "not part of the repository format");
         }
     }
-
     Ok(())
 }
 
@@ -325,7 +324,6 @@ async fn load_index(
             Err(e) => r.problem(&l.path, e.to_string()),
         }
     }
-
     Ok(ix)
 }
 
