@@ -218,8 +218,82 @@ pub async fn collect(
     retained: &[Manifest],
     dry_run: bool,
 ) -> Result<GcReport> {
-    // Every segment, loaded once: into `bs` to read the block lists, and remembered per segment
-    // to know which segments name a pack that goes.
+    let (mut lists, segments) = load_index(bs, store, stanza).await?;
+    // Packs as stored, and as indexed (each segment agrees with the pack's trailer; the first
+    // segment naming a pack is as good as any).
+    let stored = bs.list_packs().await?;
+    let adopted = adopt_orphans(bs, &stored, &mut lists).await?;
+    check_lists_stored(bs, retained, &stored)?;
+    let live = live_blocks(bs, retained).await.map_err(|e| {
+        e.context(
+            "garbage collection cannot read the block lists of the retained backups; nothing was deleted",
+        )
+        .hint("run `pgfrost verify`: an index segment or a pack may be missing")
+    })?;
+    let mut report = GcReport {
+        live_blocks: live.len() as u64,
+        packs_adopted: adopted.len() as u64,
+        ..Default::default()
+    };
+    report.packs_total = stored.len() as u64;
+    let fate = decide(bs, retained, &lists, &stored, live).await?;
+    report.bytes_moved = fate.bytes_moved;
+    let orphans: Vec<BlockId> = stored
+        .keys()
+        .filter(|p| !lists.at.contains_key(*p))
+        .copied()
+        .collect();
+    report.packs_deleted = fate.delete.len() as u64;
+    report.packs_rewritten = fate.rewrite.len() as u64;
+    report.orphan_packs = orphans.len() as u64;
+    let going: HashSet<BlockId> = fate
+        .delete
+        .iter()
+        .chain(orphans.iter())
+        .chain(fate.rewrite.iter().map(|(p, _)| p))
+        .copied()
+        .collect();
+    report.bytes_deleted = going.iter().map(|p| stored[p]).sum();
+    let affected: Vec<&Segment> = segments
+        .iter()
+        .filter(|s| s.packs.iter().any(|p| going.contains(p)))
+        .collect();
+    report.segments_replaced = affected.len() as u64;
+    report.bytes_deleted += affected.iter().map(|s| s.size).sum::<u64>();
+    if dry_run {
+        // What the rewritten packs' live blocks will take again, roughly.
+        report.bytes_written = report.bytes_moved;
+        return Ok(report);
+    }
+
+    // 1. Live blocks out of mostly-dead packs.
+    report.bytes_written += rewrite_packs(bs, &fate).await?;
+    // 2. Segments naming a pack that goes are replaced by segments without it.
+    report.bytes_written += replace_segments(bs, &lists, &affected, &adopted, &going).await?;
+    for s in &affected {
+        store.delete(&s.path).await?;
+    }
+    (report.staging_files, report.staging_bytes) =
+        store.sweep_staging(stanza, STAGING_MIN_AGE).await?;
+    // 3. Packs.
+    futures::stream::iter(going.iter())
+        .map(|p| {
+            let path = bs.pack_path(p);
+            async move { store.delete(&path).await }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(report)
+}
+
+/// Every segment, loaded once: into `bs` to read the block lists, and remembered per segment
+/// to know which segments name a pack that goes.
+async fn load_index(
+    bs: &BlockStore,
+    store: &Store,
+    stanza: &str,
+) -> Result<(RunLists, Vec<Segment>)> {
     let mut lists = RunLists::new(bs.limits())?;
     let mut segments: Vec<Segment> = Vec::new();
     let listed = store.list(&format!("{stanza}/index")).await?;
@@ -235,11 +309,16 @@ pub async fn collect(
             packs: packs.iter().map(|p| p.pack).collect(),
         });
     }
-    // Packs as stored, and as indexed (each segment agrees with the pack's trailer; the first
-    // segment naming a pack is as good as any).
-    let stored = bs.list_packs().await?;
-    // Orphans are adopted before anything else: a lost segment must not make live blocks look
-    // dead, nor make the block lists that name them unreadable.
+    Ok((lists, segments))
+}
+
+/// Orphans are adopted before anything else: a lost segment must not make live blocks look
+/// dead, nor make the block lists that name them unreadable.
+async fn adopt_orphans(
+    bs: &BlockStore,
+    stored: &HashMap<BlockId, u64>,
+    lists: &mut RunLists,
+) -> Result<Vec<PackEntries>> {
     let mut adopted: Vec<PackEntries> = Vec::new();
     for p in stored.keys().filter(|p| !lists.at.contains_key(*p)) {
         match bs.read_trailer(p).await {
@@ -257,7 +336,15 @@ pub async fn collect(
             adopted.len()
         );
     }
-    // Block lists first: one that no stored pack holds cannot even be read.
+    Ok(adopted)
+}
+
+/// Block lists first: one that no stored pack holds cannot even be read.
+fn check_lists_stored(
+    bs: &BlockStore,
+    retained: &[Manifest],
+    stored: &HashMap<BlockId, u64>,
+) -> Result<()> {
     let mut named: Vec<String> = Vec::new();
     let mut missing = 0usize;
     for m in retained {
@@ -279,19 +366,27 @@ pub async fn collect(
     if missing > 0 {
         return Err(unlocated_error(missing, &named));
     }
-    let live = live_blocks(bs, retained).await.map_err(|e| {
-        e.context(
-            "garbage collection cannot read the block lists of the retained backups; nothing was deleted",
-        )
-        .hint("run `pgfrost verify`: an index segment or a pack may be missing")
-    })?;
-    let mut report = GcReport {
-        live_blocks: live.len() as u64,
-        packs_adopted: adopted.len() as u64,
-        ..Default::default()
-    };
-    report.packs_total = stored.len() as u64;
+    Ok(())
+}
 
+/// What becomes of the indexed packs: deleted (no live block is theirs), rewritten (their live
+/// blocks, claimed under their position in the candidates, are copied out) or kept.
+struct Fate {
+    delete: Vec<BlockId>,
+    rewrite: Vec<(BlockId, u32)>,
+    /// Block -> the candidate that claimed it.
+    claimed: BlockMap<u32>,
+    /// Live bytes of the rewritten packs (sealed sizes).
+    bytes_moved: u64,
+}
+
+async fn decide(
+    bs: &BlockStore,
+    retained: &[Manifest],
+    lists: &RunLists,
+    stored: &HashMap<BlockId, u64>,
+    live: BlockMap<()>,
+) -> Result<Fate> {
     // Where several packs hold the same live block, one copy is enough: packs with the most live
     // bytes claim their blocks first, so copies in emptier packs count as dead.
     let mut candidates: Vec<(BlockId, u64)> = Vec::new();
@@ -308,7 +403,7 @@ pub async fn collect(
     // Block -> the candidate (its position in `candidates`) that claimed it.
     let mut claimed: BlockMap<u32> = BlockMap::new(bs.limits().clone());
     let all: Vec<usize> = (0..candidates.len()).collect();
-    let got = claim(&lists, &live, &mut claimed, &candidates, &all)?;
+    let got = claim(lists, &live, &mut claimed, &candidates, &all)?;
     if claimed.len() < live.len() {
         return Err(unlocated(bs, retained, &claimed, live.len() - claimed.len()).await);
     }
@@ -334,8 +429,8 @@ pub async fn collect(
     let mut moved: Vec<(usize, u64)> = Vec::new();
     if !rewrite.is_empty() {
         claimed = BlockMap::new(bs.limits().clone());
-        claim(&lists, &live, &mut claimed, &candidates, &kept)?;
-        let again = claim(&lists, &live, &mut claimed, &candidates, &rewrite)?;
+        claim(lists, &live, &mut claimed, &candidates, &kept)?;
+        let again = claim(lists, &live, &mut claimed, &candidates, &rewrite)?;
         for (&n, (mine, live_bytes)) in rewrite.iter().zip(again) {
             if mine == 0 {
                 delete.push(candidates[n].0);
@@ -344,69 +439,61 @@ pub async fn collect(
             }
         }
     }
-    report.bytes_moved = moved.iter().map(|(_, b)| b).sum();
-    let rewrite: Vec<(BlockId, u32)> = moved
-        .iter()
-        .map(|&(n, _)| (candidates[n].0, n as u32))
-        .collect();
-    drop(live);
-    let orphans: Vec<BlockId> = stored
-        .keys()
-        .filter(|p| !lists.at.contains_key(*p))
-        .copied()
-        .collect();
-    report.packs_deleted = delete.len() as u64;
-    report.packs_rewritten = rewrite.len() as u64;
-    report.orphan_packs = orphans.len() as u64;
-    let going: HashSet<BlockId> = delete
-        .iter()
-        .chain(orphans.iter())
-        .chain(rewrite.iter().map(|(p, _)| p))
-        .copied()
-        .collect();
-    report.bytes_deleted = going.iter().map(|p| stored[p]).sum();
-    let affected: Vec<&Segment> = segments
-        .iter()
-        .filter(|s| s.packs.iter().any(|p| going.contains(p)))
-        .collect();
-    report.segments_replaced = affected.len() as u64;
-    report.bytes_deleted += affected.iter().map(|s| s.size).sum::<u64>();
-    if dry_run {
-        // What the rewritten packs' live blocks will take again, roughly.
-        report.bytes_written = report.bytes_moved;
-        return Ok(report);
-    }
+    Ok(Fate {
+        delete,
+        rewrite: moved
+            .iter()
+            .map(|&(n, _)| (candidates[n].0, n as u32))
+            .collect(),
+        claimed,
+        bytes_moved: moved.iter().map(|(_, b)| b).sum(),
+    })
+}
 
-    // 1. Live blocks out of mostly-dead packs.
-    if !rewrite.is_empty() {
-        let mut w = bs.writer().forcing();
-        for (p, n) in &rewrite {
-            let mine = |id: &BlockId| claimed.get(id) == Some(*n);
-            let (_, kept) = bs.pack_blocks(p, mine).await?;
-            // Blocks of one old run stay together (they are neighbours in one file); blocks of
-            // different old runs do not share a new one.
-            let mut last_run = None;
-            for (run, plain) in kept {
-                if last_run.is_some_and(|l| l != run) {
-                    w.end_run().await?;
-                }
-                last_run = Some(run);
-                w.add(&plain).await?;
-            }
-            w.end_run().await?;
-        }
-        let st = w.finish().await?;
-        report.bytes_written += st.pack_bytes + st.index_bytes;
-        log::info!(
-            "expire: moved the live blocks of {} mostly-dead pack(s) into {} new pack(s)",
-            rewrite.len(),
-            st.packs
-        );
+/// Copies the live blocks of the packs to rewrite into new packs, indexed by a new segment.
+/// Returns the bytes written.
+async fn rewrite_packs(bs: &BlockStore, fate: &Fate) -> Result<u64> {
+    if fate.rewrite.is_empty() {
+        return Ok(0);
     }
-    // 2. Segments naming a pack that goes are replaced by segments without it.
+    let mut w = bs.writer().forcing();
+    for (p, n) in &fate.rewrite {
+        let mine = |id: &BlockId| fate.claimed.get(id) == Some(*n);
+        let (_, kept) = bs.pack_blocks(p, mine).await?;
+        // Blocks of one old run stay together (they are neighbours in one file); blocks of
+        // different old runs do not share a new one.
+        let mut last_run = None;
+        for (run, plain) in kept {
+            if last_run.is_some_and(|l| l != run) {
+                w.end_run().await?;
+            }
+            last_run = Some(run);
+            w.add(&plain).await?;
+        }
+        w.end_run().await?;
+    }
+    let st = w.finish().await?;
+    log::info!(
+        "expire: moved the live blocks of {} mostly-dead pack(s) into {} new pack(s)",
+        fate.rewrite.len(),
+        st.packs
+    );
+    Ok(st.pack_bytes + st.index_bytes)
+}
+
+/// Writes segments naming the surviving packs of the `affected` segments, and the adopted packs
+/// that stay. Returns the bytes written.
+async fn replace_segments(
+    bs: &BlockStore,
+    lists: &RunLists,
+    affected: &[&Segment],
+    adopted: &[PackEntries],
+    going: &HashSet<BlockId>,
+) -> Result<u64> {
+    let mut written = 0;
     let mut keep: Vec<PackEntries> = Vec::new();
     let mut seen: HashSet<BlockId> = HashSet::new();
-    for s in &affected {
+    for s in affected {
         for p in &s.packs {
             if !going.contains(p) && seen.insert(*p) {
                 keep.push(PackEntries {
@@ -414,7 +501,7 @@ pub async fn collect(
                     runs: lists.get(p)?,
                 });
                 if keep.len() == PACKS_PER_NEW_SEGMENT {
-                    report.bytes_written += bs.write_segment(&keep).await?;
+                    written += bs.write_segment(&keep).await?;
                     keep.clear();
                 }
             }
@@ -425,29 +512,15 @@ pub async fn collect(
         if seen.insert(p.pack) {
             keep.push(p.clone());
             if keep.len() == PACKS_PER_NEW_SEGMENT {
-                report.bytes_written += bs.write_segment(&keep).await?;
+                written += bs.write_segment(&keep).await?;
                 keep.clear();
             }
         }
     }
     if !keep.is_empty() {
-        report.bytes_written += bs.write_segment(&keep).await?;
+        written += bs.write_segment(&keep).await?;
     }
-    for s in &affected {
-        store.delete(&s.path).await?;
-    }
-    (report.staging_files, report.staging_bytes) =
-        store.sweep_staging(stanza, STAGING_MIN_AGE).await?;
-    // 3. Packs.
-    futures::stream::iter(going.iter())
-        .map(|p| {
-            let path = bs.pack_path(p);
-            async move { store.delete(&path).await }
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(report)
+    Ok(written)
 }
 
 #[cfg(test)]
