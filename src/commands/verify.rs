@@ -2,7 +2,7 @@
 
 use super::expire::{policy, retention_view, segno_of};
 use super::info::segments_by_timeline;
-use super::{emit, open_repo};
+use super::{emit, open_repo, pool};
 use crate::clock;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
@@ -195,7 +195,7 @@ pub async fn verify(opts: &VerifyOptions, repo: &Repository, stanza_name: &str) 
     let dbs = check_stanza_records(repo, stanza_name, &mut r).await;
     check_listing(repo, stanza_name, &mut r).await?;
     let bs = opts.store.open_empty(repo, stanza_name);
-    let indexed = load_index(repo, &bs, stanza_name, &mut r).await?;
+    let indexed = Arc::new(load_index(repo, &bs, stanza_name, &mut r).await?);
     let bad_packs = check_packs(&bs, &indexed, opts.workers, &mut r).await?;
     let manifests = check_backups(repo, &bs, stanza_name, &bad_packs, &mut r).await?;
     let (wal_objs, bad_wal) = check_wal(repo, stanza_name, &dbs, opts.workers, &mut r).await?;
@@ -327,44 +327,62 @@ async fn load_index(
     Ok(ix)
 }
 
-/// Packs: every byte read and every block authenticated and re-hashed. Returns the packs whose
-/// blocks cannot be trusted, and why.
+/// Packs: every byte read and every block authenticated and re-hashed, on the pool's blocking
+/// workers (the checks are CPU work: authentication, decompression, hashing). Returns the packs
+/// whose blocks cannot be trusted, and why.
 async fn check_packs(
     bs: &BlockStore,
-    indexed: &Indexed,
+    indexed: &Arc<Indexed>,
     workers: usize,
     r: &mut Report,
 ) -> Result<HashMap<BlockId, String>> {
     let stored = bs.list_packs().await?;
     let mut bad_packs: HashMap<BlockId, String> = HashMap::new();
-    let mut checks = futures::stream::iter(stored.keys().copied())
-        .map(|id| {
-            let bs = bs.clone();
-            async move { (id, bs.check_pack(&id).await) }
+    let jobs = pool::Jobs {
+        queue: stored.iter().map(|(id, size)| (*id, *size)).collect(),
+        what: "verify",
+        total: stored.values().sum(),
+        done: Arc::new(AtomicU64::new(0)),
+    };
+    let checkers = (0..workers)
+        .map(|_| PackChecker {
+            bs: bs.clone(),
+            rt: tokio::runtime::Handle::current(),
+            indexed: Arc::clone(indexed),
+            found: Vec::new(),
         })
-        .buffer_unordered(workers);
-    let done = Arc::new(AtomicU64::new(0));
-    let reporter = crate::progress::report("verify", stored.values().sum(), Arc::clone(&done));
-    while let Some((id, res)) = checks.next().await {
-        done.fetch_add(stored[&id], Ordering::Relaxed);
-        let path = bs.pack_path(&id);
-        match res {
-            Ok(runs) => {
+        .collect();
+    for f in pool::run(jobs, checkers).await?.into_iter().flatten() {
+        let path = bs.pack_path(&f.id);
+        match f.checked {
+            Ok(blocks) => {
                 r.checked.packs += 1;
-                r.checked.blocks += runs.iter().map(|r| r.blocks.len() as u64).sum::<u64>();
-                r.checked.bytes_read += stored[&id];
-                if !pack_matches_index(indexed, &id, &path, &runs, r)? {
-                    bad_packs.insert(id, "its index entries are wrong".into());
+                r.checked.blocks += blocks;
+                r.checked.bytes_read += f.size;
+                match f.wrong_segments {
+                    None => r.note(
+                        &path,
+                        "no index segment names this pack (left by an interrupted backup); the next backup reuses it or expire removes it",
+                    ),
+                    Some(segs) => {
+                        for seg in &segs {
+                            r.problem(
+                                &path,
+                                format!("index segment {seg} does not list the runs of the pack's trailer"),
+                            );
+                        }
+                        if !segs.is_empty() {
+                            bad_packs.insert(f.id, "its index entries are wrong".into());
+                        }
+                    }
                 }
             }
             Err(e) => {
-                r.problem(&path, e.to_string());
-                bad_packs.insert(id, "it is damaged".into());
+                r.problem(&path, e);
+                bad_packs.insert(f.id, "it is damaged".into());
             }
         }
     }
-    drop(checks);
-    drop(reporter);
     for (id, segs) in &indexed.packs {
         if !stored.contains_key(id) {
             let seg = &indexed.segment_names[segs[0].0 as usize];
@@ -378,36 +396,75 @@ async fn check_packs(
     Ok(bad_packs)
 }
 
-/// Whether every index segment naming the pack lists the runs of its trailer (each one that
-/// does not is a problem); a pack no segment names is a note.
-fn pack_matches_index(
+/// What a worker found in one pack.
+struct PackFinding {
+    id: BlockId,
+    size: u64,
+    /// The blocks it holds, or why it could not be read or failed its checks.
+    checked: std::result::Result<u64, String>,
+    /// The index segments naming it that do not list the runs of its trailer; None when no
+    /// segment names it.
+    wrong_segments: Option<Vec<String>>,
+}
+
+/// A pool worker checking whole packs; it reaches the store through the runtime's handle. A
+/// damaged pack is a finding, not a failure of the pool.
+struct PackChecker {
+    bs: BlockStore,
+    rt: tokio::runtime::Handle,
+    indexed: Arc<Indexed>,
+    found: Vec<PackFinding>,
+}
+
+impl pool::Worker for PackChecker {
+    type Job = (BlockId, u64);
+    type Out = Vec<PackFinding>;
+
+    fn work(&mut self, (id, size): (BlockId, u64), done: &AtomicU64) -> Result<()> {
+        let res = self.rt.block_on(self.bs.check_pack(&id));
+        done.fetch_add(size, Ordering::Relaxed);
+        let found = match res {
+            Ok(runs) => PackFinding {
+                id,
+                size,
+                checked: Ok(runs.iter().map(|r| r.blocks.len() as u64).sum()),
+                wrong_segments: wrong_segments(&self.indexed, &id, &runs)?,
+            },
+            Err(e) => PackFinding {
+                id,
+                size,
+                checked: Err(e.to_string()),
+                wrong_segments: None,
+            },
+        };
+        self.found.push(found);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<PackFinding>> {
+        Ok(self.found)
+    }
+}
+
+/// The index segments naming the pack that do not list the runs of its trailer; None when no
+/// segment names it.
+fn wrong_segments(
     indexed: &Indexed,
     id: &BlockId,
-    path: &str,
     runs: &[crate::repo::index::Run],
-    r: &mut Report,
-) -> Result<bool> {
+) -> Result<Option<Vec<String>>> {
     let Some(segs) = indexed.packs.get(id) else {
-        r.note(
-            path,
-            "no index segment names this pack (left by an interrupted backup); the next backup reuses it or expire removes it",
-        );
-        return Ok(true);
+        return Ok(None);
     };
     let mut trailer = Vec::new();
     crate::repo::index::encode_runs(runs, &mut trailer);
-    let mut good = true;
+    let mut wrong = Vec::new();
     for (seg, at) in segs {
         if indexed.runs_file.bytes(*at)? != trailer {
-            let seg = &indexed.segment_names[*seg as usize];
-            r.problem(
-                path,
-                format!("index segment {seg} does not list the runs of the pack's trailer"),
-            );
-            good = false;
+            wrong.push(indexed.segment_names[*seg as usize].clone());
         }
     }
-    Ok(good)
+    Ok(Some(wrong))
 }
 
 /// Backups: each block of each file must be in a sound pack. Each unreadable manifest is named;
