@@ -137,161 +137,16 @@ pub fn build() -> Command {
     for o in OPTIONS.iter().filter(|o| o.commands.is_empty()) {
         root = root.arg(option_arg(o).global(true));
     }
-    let repo_create = with_options(
-        Command::new("repo-create")
-            .about("Create a repository and its first key slot")
-            .long_about(
-                "Create an empty repository at --repo, protected by the passphrase from PGFROST_PASSPHRASE, \
-                 --passphrase-file or a prompt. Refuses when a repository already exists there.",
-            ),
-        "repo-create",
-    );
-    let key = with_options(
-        Command::new("key")
-            .about("Manage the passphrases (key slots) that open the repository")
-            .subcommand_required(true)
-            .subcommand(Command::new("list").about("List the key slots (no passphrase needed)"))
-            .subcommand(Command::new("add").about("Add a passphrase: a new key slot for the same master key"))
-            .subcommand(
-                Command::new("remove")
-                    .about("Remove a key slot (never the last one)")
-                    .arg(Arg::new("slot").required(true).value_name("SLOT_ID").help("Slot id, as 'key list' shows it")),
-            )
-            .subcommand(Command::new("change").about("Change the passphrase that opens the repository: writes a new slot, removes the old"))
-            .subcommand(
-                Command::new("unlock")
-                    .about("Write a key file (mode 0600) so later commands, archive-push above all, need no passphrase"),
-            )
-            .subcommand(Command::new("lock").about("Remove the key file written by 'key unlock'")),
-        "key",
-    );
-    let dev = Command::new("dev")
-        .about("Developer tools for the block store (unstable)")
-        .hide(true)
-        .subcommand_required(true)
-        .subcommand(
-            Command::new("put-dir")
-                .about("Store every file of DIR as 8 KiB blocks; print a catalog (JSON) on stdout")
-                .arg(Arg::new("dir").required(true).value_name("DIR")),
-        )
-        .subcommand(
-            Command::new("get-dir")
-                .about("Rebuild the files of a catalog under DEST")
-                .arg(Arg::new("catalog").required(true).value_name("CATALOG"))
-                .arg(Arg::new("dest").required(true).value_name("DEST")),
-        )
-        .subcommand(
-            Command::new("check")
-                .about("Read and authenticate every pack and index segment of the stanza"),
-        );
-    let stanza_create = Command::new("stanza-create")
-        .about("Register the cluster as --stanza: its system identifier and major version, read from the running cluster and from pg_control")
-        .long_about(
-            "Register the cluster as --stanza. Connects to the running cluster (pg-host/pg-socket-path, pg-port, pg-user) \
-             and reads global/pg_control under pg-path; both must agree. Running it again for the same cluster does nothing; \
-             for another cluster it refuses.",
-        );
-    let stanza_upgrade = Command::new("stanza-upgrade")
-        .about("After pg_upgrade: record the new cluster (system identifier, major version) for --stanza, keeping the history");
-    let archive_push = with_options(
-        Command::new("archive-push")
-            .about("archive_command: store one WAL file, durably, and exit 0 only then")
-            .long_about(
-                "Use as archive_command = 'pgfrost archive-push %p'. Checks the file belongs to the stanza's cluster, compresses, \
-                 encrypts and stores it, and exits 0 only once it is durable. A file already stored with the same content is \
-                 success; with different content it is an error naming both checksums.",
-            )
-            .arg(Arg::new("wal").required(true).value_name("WAL_PATH").help("%p: the WAL file's path")),
-        "archive-push",
-    );
-    let archive_get = with_options(
-        Command::new("archive-get")
-            .about("restore_command: fetch one WAL file from the repository; exit 1 if it is not there")
-            .long_about(
-                "Use as restore_command = 'pgfrost archive-get %f \"%p\"'. Exit 0: the file was written to %p, authenticated and \
-                 checked. Exit 1: it is not in the repository (PostgreSQL ends recovery there). During targeted recovery any \
-                 other failure exits with 128 + the error's code, which makes PostgreSQL stop recovery instead of ending it early; \
-                 on a standby (standby.signal) the plain code is used and PostgreSQL retries.",
-            )
-            .arg(Arg::new("name").required(true).value_name("WAL_NAME").help("%f: the file PostgreSQL wants"))
-            .arg(Arg::new("dest").required(true).value_name("DEST_PATH").help("%p: where to write it")),
-        "archive-get",
-    );
-    let check = with_options(
-        Command::new("check").about("Switch WAL on the cluster and wait for the segment to reach the repository; explain what is wrong if it does not"),
-        "check",
-    );
-    let backup = with_options(
-        Command::new("backup")
-            .about("Take a full, differential or incremental base backup (--type full|diff|incr; default incr)")
-            .long_about(
-                "Take a base backup through pg_backup_start/pg_backup_stop on one session. full reads every file; diff reuses files \
-                 unchanged since the last full, incr since the last backup (same size and modification time). Every block is \
-                 stored once per stanza whatever the type. Page checksums are verified while reading when the cluster has them. \
-                 The backup is recorded (its manifest written) only once the WAL it needs is in the repository.",
-            ),
-        "backup",
-    );
-    let restore = with_options(
-        Command::new("restore")
-            .about("Restore a backup into --pg-path and configure recovery (--type default|immediate|time|xid|lsn|name|standby)")
-            .long_about(
-                "Restore a backup (--set, default the newest that can reach the target) into --pg-path, which must be empty unless \
-                 --delta or --force. Writes backup_label, tablespace_map, restore_command calling pgfrost archive-get, the recovery \
-                 target and recovery.signal (standby.signal for --type standby), and global/pg_control last, so a restore that \
-                 stops halfway leaves a directory that will not start. Links of the data directory (pg_wal on its own disk) \
-                 become plain directories inside it unless --link-map maps them; --archive-mode off keeps the restored cluster \
-                 from archiving into the stanza. Run as root, everything it writes is left to the cluster's owner.",
-            ),
-        "restore",
-    );
-    let drill = with_options(
-        Command::new("drill")
-            .about("Prove a backup restores: restore into a scratch directory, start PostgreSQL privately, replay, check, clean up")
-            .long_about(
-                "Restores a backup (--set, default the newest) into a scratch directory, starts PostgreSQL of the stanza's major \
-                 version there on a private socket with no TCP listener, replays WAL to the end of the archive or the target \
-                 (--type/--target as for restore), then checks that it is consistent, that every database accepts connections, \
-                 that the largest tables read end to end, that pg_amcheck finds nothing (where installed) and that relation sizes \
-                 are in line with the backup. PostgreSQL is stopped and the directory removed whatever happens. Exit 0: passed; \
-                 21: a check failed. Run it as the postgres user.",
-            ),
-        "drill",
-    );
-    let expire = with_options(
-        Command::new("expire")
-            .about("Apply the retention policy: expire backups, the WAL no retained backup needs, and unreferenced blocks")
-            .long_about(
-                "Expires the backups the retention options (retention-full, retention-full-type, retention-diff) no longer keep, \
-                 or exactly the backups named with --set; deletes the WAL no retained backup needs (retention-archive, \
-                 retention-archive-type); then deletes packs whose blocks no retained backup references and rewrites packs that \
-                 are mostly dead. Safe while backups and archive-push run: block collection is postponed while another \
-                 pgfrost command holds a lease. --dry-run says what would go and why. Runs after every backup unless \
-                 expire-auto=n.",
-            ),
-        "expire",
-    );
-    let info = with_options(
-        Command::new("info")
-            .about("Show the backups, the WAL archive, the recovery window and the repository size (--output text|json)")
-            .long_about(
-                "For --stanza (or every stanza in the repository): each backup with its type, times, LSNs, size, what it added to \
-                 the repository, its dedup ratio, duration and page checksum errors; the WAL archived per timeline; the span of \
-                 time that point-in-time recovery can reach; and the repository's size.",
-            ),
-        "info",
-    );
-    let verify = with_options(
-        Command::new("verify")
-            .about("Read and check every object of the stanza, every backup's blocks and WAL, and WAL continuity; list every problem")
-            .long_about(
-                "Reads every object (key slots, stanza records, index segments, packs and every block in them, manifests, WAL \
-                 files), authenticates and checks each, then checks that every block each backup names is stored, that every \
-                 backup's WAL is there, and that WAL is continuous on each timeline from where point-in-time recovery must \
-                 start. Every problem is listed, not only the first. Exit 0: all is well; 22: problems were found.",
-            ),
-        "verify",
-    );
+    let [repo_create, key, dev] = repository_commands();
+    let [
+        stanza_create,
+        stanza_upgrade,
+        archive_push,
+        archive_get,
+        check,
+    ] = cluster_commands();
+    let [backup, restore, drill] = backup_commands();
+    let [expire, info, verify] = upkeep_commands();
     root.subcommand(repo_create)
         .subcommand(backup)
         .subcommand(restore)
@@ -306,6 +161,185 @@ pub fn build() -> Command {
         .subcommand(archive_get)
         .subcommand(check)
         .subcommand(dev)
+}
+
+/// repo-create, key and the hidden developer tools.
+fn repository_commands() -> [Command; 3] {
+    [
+        with_options(
+            Command::new("repo-create")
+                .about("Create a repository and its first key slot")
+                .long_about(
+                    "Create an empty repository at --repo, protected by the passphrase from PGFROST_PASSPHRASE, \
+                     --passphrase-file or a prompt. Refuses when a repository already exists there.",
+                ),
+            "repo-create",
+        ),
+        with_options(
+            Command::new("key")
+                .about("Manage the passphrases (key slots) that open the repository")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List the key slots (no passphrase needed)"))
+                .subcommand(Command::new("add").about("Add a passphrase: a new key slot for the same master key"))
+                .subcommand(
+                    Command::new("remove")
+                        .about("Remove a key slot (never the last one)")
+                        .arg(Arg::new("slot").required(true).value_name("SLOT_ID").help("Slot id, as 'key list' shows it")),
+                )
+                .subcommand(Command::new("change").about("Change the passphrase that opens the repository: writes a new slot, removes the old"))
+                .subcommand(
+                    Command::new("unlock")
+                        .about("Write a key file (mode 0600) so later commands, archive-push above all, need no passphrase"),
+                )
+                .subcommand(Command::new("lock").about("Remove the key file written by 'key unlock'")),
+            "key",
+        ),
+        Command::new("dev")
+            .about("Developer tools for the block store (unstable)")
+            .hide(true)
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("put-dir")
+                    .about("Store every file of DIR as 8 KiB blocks; print a catalog (JSON) on stdout")
+                    .arg(Arg::new("dir").required(true).value_name("DIR")),
+            )
+            .subcommand(
+                Command::new("get-dir")
+                    .about("Rebuild the files of a catalog under DEST")
+                    .arg(Arg::new("catalog").required(true).value_name("CATALOG"))
+                    .arg(Arg::new("dest").required(true).value_name("DEST")),
+            )
+            .subcommand(
+                Command::new("check")
+                    .about("Read and authenticate every pack and index segment of the stanza"),
+            ),
+    ]
+}
+
+/// The commands that speak to the cluster or are PostgreSQL's own: stanza-create, stanza-upgrade, archive-push, archive-get, check.
+fn cluster_commands() -> [Command; 5] {
+    [
+        Command::new("stanza-create")
+            .about("Register the cluster as --stanza: its system identifier and major version, read from the running cluster and from pg_control")
+            .long_about(
+                "Register the cluster as --stanza. Connects to the running cluster (pg-host/pg-socket-path, pg-port, pg-user) \
+                 and reads global/pg_control under pg-path; both must agree. Running it again for the same cluster does nothing; \
+                 for another cluster it refuses.",
+            ),
+        Command::new("stanza-upgrade")
+            .about("After pg_upgrade: record the new cluster (system identifier, major version) for --stanza, keeping the history"),
+        with_options(
+            Command::new("archive-push")
+                .about("archive_command: store one WAL file, durably, and exit 0 only then")
+                .long_about(
+                    "Use as archive_command = 'pgfrost archive-push %p'. Checks the file belongs to the stanza's cluster, compresses, \
+                     encrypts and stores it, and exits 0 only once it is durable. A file already stored with the same content is \
+                     success; with different content it is an error naming both checksums.",
+                )
+                .arg(Arg::new("wal").required(true).value_name("WAL_PATH").help("%p: the WAL file's path")),
+            "archive-push",
+        ),
+        with_options(
+            Command::new("archive-get")
+                .about("restore_command: fetch one WAL file from the repository; exit 1 if it is not there")
+                .long_about(
+                    "Use as restore_command = 'pgfrost archive-get %f \"%p\"'. Exit 0: the file was written to %p, authenticated and \
+                     checked. Exit 1: it is not in the repository (PostgreSQL ends recovery there). During targeted recovery any \
+                     other failure exits with 128 + the error's code, which makes PostgreSQL stop recovery instead of ending it early; \
+                     on a standby (standby.signal) the plain code is used and PostgreSQL retries.",
+                )
+                .arg(Arg::new("name").required(true).value_name("WAL_NAME").help("%f: the file PostgreSQL wants"))
+                .arg(Arg::new("dest").required(true).value_name("DEST_PATH").help("%p: where to write it")),
+            "archive-get",
+        ),
+        with_options(
+            Command::new("check").about("Switch WAL on the cluster and wait for the segment to reach the repository; explain what is wrong if it does not"),
+            "check",
+        ),
+    ]
+}
+
+/// backup, restore and drill.
+fn backup_commands() -> [Command; 3] {
+    [
+        with_options(
+            Command::new("backup")
+                .about("Take a full, differential or incremental base backup (--type full|diff|incr; default incr)")
+                .long_about(
+                    "Take a base backup through pg_backup_start/pg_backup_stop on one session. full reads every file; diff reuses files \
+                     unchanged since the last full, incr since the last backup (same size and modification time). Every block is \
+                     stored once per stanza whatever the type. Page checksums are verified while reading when the cluster has them. \
+                     The backup is recorded (its manifest written) only once the WAL it needs is in the repository.",
+                ),
+            "backup",
+        ),
+        with_options(
+            Command::new("restore")
+                .about("Restore a backup into --pg-path and configure recovery (--type default|immediate|time|xid|lsn|name|standby)")
+                .long_about(
+                    "Restore a backup (--set, default the newest that can reach the target) into --pg-path, which must be empty unless \
+                     --delta or --force. Writes backup_label, tablespace_map, restore_command calling pgfrost archive-get, the recovery \
+                     target and recovery.signal (standby.signal for --type standby), and global/pg_control last, so a restore that \
+                     stops halfway leaves a directory that will not start. Links of the data directory (pg_wal on its own disk) \
+                     become plain directories inside it unless --link-map maps them; --archive-mode off keeps the restored cluster \
+                     from archiving into the stanza. Run as root, everything it writes is left to the cluster's owner.",
+                ),
+            "restore",
+        ),
+        with_options(
+            Command::new("drill")
+                .about("Prove a backup restores: restore into a scratch directory, start PostgreSQL privately, replay, check, clean up")
+                .long_about(
+                    "Restores a backup (--set, default the newest) into a scratch directory, starts PostgreSQL of the stanza's major \
+                     version there on a private socket with no TCP listener, replays WAL to the end of the archive or the target \
+                     (--type/--target as for restore), then checks that it is consistent, that every database accepts connections, \
+                     that the largest tables read end to end, that pg_amcheck finds nothing (where installed) and that relation sizes \
+                     are in line with the backup. PostgreSQL is stopped and the directory removed whatever happens. Exit 0: passed; \
+                     21: a check failed. Run it as the postgres user.",
+                ),
+            "drill",
+        ),
+    ]
+}
+
+/// expire, info and verify.
+fn upkeep_commands() -> [Command; 3] {
+    [
+        with_options(
+            Command::new("expire")
+                .about("Apply the retention policy: expire backups, the WAL no retained backup needs, and unreferenced blocks")
+                .long_about(
+                    "Expires the backups the retention options (retention-full, retention-full-type, retention-diff) no longer keep, \
+                     or exactly the backups named with --set; deletes the WAL no retained backup needs (retention-archive, \
+                     retention-archive-type); then deletes packs whose blocks no retained backup references and rewrites packs that \
+                     are mostly dead. Safe while backups and archive-push run: block collection is postponed while another \
+                     pgfrost command holds a lease. --dry-run says what would go and why. Runs after every backup unless \
+                     expire-auto=n.",
+                ),
+            "expire",
+        ),
+        with_options(
+            Command::new("info")
+                .about("Show the backups, the WAL archive, the recovery window and the repository size (--output text|json)")
+                .long_about(
+                    "For --stanza (or every stanza in the repository): each backup with its type, times, LSNs, size, what it added to \
+                     the repository, its dedup ratio, duration and page checksum errors; the WAL archived per timeline; the span of \
+                     time that point-in-time recovery can reach; and the repository's size.",
+                ),
+            "info",
+        ),
+        with_options(
+            Command::new("verify")
+                .about("Read and check every object of the stanza, every backup's blocks and WAL, and WAL continuity; list every problem")
+                .long_about(
+                    "Reads every object (key slots, stanza records, index segments, packs and every block in them, manifests, WAL \
+                     files), authenticates and checks each, then checks that every block each backup names is stored, that every \
+                     backup's WAL is there, and that WAL is continuous on each timeline from where point-in-time recovery must \
+                     start. Every problem is listed, not only the first. Exit 0: all is well; 22: problems were found.",
+                ),
+            "verify",
+        ),
+    ]
 }
 
 /// The options given on the command line, from every level of subcommand.

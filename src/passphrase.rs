@@ -1,7 +1,6 @@
 //! Where passphrases and key files come from. A passphrase never comes from argv (it would be
 //! visible in `ps` and shell history): only from the environment, a file, or a terminal prompt.
 
-use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::format::KeyFile;
 use std::io::{IsTerminal, Write};
@@ -45,14 +44,22 @@ fn no_source(env: &str, option: &str) -> Error {
     ))
 }
 
-/// The passphrase of the repository.
-pub fn current(settings: &Settings, repo: &str) -> Result<Zeroizing<String>> {
+/// Where a passphrase comes from besides its environment variable and the terminal: the file
+/// an option names, read from the settings by the command's entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// `passphrase-file`, or `new-passphrase-file` for a passphrase being set.
+    pub file: Option<String>,
+}
+
+/// The passphrase of the repository (`source`: passphrase-file).
+pub fn current(source: &Source, repo: &str) -> Result<Zeroizing<String>> {
     if let Ok(p) = std::env::var(ENV_PASSPHRASE)
         && !p.is_empty()
     {
         return Ok(Zeroizing::new(p));
     }
-    if let Some(path) = settings.string("passphrase-file") {
+    if let Some(path) = source.file.as_deref() {
         return read_file(path, "passphrase-file");
     }
     if std::io::stdin().is_terminal() {
@@ -62,10 +69,11 @@ pub fn current(settings: &Settings, repo: &str) -> Result<Zeroizing<String>> {
 }
 
 /// A passphrase being set: from its own sources, or asked twice on a terminal.
-pub fn new(settings: &Settings, env: &str, option: &str, what: &str) -> Result<Zeroizing<String>> {
+/// `source` is the file named by `option`.
+pub fn new(source: &Source, env: &str, option: &str, what: &str) -> Result<Zeroizing<String>> {
     let pw = if let Some(p) = std::env::var(env).ok().filter(|p| !p.is_empty()) {
         Zeroizing::new(p)
-    } else if let Some(path) = settings.string(option) {
+    } else if let Some(path) = source.file.as_deref() {
         read_file(path, option)?
     } else if std::io::stdin().is_terminal() {
         let a = prompt(&format!("{what}: "))?;
@@ -85,10 +93,11 @@ pub fn new(settings: &Settings, env: &str, option: &str, what: &str) -> Result<Z
     Ok(pw)
 }
 
-/// The key file path: `--key-file`, else ~/.config/pgfrost/keys/<repository id>.json.
-pub fn key_file_path(settings: &Settings, repo_id: &str) -> Result<PathBuf> {
-    if let Some(p) = settings.string("key-file") {
-        return Ok(PathBuf::from(p));
+/// The key file path: `key_file` (`--key-file`), else ~/.config/pgfrost/keys/<repository
+/// id>.json.
+pub fn key_file_path(key_file: Option<&Path>, repo_id: &str) -> Result<PathBuf> {
+    if let Some(p) = key_file {
+        return Ok(p.to_path_buf());
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())

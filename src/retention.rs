@@ -137,66 +137,13 @@ pub fn plan(backups: &[Backup], policy: &Policy, now_unix: i64, current_db: u32)
     let order = chronological(backups);
     let mut reasons: HashMap<String, String> = HashMap::new();
     let mut warnings = Vec::new();
-    let expire_with = |reasons: &mut HashMap<String, String>, b: &str, why: String| {
-        reasons.entry(b.to_string()).or_insert(why);
-        for d in dependents(b, backups) {
-            reasons
-                .entry(d.to_string())
-                .or_insert(format!("builds on expired backup {b}"));
-        }
-        // A diff or incr whose parent field is missing still belongs to its full by label.
-        if !b.contains('_') {
-            for x in backups {
-                if x.label != b && root_full(&x.label) == b {
-                    reasons
-                        .entry(x.label.clone())
-                        .or_insert(format!("builds on expired full backup {b}"));
-                }
-            }
-        }
-    };
-
     let fulls: Vec<&Backup> = order
         .iter()
         .copied()
         .filter(|b| b.kind == BackupType::Full)
         .collect();
-    match policy.full {
-        None => warnings.push(
-            "retention-full is not set: no backup expires by policy (set retention-full, or expire chosen backups with --set)"
-                .to_string(),
-        ),
-        Some(FullRetention::Count(n)) => {
-            let keep_from = fulls.len().saturating_sub(n as usize);
-            for f in &fulls[..keep_from] {
-                expire_with(
-                    &mut reasons,
-                    &f.label,
-                    format!(
-                        "full backup beyond retention-full={n} ({} newer full backups)",
-                        fulls.len() - 1 - fulls.iter().position(|x| x.label == f.label).unwrap()
-                    ),
-                );
-            }
-        }
-        Some(FullRetention::Days(days)) => {
-            let cutoff = now_unix - days as i64 * 86400;
-            // The newest full that finished before the window opened stays: without it, the
-            // start of the window could not be recovered.
-            let older: Vec<&&Backup> = fulls.iter().filter(|f| f.stop_unix < cutoff).collect();
-            if older.len() > 1 {
-                for f in &older[..older.len() - 1] {
-                    expire_with(
-                        &mut reasons,
-                        &f.label,
-                        format!(
-                            "full backup older than retention-full={days} days, and a newer one ({}) also predates the window",
-                            older[older.len() - 1].label
-                        ),
-                    );
-                }
-            }
-        }
+    if let Some(w) = expire_fulls(backups, &fulls, policy.full, now_unix, &mut reasons) {
+        warnings.push(w);
     }
     if let Some(n) = policy.diff {
         let diffs: Vec<&Backup> = order
@@ -206,8 +153,9 @@ pub fn plan(backups: &[Backup], policy: &Policy, now_unix: i64, current_db: u32)
             .collect();
         let keep_from = diffs.len().saturating_sub(n as usize);
         for d in &diffs[..keep_from] {
-            expire_with(
+            mark(
                 &mut reasons,
+                backups,
                 &d.label,
                 format!("differential backup beyond retention-diff={n}"),
             );
@@ -227,9 +175,94 @@ pub fn plan(backups: &[Backup], policy: &Policy, now_unix: i64, current_db: u32)
         .copied()
         .filter(|b| !reasons.contains_key(&b.label))
         .collect();
+    Plan {
+        expire,
+        keep,
+        wal: wal_rules(backups, &kept, policy.archive_rule(), current_db),
+        warnings,
+    }
+}
 
-    // WAL, per cluster.
-    let archive = policy.archive_rule();
+/// Expires backup `b` for `why`, and with it every backup that builds on it.
+fn mark(reasons: &mut HashMap<String, String>, backups: &[Backup], b: &str, why: String) {
+    reasons.entry(b.to_string()).or_insert(why);
+    for d in dependents(b, backups) {
+        reasons
+            .entry(d.to_string())
+            .or_insert(format!("builds on expired backup {b}"));
+    }
+    // A diff or incr whose parent field is missing still belongs to its full by label.
+    if !b.contains('_') {
+        for x in backups {
+            if x.label != b && root_full(&x.label) == b {
+                reasons
+                    .entry(x.label.clone())
+                    .or_insert(format!("builds on expired full backup {b}"));
+            }
+        }
+    }
+}
+
+/// The full backups (`fulls`, oldest first) that retention-full expires, with what builds on
+/// them. Returns the warning when retention-full is not set.
+fn expire_fulls(
+    backups: &[Backup],
+    fulls: &[&Backup],
+    full: Option<FullRetention>,
+    now_unix: i64,
+    reasons: &mut HashMap<String, String>,
+) -> Option<String> {
+    match full {
+        None => {
+            return Some(
+                "retention-full is not set: no backup expires by policy (set retention-full, or expire chosen backups with --set)"
+                    .to_string(),
+            );
+        }
+        Some(FullRetention::Count(n)) => {
+            let keep_from = fulls.len().saturating_sub(n as usize);
+            for f in &fulls[..keep_from] {
+                mark(
+                    reasons,
+                    backups,
+                    &f.label,
+                    format!(
+                        "full backup beyond retention-full={n} ({} newer full backups)",
+                        fulls.len() - 1 - fulls.iter().position(|x| x.label == f.label).unwrap()
+                    ),
+                );
+            }
+        }
+        Some(FullRetention::Days(days)) => {
+            let cutoff = now_unix - days as i64 * 86400;
+            // The newest full that finished before the window opened stays: without it, the
+            // start of the window could not be recovered.
+            let older: Vec<&&Backup> = fulls.iter().filter(|f| f.stop_unix < cutoff).collect();
+            if older.len() > 1 {
+                for f in &older[..older.len() - 1] {
+                    mark(
+                        reasons,
+                        backups,
+                        &f.label,
+                        format!(
+                            "full backup older than retention-full={days} days, and a newer one ({}) also predates the window",
+                            older[older.len() - 1].label
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The WAL each cluster keeps: what the retained backups (`kept`) need under the archive rule.
+fn wal_rules(
+    backups: &[Backup],
+    kept: &[&Backup],
+    archive: Option<(u32, BackupType)>,
+    current_db: u32,
+) -> BTreeMap<u32, WalKeep> {
     let mut wal = BTreeMap::new();
     let dbs: HashSet<u32> = backups
         .iter()
@@ -267,12 +300,7 @@ pub fn plan(backups: &[Backup], policy: &Policy, now_unix: i64, current_db: u32)
         };
         wal.insert(db, rule);
     }
-    Plan {
-        expire,
-        keep,
-        wal,
-        warnings,
-    }
+    wal
 }
 
 #[cfg(test)]

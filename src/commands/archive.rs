@@ -14,6 +14,7 @@ use crate::repo::Repository;
 use crate::repo::crypto::{Kind, Opener, Sealer};
 use crate::repo::points;
 use crate::repo::stanza::{self, StanzaDb};
+use crate::repo::wal as repo_wal;
 use crate::store::Put;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -25,12 +26,10 @@ const ASYNC_BATCH_MAX: usize = 64;
 /// Largest WAL file accepted (PostgreSQL allows segments up to 1 GiB).
 const MAX_WAL_FILE: u64 = 1 << 30;
 
-/// Where a WAL file is stored: segment-like files under their timeline+log directory.
+/// Where a WAL file is stored: segment-like files under their timeline+log directory
+/// (repo/wal.rs).
 pub fn object_path(stanza: &str, db: &StanzaDb, file: &WalFile) -> String {
-    match file.directory() {
-        Some(d) => format!("{stanza}/wal/{}/{d}/{file}", db.dir()),
-        None => format!("{stanza}/wal/{}/{file}", db.dir()),
-    }
+    repo_wal::object_path(stanza, db.id, file)
 }
 
 fn parse_name(name: &str) -> Result<WalFile> {
@@ -42,14 +41,59 @@ fn parse_name(name: &str) -> Result<WalFile> {
     })
 }
 
-fn spool_dir(settings: &Settings, stanza: &str, queue: &str) -> PathBuf {
-    PathBuf::from(
-        settings
-            .string("spool-path")
-            .unwrap_or("/var/spool/pgfrost"),
-    )
-    .join(stanza)
-    .join(queue)
+/// What archive-push and archive-get share, read from the settings before any work.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    pub stanza: String,
+    /// spool-path: where acknowledgements, dropped-file markers and the prefetch queue live.
+    pub spool: PathBuf,
+    /// `repo` as given: acknowledgements name the repository they were stored in.
+    pub repo: String,
+    /// process-max.
+    pub workers: u32,
+}
+
+impl ArchiveOptions {
+    pub fn from_settings(settings: &Settings) -> Result<ArchiveOptions> {
+        Ok(ArchiveOptions {
+            stanza: settings.required("stanza")?.to_string(),
+            spool: PathBuf::from(
+                settings
+                    .string("spool-path")
+                    .unwrap_or("/var/spool/pgfrost"),
+            ),
+            repo: settings.string("repo").unwrap_or("").to_string(),
+            workers: settings.u32("process-max"),
+        })
+    }
+
+    fn spool_dir(&self, queue: &str) -> PathBuf {
+        self.spool.join(&self.stanza).join(queue)
+    }
+}
+
+/// What archive-push is asked.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub archive: ArchiveOptions,
+    /// archive-async: ship the files waiting behind this one ahead.
+    pub async_mode: bool,
+    /// archive-push-queue-max, in bytes.
+    pub queue_max: Option<u64>,
+    /// compress-level; None stores uncompressed.
+    pub level: Option<i32>,
+}
+
+impl PushOptions {
+    pub fn from_settings(settings: &Settings) -> Result<PushOptions> {
+        let level = settings.u32("compress-level") as i32;
+        Ok(PushOptions {
+            archive: ArchiveOptions::from_settings(settings)?,
+            async_mode: settings.flag("archive-async")?,
+            queue_max: settings.size("archive-push-queue-max")?,
+            level: (level > 0).then_some(level),
+        })
+    }
 }
 
 /// The plain BLAKE3 of a WAL file, as operators can compute it themselves (`b3sum`).
@@ -260,7 +304,7 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
 /// never rewrites a completed segment in place, so a file whose identity still matches is the one
 /// that was stored; anything else (a recycled or replaced file) is pushed again. Cheaper than
 /// hashing 16 MiB on every call, which would cost the catch-up as much as it saves.
-fn ack_line(path: &Path, settings: &Settings) -> Option<String> {
+fn ack_line(path: &Path, repo: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some(format!(
@@ -272,7 +316,7 @@ fn ack_line(path: &Path, settings: &Settings) -> Option<String> {
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec(),
-        settings.string("repo").unwrap_or("")
+        repo
     ))
 }
 
@@ -283,7 +327,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
-    let stanza_name = settings.required("stanza")?.to_string();
+    let opts = PushOptions::from_settings(settings)?;
     let path = PathBuf::from(wal_path);
     let name = path
         .file_name()
@@ -291,16 +335,34 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
         .unwrap_or(wal_path)
         .to_string();
     parse_name(&name)?;
+    // Opened only when the file must be stored: an acknowledged or dropped file needs no
+    // repository (nor its passphrase).
+    push_with(&opts, &path, &name, || open_repo(settings)).await
+}
+
+/// archive-push of the WAL file at `path` (named `name`), with its options read; `open` opens
+/// the repository.
+async fn push_with<F>(
+    opts: &PushOptions,
+    path: &Path,
+    name: &str,
+    open: impl FnOnce() -> F,
+) -> Result<()>
+where
+    F: std::future::Future<Output = Result<Repository>>,
+{
+    let a = &opts.archive;
+    let stanza_name = a.stanza.clone();
     let started = Instant::now();
-    let async_mode = settings.flag("archive-async")?;
-    let ack_dir = spool_dir(settings, &stanza_name, "push");
+    let async_mode = opts.async_mode;
+    let ack_dir = a.spool_dir("push");
 
     // Fast path: an earlier call shipped this file ahead and left an acknowledgement.
     if async_mode {
         let ack = ack_dir.join(format!("{name}.ok"));
         if let Ok(line) = std::fs::read_to_string(&ack) {
             let _ = std::fs::remove_file(&ack);
-            if ack_line(&path, settings).as_deref() == Some(line.as_str()) {
+            if ack_line(path, &a.repo).as_deref() == Some(line.as_str()) {
                 log::info!("archive-push: {name} was already archived ahead (async)");
                 return Ok(());
             }
@@ -314,12 +376,10 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
         .parent()
         .unwrap_or(Path::new("."))
         .join("archive_status");
-    let ready = ready_files(&status_dir, &name);
-    if let Some(max) = settings.size("archive-push-queue-max")? {
+    let ready = ready_files(&status_dir, name);
+    if let Some(max) = opts.queue_max {
         // Every queued segment is the size of this one (history files are tiny).
-        let seg = std::fs::metadata(&path)
-            .map(|m| m.len())
-            .unwrap_or(16 << 20);
+        let seg = std::fs::metadata(path).map(|m| m.len()).unwrap_or(16 << 20);
         let queued = (ready.len() as u64 + 1) * seg;
         if queued > max {
             // The documented trade-off (docs/archive.md): keep PostgreSQL alive, lose PITR across
@@ -330,23 +390,22 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
                  and backups older than it cannot be recovered past it",
                 queued
             );
-            let dropped = spool_dir(settings, &stanza_name, "dropped");
+            let dropped = a.spool_dir("dropped");
             let _ = std::fs::create_dir_all(&dropped)
-                .and_then(|()| std::fs::write(dropped.join(&name), b""));
+                .and_then(|()| std::fs::write(dropped.join(name), b""));
             return Ok(());
         }
     }
 
-    let repo = open_repo(settings).await?;
+    let repo = open().await?;
     let db = stanza::current(&repo, &stanza_name).await?;
-    let level = settings.u32("compress-level") as i32;
     let pusher = Arc::new(Pusher {
         repo,
         stanza: stanza_name.clone(),
         db,
-        level: (level > 0).then_some(level),
+        level: opts.level,
     });
-    let outcome = pusher.push(&path, settings.u32("process-max")).await?;
+    let outcome = pusher.push(path, a.workers).await?;
     log::info!(
         "archive-push: {name} {} in {:.0} ms",
         if outcome == Pushed::Stored {
@@ -358,7 +417,7 @@ pub async fn push(settings: &Settings, wal_path: &str) -> Result<()> {
     );
 
     if async_mode && !ready.is_empty() {
-        push_ahead(settings, &pusher, &path, ready, &ack_dir).await;
+        push_ahead(a, &pusher, path, ready, &ack_dir).await;
     }
     Ok(())
 }
@@ -386,7 +445,7 @@ fn ready_files(status_dir: &Path, skip: &str) -> Vec<String> {
 /// Ships queued files in parallel and acknowledges each one once it is durable. Failures here
 /// are not the caller's failure: PostgreSQL will ask for those files itself and get the error.
 async fn push_ahead(
-    settings: &Settings,
+    a: &ArchiveOptions,
     pusher: &Arc<Pusher>,
     path: &Path,
     ready: Vec<String>,
@@ -401,7 +460,7 @@ async fn push_ahead(
     }
     clean_stale(ack_dir, Duration::from_secs(3600));
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let workers = settings.u32("process-max") as usize;
+    let workers = a.workers as usize;
     let started = Instant::now();
     let n = ready.len().min(ASYNC_BATCH_MAX);
     // One more in flight than workers: while one file waits on its read or fsync, the others
@@ -413,7 +472,7 @@ async fn push_ahead(
                 let file = dir.join(&name);
                 // The identity is taken before the file is read: if it changes meanwhile, the
                 // acknowledgement will not match it and the file is pushed again.
-                let ident = ack_line(&file, settings);
+                let ident = ack_line(&file, &a.repo);
                 let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
                 async move {
                     let r = p.push(&file, 0).await;
@@ -483,44 +542,56 @@ pub fn gap(name: &str, later: &str, repo: &str) -> Error {
 }
 
 pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
-    let stanza_name = settings.required("stanza")?.to_string();
+    let a = ArchiveOptions::from_settings(settings)?;
     let file = parse_name(name)?;
-    let dest = PathBuf::from(dest);
     let queue_max = settings.size("archive-get-queue-max")?.unwrap_or(0);
-
     // The repository is opened before the queue is looked at: the queue is only trusted for the
     // repository and cluster that filled it, and only this repository's key tells them apart.
     let repo = open_repo(settings).await?;
-    let history = stanza::history(&repo, &stanza_name).await?;
+    get_with(&a, queue_max, &repo, name, file, Path::new(dest)).await
+}
+
+/// archive-get of `file` (named `name`) into `dest`, with its options read (`queue_max`:
+/// archive-get-queue-max, 0 for no prefetch).
+async fn get_with(
+    a: &ArchiveOptions,
+    queue_max: u64,
+    repo: &Repository,
+    name: &str,
+    file: WalFile,
+    dest: &Path,
+) -> Result<()> {
+    let stanza_name = a.stanza.as_str();
+    let history = stanza::history(repo, stanza_name).await?;
     if history.is_empty() {
-        stanza::current(&repo, &stanza_name).await?;
+        stanza::current(repo, stanza_name).await?;
     }
     let queue = match history.last() {
-        Some(db) if queue_max > 0 => Some(Queue::new(settings, &repo, &stanza_name, db)),
+        Some(db) if queue_max > 0 => Some(Queue::new(&a.spool_dir("get"), repo, stanza_name, db)),
         _ => None,
     };
     if let Some(q) = &queue
-        && let Some(bytes) = q.take(&repo, name)
+        && let Some(bytes) = q.take(repo, name)
     {
-        write_file(&dest, &bytes)?;
+        write_file(dest, &bytes)?;
         log::info!("archive-get: {name} from the prefetch queue");
         return Ok(());
     }
 
     let started = Instant::now();
-    let Some((db, bytes)) = fetch(&repo, &stanza_name, &history, &file).await? else {
+    let Some((db, bytes)) = fetch(repo, stanza_name, &history, &file).await? else {
         // A hole in the archive is not its end: answered "no such file", PostgreSQL would end
         // recovery at the hole and promote, silently without everything archived after it.
         if let (WalFile::Segment { tli, .. }, Some(db)) = (&file, history.last()) {
             let segno = file.segno(db.wal_segment_size).unwrap();
-            let mut tl = Timelines::new(&repo, &stanza_name).await?;
+            let mut tl = Timelines::new(repo, stanza_name).await?;
             if let Some(later) = tl.later_than(*tli, segno).await? {
                 return Err(gap(name, &later, &repo.store.location().to_string()));
             }
         }
         return Err(missing(name, &repo.store.location().to_string()));
     };
-    write_file(&dest, &bytes)?;
+    write_file(dest, &bytes)?;
     log::info!(
         "archive-get: {name} in {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0
@@ -531,9 +602,9 @@ pub async fn get(settings: &Settings, name: &str, dest: &str) -> Result<()> {
         let ahead = (queue_max / seg).min(64);
         if ahead > 0 {
             prefetch(
-                settings,
-                &repo,
-                &stanza_name,
+                a.workers,
+                repo,
+                stanza_name,
                 &history,
                 q,
                 *tli,
@@ -595,7 +666,7 @@ pub fn open_checked(
 
 #[allow(clippy::too_many_arguments)]
 async fn prefetch(
-    settings: &Settings,
+    process_max: u32,
     repo: &Repository,
     stanza: &str,
     history: &[StanzaDb],
@@ -632,7 +703,7 @@ async fn prefetch(
         .map(|i| WalFile::parse(&wal::segment_name(tli, segno + i, seg)).unwrap())
         .filter(|f| !spool.join(f.to_string()).exists())
         .collect();
-    let workers = (settings.u32("process-max") as usize * 2).max(4);
+    let workers = (process_max as usize * 2).max(4);
     let got: Vec<_> = futures::stream::iter(wanted)
         .map(|f| async move {
             let r = fetch(repo, stanza, history, &f).await;
@@ -689,8 +760,9 @@ struct Queue {
 const QUEUE_MAC_LEN: usize = 32;
 
 impl Queue {
-    fn new(settings: &Settings, repo: &Repository, stanza: &str, db: &StanzaDb) -> Queue {
-        let legacy = spool_dir(settings, stanza, "get");
+    /// `spool`: spool-path/<stanza>/get.
+    fn new(spool: &Path, repo: &Repository, stanza: &str, db: &StanzaDb) -> Queue {
+        let legacy = spool.to_path_buf();
         Queue {
             dir: legacy.join(format!("{}-{}", repo.config.repo_id, db.system_id)),
             legacy,
@@ -817,7 +889,7 @@ impl<'a> Timelines<'a> {
         for db in self.dbs.clone().iter().rev() {
             let seg = db.wal_segment_size;
             let log = segno / wal::segments_per_log(seg);
-            let base = format!("{}/wal/{}", self.stanza, db.dir());
+            let base = repo_wal::db_dir(self.stanza, db.id);
             for d in self.repo.store.list_dirs(&base).await? {
                 let ours = d.len() == 16
                     && d[..8] == format!("{tli:08X}")
@@ -826,7 +898,7 @@ impl<'a> Timelines<'a> {
                     continue;
                 }
                 for l in self.repo.store.list(&format!("{base}/{d}")).await? {
-                    let name = l.path.rsplit('/').next().unwrap_or("");
+                    let name = repo_wal::file_name(&l.path);
                     if let Some(f) = WalFile::parse(name)
                         && f.has_pages()
                         && f.tli() == tli

@@ -46,30 +46,33 @@ pub async fn run(sub: &str, leaf: &clap::ArgMatches, settings: &Settings) -> Res
         .open(&repo, &stanza)
         .await?;
     match sub {
-        "put-dir" => {
-            put_dir(
-                &bs,
-                &stanza,
-                leaf.get_one::<String>("dir").unwrap(),
-                settings,
-            )
-            .await
-        }
+        "put-dir" => put_dir(&bs, &stanza, leaf.get_one::<String>("dir").unwrap()).await,
         "get-dir" => {
-            get_dir(
+            let (text, j) = get_dir(
                 &bs,
                 leaf.get_one::<String>("catalog").unwrap(),
                 leaf.get_one::<String>("dest").unwrap(),
-                settings,
             )
-            .await
+            .await?;
+            emit(settings, &text, j);
+            Ok(())
         }
-        "check" => check(&bs, settings).await,
+        "check" => {
+            let (text, j, problems) = check(&bs).await;
+            emit(settings, &text, j);
+            match problems.first() {
+                None => Ok(()),
+                Some(first) => Err(Error::corrupt(format!(
+                    "{} damaged object(s); the first: {first}",
+                    problems.len(),
+                ))),
+            }
+        }
         _ => Err(Error::internal(format!("unhandled dev command {sub}"))),
     }
 }
 
-async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) -> Result<()> {
+async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str) -> Result<()> {
     let root = Path::new(dir);
     let mut writer = bs.writer();
     let mut files = Vec::new();
@@ -154,7 +157,6 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
         files,
     };
     // The catalog is the command's output whatever --output says: get-dir reads it back.
-    let _ = settings;
     println!(
         "{}",
         serde_json::to_string(&json!({"catalog": catalog, "stats": stats})).unwrap()
@@ -162,7 +164,12 @@ async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str, settings: &Settings) 
     Ok(())
 }
 
-async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings) -> Result<()> {
+/// Rebuilds the catalog's files under `dest`; returns what to say, as text and as JSON.
+async fn get_dir(
+    bs: &BlockStore,
+    catalog: &str,
+    dest: &str,
+) -> Result<(String, serde_json::Value)> {
     let text = std::fs::read(catalog)
         .map_err(|e| Error::config(format!("cannot read catalog {catalog}: {e}")))?;
     let doc: serde_json::Value = serde_json::from_slice(&text)
@@ -217,19 +224,18 @@ async fn get_dir(bs: &BlockStore, catalog: &str, dest: &str, settings: &Settings
             ));
         }
     }
-    emit(
-        settings,
-        &format!(
+    Ok((
+        format!(
             "restored {} files, {bytes} bytes, into {}",
             cat.files.len(),
             dest.display()
         ),
         json!({"files": cat.files.len(), "bytes": bytes}),
-    );
-    Ok(())
+    ))
 }
 
-async fn check(bs: &BlockStore, settings: &Settings) -> Result<()> {
+/// Checks every indexed pack; returns what to say, as text and as JSON, and the problems.
+async fn check(bs: &BlockStore) -> (String, serde_json::Value, Vec<String>) {
     let mut problems = Vec::new();
     let packs = bs.indexed_packs();
     let mut blocks = 0usize;
@@ -242,22 +248,13 @@ async fn check(bs: &BlockStore, settings: &Settings) -> Result<()> {
     for p in &problems {
         log::error!("{p}");
     }
-    emit(
-        settings,
-        &format!(
+    (
+        format!(
             "checked {} packs, {blocks} blocks: {} problem(s)",
             packs.len(),
             problems.len()
         ),
         json!({"packs": packs.len(), "blocks": blocks, "problems": problems}),
-    );
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::corrupt(format!(
-            "{} damaged object(s); the first: {}",
-            problems.len(),
-            problems[0]
-        )))
-    }
+        problems,
+    )
 }

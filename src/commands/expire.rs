@@ -194,9 +194,28 @@ pub struct Ask {
     pub sets: Vec<String>,
 }
 
+/// What expire is asked, read from the settings before any work.
+#[derive(Debug, Clone)]
+pub struct ExpireOptions {
+    pub policy: Policy,
+    pub ask: Ask,
+    pub store: super::StoreOptions,
+}
+
+impl ExpireOptions {
+    /// The policy and store options from the settings, with `ask` (what the command line asks
+    /// beyond the policy; nothing for expire-auto).
+    pub fn from_settings(settings: &Settings, ask: Ask) -> Result<ExpireOptions> {
+        Ok(ExpireOptions {
+            policy: policy(settings)?,
+            ask,
+            store: super::StoreOptions::from_settings(settings)?,
+        })
+    }
+}
+
 pub async fn run(settings: &Settings) -> Result<()> {
     let stanza_name = settings.required("stanza")?.to_string();
-    let repo = open_repo(settings).await?;
     let ask = Ask {
         dry_run: settings.flag("dry-run")?,
         sets: settings
@@ -210,7 +229,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
             })
             .unwrap_or_default(),
     };
-    let r = expire(settings, &repo, &stanza_name, &ask).await?;
+    let opts = ExpireOptions::from_settings(settings, ask)?;
+    let repo = open_repo(settings).await?;
+    let r = expire_with(&opts, &repo, &stanza_name).await?;
     emit(
         settings,
         &r.summary_lines().join("\n"),
@@ -221,15 +242,29 @@ pub async fn run(settings: &Settings) -> Result<()> {
 
 /// Applies retention and collects garbage; also run after every backup (expire-auto), which
 /// asks for nothing but the policy: a `set` or `dry-run` left in the environment or the config
-/// file for other commands must not steer it.
+/// file for other commands must not steer it. The settings are read first, as `run` does
+/// (backup's entry calls this; [`expire_with`] takes the options already read).
 pub async fn expire(
     settings: &Settings,
     repo: &Repository,
     stanza: &str,
     ask: &Ask,
 ) -> Result<ExpireReport> {
-    let dry_run = ask.dry_run;
-    let pol = policy(settings)?;
+    expire_with(
+        &ExpireOptions::from_settings(settings, ask.clone())?,
+        repo,
+        stanza,
+    )
+    .await
+}
+
+/// [`expire`] with its options read.
+pub async fn expire_with(
+    opts: &ExpireOptions,
+    repo: &Repository,
+    stanza: &str,
+) -> Result<ExpireReport> {
+    let dry_run = opts.ask.dry_run;
     let dbs = stanza::history(repo, stanza).await?;
     let current = dbs.last().ok_or_else(|| {
         Error::new(
@@ -249,17 +284,13 @@ pub async fn expire(
     } else {
         Some(Lease::acquire(&repo.store, stanza, LeaseKind::Gc, "expire").await?)
     };
-    let r = expire_leased(
-        settings,
+    let at = Cluster {
         repo,
         stanza,
-        (&pol, ask),
-        &dbs,
-        current.id,
-        lease.as_ref(),
-        &mut report,
-    )
-    .await;
+        dbs: &dbs,
+        current_db: current.id,
+    };
+    let r = expire_leased(opts, &at, lease.as_ref(), &mut report).await;
     if let Some(l) = lease {
         l.release().await;
     }
@@ -270,105 +301,47 @@ pub async fn expire(
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn expire_leased(
-    settings: &Settings,
-    repo: &Repository,
-    stanza: &str,
-    (pol, ask): (&Policy, &Ask),
-    dbs: &[StanzaDb],
+/// The stanza expire works on: its repository, name and cluster records.
+struct Cluster<'a> {
+    repo: &'a Repository,
+    stanza: &'a str,
+    dbs: &'a [StanzaDb],
     current_db: u32,
+}
+
+async fn expire_leased(
+    opts: &ExpireOptions,
+    at: &Cluster<'_>,
     lease: Option<&Lease>,
     report: &mut ExpireReport,
 ) -> Result<()> {
     let dry_run = lease.is_none();
+    let (repo, stanza) = (at.repo, at.stanza);
     // Stale leases go before the manifests are read: a backup whose lease is removed here
     // withdraws itself if it ever resumes (repo/lease.rs).
-    let now_real = clock::real_unix();
-    let mut others = Vec::new();
-    for f in lease::list(&repo.store, stanza).await? {
-        if lease.is_some_and(|l| l.path == f.path) {
-            continue;
-        }
-        if f.live(now_real) {
-            others.push(f);
-        } else if !dry_run {
-            log::warn!("removing stale {}", f.describe());
-            repo.store.delete(&f.path).await?;
-            report.stale_leases_removed += 1;
-        }
-    }
+    let (others, stale) =
+        lease::others_removing_stale(&repo.store, stanza, lease, !dry_run).await?;
+    report.stale_leases_removed += stale;
 
     let manifests = read_all(repo, stanza).await?;
-    let backups: Vec<retention::Backup> =
-        manifests.iter().map(|m| retention_view(m, dbs)).collect();
-    let sets: Vec<&str> = ask.sets.iter().map(String::as_str).collect();
+    let backups: Vec<retention::Backup> = manifests
+        .iter()
+        .map(|m| retention_view(m, at.dbs))
+        .collect();
+    let sets: Vec<&str> = opts.ask.sets.iter().map(String::as_str).collect();
+    let pol = &opts.policy;
     let plan = if sets.is_empty() {
-        retention::plan(&backups, pol, clock::now_unix(), current_db)
+        retention::plan(&backups, pol, clock::now_unix(), at.current_db)
     } else {
-        named(&backups, &sets, pol, current_db)?
+        named(&backups, &sets, pol, at.current_db)?
     };
     report.warnings.extend(plan.warnings.iter().cloned());
     report.kept = plan.keep.clone();
-    for (label, reason) in &plan.expire {
-        let p = manifest::path(stanza, label);
-        report.manifest_bytes += repo.store.size(&p).await.unwrap_or(0);
-        if !dry_run {
-            repo.store.delete(&p).await?;
-            // The report says it (and backup's, after an auto-expire): debug, not twice.
-            log::debug!("expire: backup {label} expired: {reason}");
-        }
-        report.expired.push(Expired {
-            label: label.clone(),
-            reason: reason.clone(),
-        });
-    }
+    expire_manifests(repo, stanza, &plan, dry_run, report).await?;
 
     // WAL: only with a policy that speaks about it (or backups named by hand).
     if pol.archive_rule().is_some() {
-        let (wal, _) = stanza::list_wal(repo, stanza).await?;
-        let seg_size = |db: u32| stanza::seg_size(dbs, db);
-        let keeps = |db: u32, file: &crate::pg::wal::WalFile| {
-            let rule = plan.wal.get(&db).cloned().unwrap_or(if db == current_db {
-                WalKeep::All
-            } else {
-                WalKeep::Nothing
-            });
-            match file.segno(seg_size(db)) {
-                Some(n) => rule.keeps(file.tli(), n),
-                None => rule != WalKeep::Nothing,
-            }
-        };
-        let mut doomed: Vec<_> = wal.iter().filter(|w| !keeps(w.db_id, &w.file)).collect();
-        // A restore point goes with the segment it was found in: recovery cannot reach it
-        // without that segment.
-        let doomed_points: Vec<crate::store::Listed> =
-            crate::repo::points::list_objects(repo, stanza)
-                .await?
-                .into_iter()
-                .filter(|(_, db, f)| !keeps(*db, f))
-                .map(|(l, _, _)| l)
-                .collect();
-        doomed.sort_by_key(|w| (w.db_id, w.file.segno(seg_size(w.db_id)), w.file.tli()));
-        for w in &doomed {
-            let name = w.file.to_string();
-            let e = report
-                .wal_ranges
-                .entry(w.db_id)
-                .or_insert((name.clone(), name.clone()));
-            e.1 = name;
-            report.wal_files += 1;
-            report.wal_bytes += w.size;
-        }
-        report.restore_points = doomed_points.len() as u64;
-        report.restore_point_bytes = doomed_points.iter().map(|l| l.size).sum();
-        if !dry_run {
-            // Points first: a point always has its segment stored, even if expire dies between.
-            futures::future::try_join_all(doomed_points.iter().map(|l| repo.store.delete(&l.path)))
-                .await?;
-            futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path)))
-                .await?;
-        }
+        expire_wal(at, &plan, dry_run, report).await?;
     }
 
     // Blocks: only when nothing else holds a lease (a backup could be about to reference a
@@ -383,24 +356,110 @@ async fn expire_leased(
             .into_iter()
             .filter(|m| plan.keep.contains(&m.label))
             .collect();
-        // Empty: collection loads every index segment itself, once.
-        let bs = super::StoreOptions::from_settings(settings)?.open_empty(repo, stanza);
-        let g = gc::collect(&bs, &repo.store, stanza, &retained, dry_run)
-            .await
-            .map_err(|e| {
-                let e = e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)");
-                if e.hint.is_some() {
-                    e
-                } else {
-                    e.hint("run 'pgfrost verify' to find what is damaged or missing")
-                }
-            })?;
-        report.gc = Some(g);
+        report.gc = Some(collect_blocks(opts, repo, stanza, &retained, dry_run).await?);
     }
     report.freed_bytes = (report.manifest_bytes + report.wal_bytes + report.restore_point_bytes)
         as i64
         + report.gc.as_ref().map(GcReport::freed).unwrap_or(0);
     Ok(())
+}
+
+/// The manifests of the backups the plan expires: a backup is gone once its manifest is.
+async fn expire_manifests(
+    repo: &Repository,
+    stanza: &str,
+    plan: &retention::Plan,
+    dry_run: bool,
+    report: &mut ExpireReport,
+) -> Result<()> {
+    for (label, reason) in &plan.expire {
+        let p = manifest::path(stanza, label);
+        report.manifest_bytes += repo.store.size(&p).await.unwrap_or(0);
+        if !dry_run {
+            repo.store.delete(&p).await?;
+            // The report says it (and backup's, after an auto-expire): debug, not twice.
+            log::debug!("expire: backup {label} expired: {reason}");
+        }
+        report.expired.push(Expired {
+            label: label.clone(),
+            reason: reason.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// WAL no retained backup needs, with the restore points found in it.
+async fn expire_wal(
+    at: &Cluster<'_>,
+    plan: &retention::Plan,
+    dry_run: bool,
+    report: &mut ExpireReport,
+) -> Result<()> {
+    let (repo, stanza, dbs, current_db) = (at.repo, at.stanza, at.dbs, at.current_db);
+    let (wal, _) = stanza::list_wal(repo, stanza).await?;
+    let seg_size = |db: u32| stanza::seg_size(dbs, db);
+    let keeps = |db: u32, file: &crate::pg::wal::WalFile| {
+        let rule = plan.wal.get(&db).cloned().unwrap_or(if db == current_db {
+            WalKeep::All
+        } else {
+            WalKeep::Nothing
+        });
+        match file.segno(seg_size(db)) {
+            Some(n) => rule.keeps(file.tli(), n),
+            None => rule != WalKeep::Nothing,
+        }
+    };
+    let mut doomed: Vec<_> = wal.iter().filter(|w| !keeps(w.db_id, &w.file)).collect();
+    // A restore point goes with the segment it was found in: recovery cannot reach it
+    // without that segment.
+    let doomed_points: Vec<crate::store::Listed> = crate::repo::points::list_objects(repo, stanza)
+        .await?
+        .into_iter()
+        .filter(|(_, db, f)| !keeps(*db, f))
+        .map(|(l, _, _)| l)
+        .collect();
+    doomed.sort_by_key(|w| (w.db_id, w.file.segno(seg_size(w.db_id)), w.file.tli()));
+    for w in &doomed {
+        let name = w.file.to_string();
+        let e = report
+            .wal_ranges
+            .entry(w.db_id)
+            .or_insert((name.clone(), name.clone()));
+        e.1 = name;
+        report.wal_files += 1;
+        report.wal_bytes += w.size;
+    }
+    report.restore_points = doomed_points.len() as u64;
+    report.restore_point_bytes = doomed_points.iter().map(|l| l.size).sum();
+    if !dry_run {
+        // Points first: a point always has its segment stored, even if expire dies between.
+        futures::future::try_join_all(doomed_points.iter().map(|l| repo.store.delete(&l.path)))
+            .await?;
+        futures::future::try_join_all(doomed.iter().map(|w| repo.store.delete(&w.path))).await?;
+    }
+    Ok(())
+}
+
+/// Garbage collection of the blocks the retained backups do not reference.
+async fn collect_blocks(
+    opts: &ExpireOptions,
+    repo: &Repository,
+    stanza: &str,
+    retained: &[Manifest],
+    dry_run: bool,
+) -> Result<GcReport> {
+    // Empty: collection loads every index segment itself, once.
+    let bs = opts.store.open_empty(repo, stanza);
+    gc::collect(&bs, &repo.store, stanza, retained, dry_run)
+        .await
+        .map_err(|e| {
+            let e = e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)");
+            if e.hint.is_some() {
+                e
+            } else {
+                e.hint("run 'pgfrost verify' to find what is damaged or missing")
+            }
+        })
 }
 
 /// `--set`: exactly the named backups expire, whatever depends on them (every manifest is

@@ -578,20 +578,57 @@ fn label(v: &str) -> String {
 /// The Prometheus text exposition format (version 0.0.4): every family with HELP and TYPE, one
 /// sample per stanza (and backup type), times as Unix seconds.
 fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
-        }
+    let mut out = Exposition {
+        text: String::new(),
+        repo: format!("repo=\"{}\"", label(location)),
     };
-    let repo = format!("repo=\"{}\"", label(location));
-    family(
+    let repo = out.repo.clone();
+    out.family(
         "pgfrost_repository_size_bytes",
         "Bytes stored in the repository.",
         "gauge",
         vec![(repo.clone(), total.to_string())],
     );
+    backup_families(&mut out, stanzas);
+    archive_families(&mut out, stanzas);
+    run_families(&mut out, stanzas);
+    out.family(
+        "pgfrost_unreadable_objects",
+        "Manifests and other objects info could not read (run verify).",
+        "gauge",
+        stanzas
+            .iter()
+            .map(|s| (out.stanza(s), s.unreadable.len().to_string()))
+            .collect(),
+    );
+    out.text
+}
+
+/// The exposition being written, and the repository's label.
+struct Exposition {
+    text: String,
+    repo: String,
+}
+
+impl Exposition {
+    /// One family with HELP and TYPE, then its samples.
+    fn family(&mut self, name: &str, help: &str, kind: &str, samples: Vec<(String, String)>) {
+        self.text
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            self.text.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    }
+
+    /// The labels of a stanza's samples.
+    fn stanza(&self, s: &StanzaInfo) -> String {
+        format!("{},stanza=\"{}\"", self.repo, label(&s.name))
+    }
+}
+
+/// The newest backup of each type, and how many there are.
+fn backup_families(out: &mut Exposition, stanzas: &[StanzaInfo]) {
+    let repo = out.repo.clone();
     let st = |s: &StanzaInfo| format!("{repo},stanza=\"{}\"", label(&s.name));
     let by_type = |f: &dyn Fn(&BackupInfo) -> String| {
         let mut v = Vec::new();
@@ -609,32 +646,32 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
         }
         v
     };
-    family(
+    out.family(
         "pgfrost_backup_last_completion_timestamp_seconds",
         "When the newest backup of each type ended.",
         "gauge",
         by_type(&|b| b.stop_unix.to_string()),
     );
-    family(
+    out.family(
         "pgfrost_backup_last_duration_seconds",
         "How long the newest backup of each type took.",
         "gauge",
         by_type(&|b| format!("{}", b.duration_seconds)),
     );
-    family(
+    out.family(
         "pgfrost_backup_last_size_bytes",
         "Bytes of the cluster the newest backup of each type holds.",
         "gauge",
         by_type(&|b| b.logical_bytes.to_string()),
     );
-    family(
+    out.family(
         "pgfrost_backup_last_stored_bytes",
         "Bytes the newest backup of each type added to the repository.",
         "gauge",
         by_type(&|b| b.stored_bytes.to_string()),
     );
     let count = |s: &StanzaInfo, kind: &str| s.backups.iter().filter(|b| b.kind == kind).count();
-    family(
+    out.family(
         "pgfrost_backups",
         "Backups in the repository, by type.",
         "gauge",
@@ -647,7 +684,13 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
             })
             .collect(),
     );
-    family(
+}
+
+/// The WAL archive, the recovery window and the stanza's size.
+fn archive_families(out: &mut Exposition, stanzas: &[StanzaInfo]) {
+    let repo = out.repo.clone();
+    let st = |s: &StanzaInfo| format!("{repo},stanza=\"{}\"", label(&s.name));
+    out.family(
         "pgfrost_wal_last_archive_timestamp_seconds",
         "When the newest WAL segment of the current cluster was stored.",
         "gauge",
@@ -669,19 +712,19 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
             })
             .collect::<Vec<_>>()
     };
-    family(
+    out.family(
         "pgfrost_recovery_window_start_timestamp_seconds",
         "The earliest moment point-in-time recovery can reach on the primary's timeline.",
         "gauge",
         window(&|w| w.from_unix),
     );
-    family(
+    out.family(
         "pgfrost_recovery_window_end_timestamp_seconds",
         "The latest moment point-in-time recovery can reach on the primary's timeline (the newest WAL stored).",
         "gauge",
         window(&|w| w.to_unix),
     );
-    family(
+    out.family(
         "pgfrost_stanza_size_bytes",
         "Bytes stored for the stanza.",
         "gauge",
@@ -690,6 +733,12 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
             .map(|s| (st(s), s.size.total.to_string()))
             .collect(),
     );
+}
+
+/// The recorded outcomes of verify and drill.
+fn run_families(out: &mut Exposition, stanzas: &[StanzaInfo]) {
+    let repo = out.repo.clone();
+    let st = |s: &StanzaInfo| format!("{repo},stanza=\"{}\"", label(&s.name));
     type Pick = fn(&StanzaInfo) -> &RunInfo;
     let runs: [(&str, Pick); 2] = [("verify", |s| &s.verify), ("drill", |s| &s.drill)];
     for (command, run) in runs {
@@ -699,25 +748,25 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
                 .filter_map(|s| run(s).last.as_ref().map(|o| (st(s), f(o))))
                 .collect::<Vec<_>>()
         };
-        family(
+        out.family(
             &format!("pgfrost_{command}_last_run_timestamp_seconds"),
             &format!("When the newest recorded {command} ended."),
             "gauge",
             last(&|o| o.ended_unix.to_string()),
         );
-        family(
+        out.family(
             &format!("pgfrost_{command}_last_run_success"),
             &format!("1 if the newest recorded {command} passed, 0 if it failed."),
             "gauge",
             last(&|o| u8::from(o.passed).to_string()),
         );
-        family(
+        out.family(
             &format!("pgfrost_{command}_last_run_duration_seconds"),
             &format!("How long the newest recorded {command} took."),
             "gauge",
             last(&|o| format!("{}", o.duration_seconds)),
         );
-        family(
+        out.family(
             &format!("pgfrost_{command}_last_success_timestamp_seconds"),
             &format!("When the newest {command} that passed ended."),
             "gauge",
@@ -727,14 +776,4 @@ fn prometheus(location: &str, total: u64, stanzas: &[StanzaInfo]) -> String {
                 .collect(),
         );
     }
-    family(
-        "pgfrost_unreadable_objects",
-        "Manifests and other objects info could not read (run verify).",
-        "gauge",
-        stanzas
-            .iter()
-            .map(|s| (st(s), s.unreadable.len().to_string()))
-            .collect(),
-    );
-    out
 }

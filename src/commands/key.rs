@@ -7,10 +7,11 @@ use crate::store::Store;
 use clap::ArgMatches;
 use serde_json::json;
 
-/// The passphrase being added (`key add`) or replacing the current one (`key change`).
-fn new_passphrase(settings: &Settings) -> Result<zeroize::Zeroizing<String>> {
+/// The passphrase being added (`key add`) or replacing the current one (`key change`), from
+/// its file (new-passphrase-file) when it comes from none of the other sources.
+fn new_passphrase(source: &passphrase::Source) -> Result<zeroize::Zeroizing<String>> {
     passphrase::new(
-        settings,
+        source,
         passphrase::ENV_NEW_PASSPHRASE,
         "new-passphrase-file",
         "New passphrase",
@@ -18,11 +19,19 @@ fn new_passphrase(settings: &Settings) -> Result<zeroize::Zeroizing<String>> {
 }
 
 pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()> {
+    let new_source = passphrase::Source {
+        file: settings.string("new-passphrase-file").map(str::to_string),
+    };
+    let key_file = super::key_file(settings);
     match sub {
-        "list" => list(settings).await,
+        "list" => {
+            let (text, j) = list(&settings.location()?).await?;
+            emit(settings, &text, j);
+            Ok(())
+        }
         "add" => {
             let repo = open_repo_with_passphrase(settings).await?;
-            let pw = new_passphrase(settings)?;
+            let pw = new_passphrase(&new_source)?;
             let slot = repo
                 .add_slot(
                     pw.as_bytes(),
@@ -61,7 +70,7 @@ pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()
                 .string("key-comment")
                 .map(str::to_string)
                 .unwrap_or(comment);
-            let pw = new_passphrase(settings)?;
+            let pw = new_passphrase(&new_source)?;
             // New slot first: if we die in between, both passphrases work, never neither.
             let slot = repo
                 .add_slot(pw.as_bytes(), kdf_cost(settings), &comment)
@@ -76,7 +85,7 @@ pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()
         }
         "unlock" => {
             let repo = open_repo_with_passphrase(settings).await?;
-            let path = passphrase::key_file_path(settings, &repo.config.repo_id)?;
+            let path = passphrase::key_file_path(key_file, &repo.config.repo_id)?;
             passphrase::write_key_file(&path, &repo.key_file())?;
             emit(
                 settings,
@@ -91,7 +100,7 @@ pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()
         "lock" => {
             let store = Store::open(&settings.location()?, false)?;
             let (config, _) = repo::read_config(&store).await?;
-            let path = passphrase::key_file_path(settings, &config.repo_id)?;
+            let path = passphrase::key_file_path(key_file, &config.repo_id)?;
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -118,8 +127,9 @@ pub async fn run(sub: &str, leaf: &ArgMatches, settings: &Settings) -> Result<()
     }
 }
 
-async fn list(settings: &Settings) -> Result<()> {
-    let store = Store::open(&settings.location()?, false)?;
+/// The key slots, as text and as JSON.
+async fn list(location: &crate::store::Location) -> Result<(String, serde_json::Value)> {
+    let store = Store::open(location, false)?;
     repo::read_config(&store).await?;
     let slots = read_slots(&store).await?;
     let mut text = format!(
@@ -136,6 +146,5 @@ async fn list(settings: &Settings) -> Result<()> {
         .iter()
         .map(|s| json!({"id": s.id, "created": s.created, "comment": s.comment, "kdf_memory_kib": s.kdf.memory_kib, "kdf_iterations": s.kdf.iterations}))
         .collect();
-    emit(settings, &text, json!({ "slots": j }));
-    Ok(())
+    Ok((text, json!({ "slots": j })))
 }

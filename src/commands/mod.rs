@@ -66,13 +66,25 @@ fn arg<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
 pub async fn open_repo(settings: &Settings) -> Result<Repository> {
     let store = Store::open(&settings.location()?, false)?;
     let (config, _) = repo::read_config(&store).await?;
-    let kf_path = passphrase::key_file_path(settings, &config.repo_id)?;
+    let kf_path = passphrase::key_file_path(key_file(settings), &config.repo_id)?;
     if let Some(kf) = passphrase::read_key_file(&kf_path)? {
         log::debug!("using key file {}", kf_path.display());
         return Repository::open_with_key_file(store, &kf, &kf_path.display().to_string()).await;
     }
-    let pw = passphrase::current(settings, &store.location().to_string())?;
+    let pw = passphrase::current(&passphrase_source(settings), &store.location().to_string())?;
     Repository::open_with_passphrase(store, pw.as_bytes()).await
+}
+
+/// `key-file`, when given.
+pub fn key_file(settings: &Settings) -> Option<&std::path::Path> {
+    settings.string("key-file").map(std::path::Path::new)
+}
+
+/// The file the passphrase may come from (`passphrase-file`).
+pub fn passphrase_source(settings: &Settings) -> passphrase::Source {
+    passphrase::Source {
+        file: settings.string("passphrase-file").map(str::to_string),
+    }
 }
 
 /// Opens the repository with the passphrase only (commands that manage keys must prove it).
@@ -80,7 +92,7 @@ pub async fn open_repo_with_passphrase(settings: &Settings) -> Result<Repository
     let store = Store::open(&settings.location()?, false)?;
     // A repository this user cannot read fails before anyone types a passphrase for it.
     repo::read_config(&store).await?;
-    let pw = passphrase::current(settings, &store.location().to_string())?;
+    let pw = passphrase::current(&passphrase_source(settings), &store.location().to_string())?;
     Repository::open_with_passphrase(store, pw.as_bytes()).await
 }
 

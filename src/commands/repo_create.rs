@@ -14,9 +14,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
     if store.get_opt(crate::repo::CONFIG_PATH).await?.is_some() {
         return Err(crate::repo::exists_error(&store));
     }
-    let owner = give_away(settings, &location)?;
+    let owner = give_away(settings.string("repo-owner"), &location)?;
     let pw = passphrase::new(
-        settings,
+        &super::passphrase_source(settings),
         passphrase::ENV_PASSPHRASE,
         "passphrase-file",
         "New repository passphrase",
@@ -48,10 +48,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
 /// Run as root, a new local repository belongs to root and the postgres user (archive_command,
 /// backup) could read nothing of it. Its directory is given to `repo-owner`, by default to
 /// `postgres` when the directory is still root's; every object written later follows the
-/// directory's owner (store::settle). The owner chosen, when one was.
-fn give_away(settings: &Settings, location: &Location) -> Result<Option<String>> {
+/// directory's owner (store::settle). `spec` is repo-owner. The owner chosen, when one was.
+fn give_away(spec: Option<&str>, location: &Location) -> Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
-    let spec = settings.string("repo-owner");
     let Location::Local(dir) = location else {
         if spec.is_some() {
             return Err(Error::config(

@@ -793,3 +793,160 @@ impl BlockWriter {
         Ok(self.stats)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::repo::crypto::MasterKey;
+
+    /// Incompressible test data: `len` bytes drawn from `seed`.
+    pub(crate) fn data(seed: &str, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(seed.as_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// A block store on a fresh in-memory store, its index spilling under `tmp`.
+    pub(crate) fn memory_store(tmp: &tempfile::TempDir) -> (Store, BlockStore) {
+        let store = Store::memory("test");
+        let keys = Arc::new(Keys::new(&MasterKey::generate()));
+        let bs = BlockStore::open_empty(store.clone(), "st", keys, limits(tmp));
+        (store, bs)
+    }
+
+    pub(crate) fn limits(tmp: &tempfile::TempDir) -> Limits {
+        Limits {
+            dir: tmp.path().to_path_buf(),
+            memory: DEFAULT_MEMORY_FOR_TESTS,
+        }
+    }
+
+    const DEFAULT_MEMORY_FOR_TESTS: usize = 1 << 20;
+
+    /// A second handle on the same stanza, as another process would open it.
+    async fn reopen(bs: &BlockStore, tmp: &tempfile::TempDir) -> Result<BlockStore> {
+        BlockStore::open_with(bs.store.clone(), "st", bs.keys.clone(), limits(tmp)).await
+    }
+
+    #[tokio::test]
+    async fn writes_dedups_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        let (a, b) = (data("a", 8192), data("b", 8192));
+        let mut w = bs.writer();
+        let ia = w.add(&a).await.unwrap();
+        let ib = w.add(&b).await.unwrap();
+        assert_eq!(w.add(&a).await.unwrap(), ia, "same content, same id");
+        let st = w.finish().await.unwrap();
+        assert_eq!((st.blocks, st.new_blocks), (3, 2));
+        assert_eq!((st.packs, st.segments), (1, 1));
+        assert_eq!(store.list("st/pack").await.unwrap().len(), 1);
+        assert_eq!(store.list("st/index").await.unwrap().len(), 1);
+        assert_eq!(
+            bs.read_blocks(&[ib, ia, ib]).await.unwrap(),
+            [b.clone(), a.clone(), b.clone()]
+        );
+
+        // A second writer finds both blocks in the index and stores nothing.
+        let mut w = bs.writer();
+        w.add(&b).await.unwrap();
+        w.add(&a).await.unwrap();
+        let st = w.finish().await.unwrap();
+        assert_eq!((st.new_blocks, st.packs, st.segments), (0, 0, 0));
+        assert_eq!(store.list("st/pack").await.unwrap().len(), 1);
+
+        // Another handle opened afterwards reads the same blocks, and every pack checks out.
+        let other = reopen(&bs, &tmp).await.unwrap();
+        assert_eq!(other.read_block(&ia).await.unwrap(), a);
+        let pack = bs.locate(&ia).unwrap();
+        let runs = other.check_pack(&pack).await.unwrap();
+        assert_eq!(runs, other.read_trailer(&pack).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn refresh_sees_what_another_handle_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_store, bs) = memory_store(&tmp);
+        let other = reopen(&bs, &tmp).await.unwrap();
+        let a = data("late", 1000);
+        let mut w = bs.writer();
+        let id = w.add(&a).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(!other.contains(&id), "opened before the write");
+        assert!(other.read_block(&id).await.is_err());
+        other.refresh().await.unwrap();
+        assert!(other.contains(&id));
+        assert_eq!(other.read_block(&id).await.unwrap(), a);
+        assert_eq!(other.counts(), bs.counts());
+    }
+
+    /// Replaces the object at `path` with `f` applied to its bytes.
+    async fn tamper(store: &Store, path: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut b = store.get(path).await.unwrap().to_vec();
+        f(&mut b);
+        store.put_overwrite(path, b.into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_pack_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        let a = data("damaged", 20_000);
+        let mut w = bs.writer();
+        let id = w.add(&a).await.unwrap();
+        w.finish().await.unwrap();
+        let pack = bs.locate(&id).unwrap();
+        let path = bs.pack_path(&pack);
+        // A byte in the middle of the run: the name still matches the listing, not the content.
+        tamper(&store, &path, |b| {
+            let n = b.len() / 2;
+            b[n] ^= 1
+        })
+        .await;
+        let e = bs.check_pack(&pack).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+        assert!(e.message.contains("does not match its name"), "{e}");
+        let e = bs.read_block(&id).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+
+        // Truncated: the trailer cannot be read either.
+        tamper(&store, &path, |b| b.truncate(10)).await;
+        let e = bs.read_trailer(&pack).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+        assert!(e.message.contains("truncated"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_index_segment_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, bs) = memory_store(&tmp);
+        let mut w = bs.writer();
+        w.add(&data("seg", 3000)).await.unwrap();
+        w.finish().await.unwrap();
+        let seg = store.list("st/index").await.unwrap().remove(0).path;
+        tamper(&store, &seg, |b| {
+            let n = b.len() - 1;
+            b[n] ^= 0x80
+        })
+        .await;
+        let e = reopen(&bs, &tmp).await.err().expect("a damaged segment");
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+        assert!(e.message.contains(&seg), "{e}");
+
+        // A segment whose name matches its bytes but that was not sealed with this repository's
+        // keys fails authentication.
+        let foreign = b"not a segment".to_vec();
+        let name = blake3::hash(&foreign).to_hex().to_string();
+        store.delete(&seg).await.unwrap();
+        store
+            .put_new(&bs.segment_path(&name), foreign.into())
+            .await
+            .unwrap();
+        let e = reopen(&bs, &tmp).await.err().expect("a foreign segment");
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+        assert!(e.message.contains(&name), "{e}");
+    }
+}

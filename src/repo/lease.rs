@@ -176,6 +176,32 @@ pub async fn list(store: &Store, stanza: &str) -> Result<Vec<Found>> {
     Ok(out)
 }
 
+/// The live leases of the stanza other than `own`, and how many stale ones were removed (with
+/// `remove_stale`; a dry run leaves them). Garbage collection calls it before reading the
+/// manifests: a backup whose lease is removed here withdraws itself if it ever resumes.
+pub async fn others_removing_stale(
+    store: &Store,
+    stanza: &str,
+    own: Option<&Lease>,
+    remove_stale: bool,
+) -> Result<(Vec<Found>, u64)> {
+    let now_real = clock::real_unix();
+    let (mut others, mut removed) = (Vec::new(), 0);
+    for f in list(store, stanza).await? {
+        if own.is_some_and(|l| l.path == f.path) {
+            continue;
+        }
+        if f.live(now_real) {
+            others.push(f);
+        } else if remove_stale {
+            log::warn!("removing stale {}", f.describe());
+            store.delete(&f.path).await?;
+            removed += 1;
+        }
+    }
+    Ok((others, removed))
+}
+
 pub struct Lease {
     store: Store,
     pub path: String,
@@ -308,5 +334,159 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(found: &[Found]) -> Vec<LeaseKind> {
+        found
+            .iter()
+            .filter_map(|f| f.doc.as_ref().map(|d| d.kind))
+            .collect()
+    }
+
+    /// A lease left by a holder elsewhere that stopped renewing it `age` seconds ago.
+    async fn left_behind(store: &Store, kind: LeaseKind, age: i64) -> String {
+        let now = clock::real_unix();
+        let doc = LeaseDoc {
+            format: FORMAT.into(),
+            version: 1,
+            kind,
+            id: "0".repeat(32),
+            command: "backup".into(),
+            host: "another host".into(),
+            pid: 1,
+            created_unix: now - age,
+            renewed_unix: now - age,
+            ttl_seconds: TTL_SECONDS,
+        };
+        let path = format!("{}/{}-{}", dir("st"), kind.name(), doc.id);
+        store
+            .put_overwrite(&path, serde_json::to_vec(&doc).unwrap().into())
+            .await
+            .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_gc_lease_keeps_readers_and_writers_waiting_until_released() {
+        let store = Store::memory("lease");
+        let gc = Lease::acquire(&store, "st", LeaseKind::Gc, "expire")
+            .await
+            .unwrap();
+        let backup = Lease::acquire(&store, "st", LeaseKind::Backup, "backup")
+            .await
+            .unwrap();
+        let read = Lease::acquire(&store, "st", LeaseKind::Read, "restore")
+            .await
+            .unwrap();
+        // Collection sees both and must postpone.
+        let mut seen = kinds(&gc.others("st").await.unwrap());
+        seen.sort_by_key(|k| k.name());
+        assert_eq!(seen, [LeaseKind::Backup, LeaseKind::Read]);
+        let (others, removed) = others_removing_stale(&store, "st", Some(&gc), true)
+            .await
+            .unwrap();
+        assert_eq!((others.len(), removed), (2, 0));
+        // Writers and readers wait for it.
+        for l in [&backup, &read] {
+            let waited =
+                tokio::time::timeout(Duration::from_millis(1200), l.wait_for_gc("st")).await;
+            assert!(waited.is_err(), "{} did not wait", l.kind().name());
+        }
+        // Taken in the same second, maybe: the ids break the tie, and both agree on it.
+        assert_ne!(backup.preceded_by(&gc.doc), gc.preceded_by(&backup.doc));
+        let gc_path = gc.path.clone();
+        gc.release().await;
+        assert!(!store.exists(&gc_path).await.unwrap(), "release removes it");
+        for l in [&backup, &read] {
+            tokio::time::timeout(Duration::from_secs(5), l.wait_for_gc("st"))
+                .await
+                .expect("no gc lease left")
+                .unwrap();
+        }
+        assert_eq!(list(&store, "st").await.unwrap().len(), 2);
+        backup.release().await;
+        read.release().await;
+        assert!(list(&store, "st").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stale_lease_is_ignored_then_taken_over() {
+        let store = Store::memory("lease");
+        let stale_gc = left_behind(&store, LeaseKind::Gc, TTL_SECONDS + 1).await;
+        let stale_backup = left_behind(&store, LeaseKind::Backup, TTL_SECONDS).await;
+        let fresh = left_behind(&store, LeaseKind::Read, TTL_SECONDS - 30).await;
+        store
+            .put_overwrite(&format!("{}/gc-garbage", dir("st")), "{".into())
+            .await
+            .unwrap();
+
+        // A writer does not wait for a dead collector.
+        let backup = Lease::acquire(&store, "st", LeaseKind::Backup, "backup")
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), backup.wait_for_gc("st"))
+            .await
+            .expect("a stale gc lease does not block")
+            .unwrap();
+
+        // A dry run removes nothing; collection removes the stale and unreadable ones.
+        let gc = Lease::acquire(&store, "st", LeaseKind::Gc, "expire")
+            .await
+            .unwrap();
+        let (others, removed) = others_removing_stale(&store, "st", Some(&gc), false)
+            .await
+            .unwrap();
+        assert_eq!(removed, 0);
+        assert_eq!(list(&store, "st").await.unwrap().len(), 6);
+        let mut live: Vec<String> = others.iter().map(|f| f.path.clone()).collect();
+        live.sort();
+        let mut want = vec![fresh.clone(), backup.path.clone()];
+        want.sort();
+        assert_eq!(live, want);
+        let (_, removed) = others_removing_stale(&store, "st", Some(&gc), true)
+            .await
+            .unwrap();
+        assert_eq!(removed, 3);
+        for p in [&stale_gc, &stale_backup] {
+            assert!(!store.exists(p).await.unwrap());
+        }
+        assert!(store.exists(&gc.path).await.unwrap(), "its own lease stays");
+        assert!(store.exists(&fresh).await.unwrap());
+
+        // A holder whose lease was taken over finds out.
+        assert!(backup.still_held().await.unwrap());
+        store.delete(&backup.path).await.unwrap();
+        assert!(!backup.still_held().await.unwrap());
+        gc.release().await;
+    }
+
+    #[test]
+    fn a_holder_in_this_process_space_is_live_while_it_runs() {
+        let now = clock::real_unix();
+        let mut d = LeaseDoc {
+            format: FORMAT.into(),
+            version: 1,
+            kind: LeaseKind::Read,
+            id: "1".into(),
+            command: "verify".into(),
+            host: host_id(),
+            pid: std::process::id(),
+            created_unix: now,
+            renewed_unix: now,
+            ttl_seconds: TTL_SECONDS,
+        };
+        assert!(d.live(now));
+        assert!(!d.live(now + TTL_SECONDS), "expired");
+        // No such process: dead at once, without waiting for the TTL.
+        d.pid = i32::MAX as u32;
+        assert!(!d.live(now));
+        assert!(parse(&serde_json::to_vec(&d).unwrap()).is_some());
+        d.format = "other".into();
+        assert!(parse(&serde_json::to_vec(&d).unwrap()).is_none());
     }
 }

@@ -5,6 +5,7 @@
 //! keys/<slot id>                 JSON key slots (format::KeySlot), each written once
 //! <stanza>/pack/<xx>/<pack id>   packs (pack.rs)
 //! <stanza>/index/<segment id>    index segments (index.rs)
+//! <stanza>/wal/..., point/...    the WAL archive and restore points (wal.rs)
 //! ```
 
 pub mod blockmap;
@@ -20,6 +21,7 @@ pub mod outcome;
 pub mod pack;
 pub mod points;
 pub mod stanza;
+pub mod wal;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Put, Store};

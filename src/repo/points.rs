@@ -53,10 +53,7 @@ pub struct Recorded {
 }
 
 pub fn path(stanza: &str, db: &StanzaDb, file: &WalFile) -> String {
-    match file.directory() {
-        Some(d) => format!("{stanza}/point/{}/{d}/{file}", db.dir()),
-        None => format!("{stanza}/point/{}/{file}", db.dir()),
-    }
+    super::wal::filed_path(stanza, super::wal::POINT, db.id, file)
 }
 
 fn rfc3339_us(us: i64) -> String {
@@ -168,7 +165,7 @@ pub async fn list_objects(
 ) -> Result<Vec<(crate::store::Listed, u32, WalFile)>> {
     Ok(repo
         .store
-        .list(&format!("{stanza}/point"))
+        .list(&super::wal::area_dir(stanza, super::wal::POINT))
         .await?
         .into_iter()
         .filter_map(|l| {
@@ -180,23 +177,17 @@ pub async fn list_objects(
 
 /// The cluster record and WAL file of a document's path, when it is one.
 pub fn parse_path(stanza: &str, path: &str) -> Option<(u32, WalFile)> {
-    let rest = path.strip_prefix(&format!("{stanza}/point/"))?;
-    let (db, dir, name) = match rest.split('/').collect::<Vec<_>>().as_slice() {
-        [db, dir, name] => (*db, *dir, *name),
-        _ => return None,
-    };
-    if db.len() != 4 || !db.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let file = WalFile::parse(name).filter(|f| f.has_pages())?;
-    (file.directory().as_deref() == Some(dir)).then_some(())?;
-    Some((db.parse().ok()?, file))
+    // Only segments hold records, so only they (filed under their directory) have points.
+    super::wal::parse_filed(stanza, super::wal::POINT, path).filter(|(_, f)| f.has_pages())
 }
 
 /// Every recorded restore point of the stanza, by cluster record and LSN, and what could not
 /// be read (each naming its object): one damaged document must not hide every other point.
 pub async fn list(repo: &Repository, stanza: &str) -> Result<(Vec<Recorded>, Vec<String>)> {
-    let listed = repo.store.list(&format!("{stanza}/point/")).await?;
+    let listed = repo
+        .store
+        .list(&super::wal::area_dir(stanza, super::wal::POINT))
+        .await?;
     let mut out: Vec<Recorded> = Vec::new();
     let mut bad = Vec::new();
     let mut reads = futures::stream::iter(listed.into_iter().map(|l| async move {

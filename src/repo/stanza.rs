@@ -141,24 +141,8 @@ pub async fn list_wal(
 ) -> Result<(Vec<WalObject>, Vec<crate::store::Listed>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    let prefix = format!("{stanza}/wal/");
-    for l in repo.store.list(&format!("{stanza}/wal")).await? {
-        let rest = l.path.strip_prefix(&prefix).unwrap_or("");
-        let parts: Vec<&str> = rest.split('/').collect();
-        let parsed = (|| {
-            let (db, dir, name) = match parts.as_slice() {
-                [db, name] => (*db, None, *name),
-                [db, dir, name] => (*db, Some(*dir), *name),
-                _ => return None,
-            };
-            if db.len() != 4 || !db.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            let file = crate::pg::wal::WalFile::parse(name)?;
-            (file.directory().as_deref() == dir).then_some(())?;
-            Some((db.parse::<u32>().ok()?, file))
-        })();
-        match parsed {
+    for l in repo.store.list(&super::wal::archive_dir(stanza)).await? {
+        match super::wal::parse_path(stanza, &l.path) {
             Some((db_id, file)) => good.push(WalObject {
                 path: l.path,
                 size: l.size,

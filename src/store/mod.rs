@@ -20,6 +20,9 @@ use std::sync::Arc;
 pub enum Location {
     Local(std::path::PathBuf),
     S3(S3Location),
+    /// Process memory (object_store's `InMemory`), named for messages: tests of the repository
+    /// logic that need no disk and no PostgreSQL.
+    Memory(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,7 @@ impl std::fmt::Display for Location {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::S3(s) if s.prefix.is_empty() => write!(f, "s3://{}", s.bucket),
             Location::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.prefix),
+            Location::Memory(name) => write!(f, "memory:{name}"),
         }
     }
 }
@@ -209,11 +213,22 @@ impl Store {
                     Arc::new(PrefixStore::new(s, s3.prefix.as_str()))
                 }
             }
+            // Each open is a new, empty store: clone the Store to share one.
+            Location::Memory(_) => Arc::new(object_store::memory::InMemory::new()),
         };
         Ok(Store {
             inner,
             location: location.clone(),
         })
+    }
+
+    /// An empty repository storage in process memory, named `name` in messages. Create-once
+    /// writes are honoured as on the other backends; clones share the objects.
+    pub fn memory(name: &str) -> Store {
+        Store {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            location: Location::Memory(name.to_string()),
+        }
     }
 
     pub fn location(&self) -> &Location {
@@ -587,5 +602,31 @@ mod tests {
         assert!(Location::parse("relative").is_err());
         assert!(Location::parse("s3://").is_err());
         assert!(Location::parse("gs://x").is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_create_once_and_shared_by_clones() {
+        let s = Store::memory("t");
+        assert_eq!(s.location().to_string(), "memory:t");
+        assert_eq!(
+            s.put_new("a/b", Bytes::from_static(b"1")).await.unwrap(),
+            Put::Created
+        );
+        assert_eq!(
+            s.put_new("a/b", Bytes::from_static(b"2")).await.unwrap(),
+            Put::AlreadyExists
+        );
+        let other = s.clone();
+        assert_eq!(other.get("a/b").await.unwrap(), Bytes::from_static(b"1"));
+        other
+            .put_overwrite("a/b", Bytes::from_static(b"3"))
+            .await
+            .unwrap();
+        assert_eq!(s.get("a/b").await.unwrap(), Bytes::from_static(b"3"));
+        assert_eq!(s.list("a").await.unwrap().len(), 1);
+        assert!(s.get_opt("a/c").await.unwrap().is_none());
+        s.delete("a/b").await.unwrap();
+        assert!(!s.exists("a/b").await.unwrap());
+        assert!(Store::memory("u").get_opt("a/b").await.unwrap().is_none());
     }
 }
