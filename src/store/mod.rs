@@ -15,11 +15,15 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod cloud;
+
 /// Where a repository lives, parsed from `--repo` and the `repo-s3-*` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(std::path::PathBuf),
     S3(S3Location),
+    Gcs(cloud::GcsLocation),
+    Azure(cloud::AzureLocation),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +43,13 @@ pub struct S3Location {
 /// TLS roots and name resolution of the S3 client: the operator's CA file merged with the system's
 /// roots, and names resolved in the process when the binary is static (crate::net says why).
 fn client_options(s3: &S3Location) -> Result<object_store::ClientOptions> {
+    tls_options(s3.ca_file.as_deref())
+}
+
+/// The HTTP client's options for every cloud: extra trusted roots, in-process name resolution.
+fn tls_options(ca_file: Option<&std::path::Path>) -> Result<object_store::ClientOptions> {
     let mut o = object_store::ClientOptions::new();
-    if let Some(f) = &s3.ca_file {
+    if let Some(f) = ca_file {
         let pem = std::fs::read(f).map_err(|e| {
             Error::config(format!("cannot read repo-s3-ca-file {}: {e}", f.display()))
         })?;
@@ -92,11 +101,14 @@ impl Location {
                 path_style: true,
             }));
         }
+        if let Some(loc) = cloud::parse(repo)? {
+            return Ok(loc);
+        }
         let path = repo.strip_prefix("file://").unwrap_or(repo);
         if path.contains("://") {
             return Err(
                 Error::config(format!("repository '{repo}': unsupported scheme"))
-                    .hint("use a local path, file:///path or s3://bucket/prefix"),
+                    .hint("use a local path, file:///path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX]"),
             );
         }
         if !path.starts_with('/') {
@@ -115,6 +127,8 @@ impl std::fmt::Display for Location {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::S3(s) if s.prefix.is_empty() => write!(f, "s3://{}", s.bucket),
             Location::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.prefix),
+            Location::Gcs(g) => write!(f, "{}", cloud::url("gs", &g.bucket, &g.prefix)),
+            Location::Azure(a) => write!(f, "{}", cloud::url("az", &a.container, &a.prefix)),
         }
     }
 }
@@ -209,6 +223,8 @@ impl Store {
                     Arc::new(PrefixStore::new(s, s3.prefix.as_str()))
                 }
             }
+            Location::Gcs(g) => cloud::open_gcs(g, location)?,
+            Location::Azure(a) => cloud::open_azure(a, location)?,
         };
         Ok(Store {
             inner,
@@ -586,6 +602,6 @@ mod tests {
         }
         assert!(Location::parse("relative").is_err());
         assert!(Location::parse("s3://").is_err());
-        assert!(Location::parse("gs://x").is_err());
+        assert!(Location::parse("ftp://x").is_err());
     }
 }

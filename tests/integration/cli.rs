@@ -774,7 +774,10 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
             let applies = o.commands.is_empty() || o.commands.contains(&cmd[0].as_str());
             if applies {
                 let mut args = cmd.clone();
-                args.insert(cmd.len().min(if cmd[0] == "key" { 2 } else { 1 }), format!("--{}={bad}", o.name));
+                args.insert(
+                    cmd.len().min(if cmd[0] == "key" { 2 } else { 1 }),
+                    format!("--{}={bad}", o.name),
+                );
                 cases.push((args, o.name.to_string(), o.name));
             }
         }
@@ -783,7 +786,11 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
     for cmd in ["restore", "drill"] {
         for (ty, target) in [("time", "noon-ish"), ("xid", "abc"), ("lsn", "0/XYZ")] {
             cases.push((
-                vec![cmd.into(), format!("--type={ty}"), format!("--target={target}")],
+                vec![
+                    cmd.into(),
+                    format!("--type={ty}"),
+                    format!("--target={target}"),
+                ],
                 "target".into(),
                 "target",
             ));
@@ -808,7 +815,9 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
         } else if target.parent().unwrap().exists() {
             failures.push(format!("{args:?}: created the restore target"));
         } else if listing() != before {
-            failures.push(format!("{args:?}: wrote under the home directory or repository"));
+            failures.push(format!(
+                "{args:?}: wrote under the home directory or repository"
+            ));
         }
     }
     assert!(
