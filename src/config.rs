@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::Location;
+use crate::store::cloud::{AzureCredentials, GcsCredentials};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -106,7 +107,7 @@ pub const OPTIONS: &[OptDef] = &[
         "repo",
         "LOCATION",
         Group::Repository,
-        "Repository: an absolute path or file:///path for local disk, or s3://BUCKET[/PREFIX].",
+        "Repository: an absolute path or file:///path for local disk, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] (Google Cloud Storage) or az://CONTAINER[/PREFIX] (Azure Blob Storage).",
     ),
     opt(
         "repo-s3-endpoint",
@@ -147,6 +148,60 @@ pub const OPTIONS: &[OptDef] = &[
             "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key).",
         )
     },
+    opt(
+        "repo-gcs-key-file",
+        "PATH",
+        Group::Repository,
+        "GCS: a service account's JSON key file. Without it, application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's login, or the machine's metadata server).",
+    ),
+    opt(
+        "repo-gcs-key-type",
+        "TYPE",
+        Group::Repository,
+        "GCS credentials: service (repo-gcs-key-file; the default when it is set), token (repo-gcs-token; the default when it is set) or auto (application default credentials; the default otherwise).",
+    ),
+    opt(
+        "repo-gcs-token",
+        "TOKEN",
+        Group::Repository,
+        "GCS: an OAuth access token used as it is (e.g. from 'gcloud auth print-access-token'; it is not refreshed), or any text for an emulator.",
+    ),
+    opt(
+        "repo-gcs-endpoint",
+        "URL",
+        Group::Repository,
+        "GCS base URL instead of https://storage.googleapis.com (an emulator, e.g. http://127.0.0.1:4443).",
+    ),
+    opt(
+        "repo-azure-account",
+        "NAME",
+        Group::Repository,
+        "Azure storage account (else AZURE_STORAGE_ACCOUNT_NAME).",
+    ),
+    opt(
+        "repo-azure-key",
+        "KEY",
+        Group::Repository,
+        "Azure storage account shared key (else AZURE_STORAGE_ACCOUNT_KEY). Prefer the config file or the environment.",
+    ),
+    opt(
+        "repo-azure-sas-token",
+        "TOKEN",
+        Group::Repository,
+        "Azure shared access signature for the container (needs read, add, create, write, delete and list).",
+    ),
+    opt(
+        "repo-azure-key-type",
+        "TYPE",
+        Group::Repository,
+        "Azure credentials: shared (repo-azure-key), sas (repo-azure-sas-token) or auto (workload or managed identity, or the Azure CLI's login). Default: the one whose option is set, else auto.",
+    ),
+    opt(
+        "repo-azure-endpoint",
+        "URL",
+        Group::Repository,
+        "Azure blob endpoint instead of https://ACCOUNT.blob.core.windows.net (Azurite: http://127.0.0.1:10000/devstoreaccount1).",
+    ),
     OptDef {
         default: Some("3"),
         ..opt(
@@ -807,6 +862,8 @@ impl Settings {
         self.choice("log-level", &["error", "warn", "info", "debug", "trace"])?;
         self.choice("output", &["text", "json", "prometheus"])?;
         self.choice("repo-s3-uri-style", &["path", "host"])?;
+        self.choice("repo-gcs-key-type", &["auto", "service", "token"])?;
+        self.choice("repo-azure-key-type", &["auto", "shared", "sas"])?;
         self.number("process-max", 1, 64)?;
         self.number("compress-level", 0, 19)?;
         self.number("kdf-memory", 1024, 4 * 1024 * 1024)?;
@@ -858,14 +915,26 @@ impl Settings {
             Location::parse(&v.value)
                 .map_err(|e| e.context(format!("option repo (from {})", v.source)))?;
         }
-        if let Some(v) = self.get("repo-s3-endpoint")
-            && !(v.value.starts_with("http://") || v.value.starts_with("https://"))
-        {
-            return Err(Error::config(format!(
-                "invalid value '{}' for option repo-s3-endpoint (from {}): expected an http:// or https:// URL",
-                v.value, v.source
-            ))
-            .hint("e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000"));
+        for (name, example) in [
+            (
+                "repo-s3-endpoint",
+                "https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000",
+            ),
+            ("repo-gcs-endpoint", "http://127.0.0.1:4443"),
+            (
+                "repo-azure-endpoint",
+                "https://ACCOUNT.blob.core.windows.net or http://127.0.0.1:10000/devstoreaccount1",
+            ),
+        ] {
+            if let Some(v) = self.get(name)
+                && !(v.value.starts_with("http://") || v.value.starts_with("https://"))
+            {
+                return Err(Error::config(format!(
+                    "invalid value '{}' for option {name} (from {}): expected an http:// or https:// URL",
+                    v.value, v.source
+                ))
+                .hint(format!("e.g. {example}")));
+            }
         }
         // expire takes several (repeated, joined with commas).
         if let Some(v) = self.get("set")
@@ -1065,7 +1134,64 @@ impl Settings {
             s3.ca_file = self.string("repo-s3-ca-file").map(PathBuf::from);
             s3.path_style = self.string("repo-s3-uri-style") != Some("host");
         }
+        if let Location::Gcs(g) = &mut loc {
+            g.endpoint = self.string("repo-gcs-endpoint").map(str::to_string);
+            g.credentials = self.gcs_credentials()?;
+        }
+        if let Location::Azure(a) = &mut loc {
+            a.endpoint = self.string("repo-azure-endpoint").map(str::to_string);
+            a.account = self.string("repo-azure-account").map(str::to_string);
+            a.credentials = self.azure_credentials()?;
+        }
         Ok(loc)
+    }
+
+    fn gcs_credentials(&self) -> Result<GcsCredentials> {
+        let file = self.string("repo-gcs-key-file").map(PathBuf::from);
+        let token = self.string("repo-gcs-token").map(str::to_string);
+        let missing = |what: &str, opt: &str| {
+            Error::config(format!("repo-gcs-key-type={what} needs {opt}")).hint(format!(
+                "set {opt}, or use repo-gcs-key-type=auto for application default credentials"
+            ))
+        };
+        match self.string("repo-gcs-key-type") {
+            Some("auto") => Ok(GcsCredentials::Auto),
+            Some("service") => file
+                .map(GcsCredentials::Service)
+                .ok_or_else(|| missing("service", "repo-gcs-key-file")),
+            Some(_) => token
+                .map(GcsCredentials::Token)
+                .ok_or_else(|| missing("token", "repo-gcs-token")),
+            None => Ok(match (file, token) {
+                (Some(f), _) => GcsCredentials::Service(f),
+                (None, Some(t)) => GcsCredentials::Token(t),
+                (None, None) => GcsCredentials::Auto,
+            }),
+        }
+    }
+
+    fn azure_credentials(&self) -> Result<AzureCredentials> {
+        let key = self.string("repo-azure-key").map(str::to_string);
+        let sas = self.string("repo-azure-sas-token").map(str::to_string);
+        let missing = |what: &str, opt: &str| {
+            Error::config(format!("repo-azure-key-type={what} needs {opt}")).hint(format!(
+                "set {opt}, or use repo-azure-key-type=auto for a managed identity"
+            ))
+        };
+        match self.string("repo-azure-key-type") {
+            Some("auto") => Ok(AzureCredentials::Auto),
+            Some("shared") => key
+                .map(AzureCredentials::Shared)
+                .ok_or_else(|| missing("shared", "repo-azure-key")),
+            Some(_) => sas
+                .map(AzureCredentials::Sas)
+                .ok_or_else(|| missing("sas", "repo-azure-sas-token")),
+            None => Ok(match (key, sas) {
+                (Some(k), _) => AzureCredentials::Shared(k),
+                (None, Some(t)) => AzureCredentials::Sas(t),
+                (None, None) => AzureCredentials::Auto,
+            }),
+        }
     }
 
     pub fn json(&self) -> bool {

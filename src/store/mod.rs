@@ -15,6 +15,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod cloud;
+
 /// Where a repository lives, parsed from `--repo` and the `repo-s3-*` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -23,6 +25,8 @@ pub enum Location {
     /// Process memory (object_store's `InMemory`), named for messages: tests of the repository
     /// logic that need no disk and no PostgreSQL.
     Memory(String),
+    Gcs(cloud::GcsLocation),
+    Azure(cloud::AzureLocation),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +46,13 @@ pub struct S3Location {
 /// TLS roots and name resolution of the S3 client: the operator's CA file merged with the system's
 /// roots, and names resolved in the process when the binary is static (crate::net says why).
 fn client_options(s3: &S3Location) -> Result<object_store::ClientOptions> {
+    tls_options(s3.ca_file.as_deref())
+}
+
+/// The HTTP client's options for every cloud: extra trusted roots, in-process name resolution.
+fn tls_options(ca_file: Option<&std::path::Path>) -> Result<object_store::ClientOptions> {
     let mut o = object_store::ClientOptions::new();
-    if let Some(f) = &s3.ca_file {
+    if let Some(f) = ca_file {
         let pem = std::fs::read(f).map_err(|e| {
             Error::config(format!("cannot read repo-s3-ca-file {}: {e}", f.display()))
         })?;
@@ -95,11 +104,14 @@ impl Location {
                 path_style: true,
             }));
         }
+        if let Some(loc) = cloud::parse(repo)? {
+            return Ok(loc);
+        }
         let path = repo.strip_prefix("file://").unwrap_or(repo);
         if path.contains("://") {
             return Err(
                 Error::config(format!("repository '{repo}': unsupported scheme"))
-                    .hint("use a local path, file:///path or s3://bucket/prefix"),
+                    .hint("use a local path, file:///path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX]"),
             );
         }
         if !path.starts_with('/') {
@@ -119,6 +131,8 @@ impl std::fmt::Display for Location {
             Location::S3(s) if s.prefix.is_empty() => write!(f, "s3://{}", s.bucket),
             Location::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.prefix),
             Location::Memory(name) => write!(f, "memory:{name}"),
+            Location::Gcs(g) => write!(f, "{}", cloud::url("gs", &g.bucket, &g.prefix)),
+            Location::Azure(a) => write!(f, "{}", cloud::url("az", &a.container, &a.prefix)),
         }
     }
 }
@@ -215,6 +229,8 @@ impl Store {
             }
             // Each open is a new, empty store: clone the Store to share one.
             Location::Memory(_) => Arc::new(object_store::memory::InMemory::new()),
+            Location::Gcs(g) => cloud::open_gcs(g, location)?,
+            Location::Azure(a) => cloud::open_azure(a, location)?,
         };
         Ok(Store {
             inner,
@@ -601,7 +617,7 @@ mod tests {
         }
         assert!(Location::parse("relative").is_err());
         assert!(Location::parse("s3://").is_err());
-        assert!(Location::parse("gs://x").is_err());
+        assert!(Location::parse("ftp://x").is_err());
     }
 
     #[tokio::test]

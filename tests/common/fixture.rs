@@ -11,6 +11,7 @@ use std::time::Duration;
 pub enum Repo<'a> {
     Local,
     S3(&'a S3Server),
+    Azure(&'a super::clouds::Azurite),
 }
 
 /// A repository, a pgfrost config file naming it, and a key file, all usable by `postgres`.
@@ -46,6 +47,22 @@ impl Archive {
                     s.bucket, s.endpoint
                 ));
                 s.location(&prefix)
+            }
+            Repo::Azure(az) => {
+                let prefix = dir
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                toml.push_str(&format!(
+                    "repo = 'az://{}/{prefix}'\nrepo-azure-endpoint = '{}'\nrepo-azure-account = '{}'\nrepo-azure-key = '{}'\n",
+                    az.container,
+                    az.endpoint,
+                    super::clouds::AZURITE_ACCOUNT,
+                    super::clouds::AZURITE_KEY
+                ));
+                az.location(&prefix)
             }
         };
         for (k, v) in extra {

@@ -675,7 +675,7 @@ fn invalid_value(o: &pgfrost::config::OptDef) -> Option<&'static str> {
     Some(match (o.name, o.value) {
         ("stanza", _) => "not a name!",
         ("repo", _) => "relative/repo",
-        ("repo-s3-endpoint", _) => "ftp://example",
+        (_, "URL") => "ftp://example",
         ("set", _) => "yesterday",
         ("repo-owner", _) => "no-such-user-pgfrost",
         ("target-timeline", _) => "sideways",
@@ -696,6 +696,11 @@ const FREE_TEXT: &[&str] = &[
     "repo-s3-ca-file",
     "repo-s3-key",
     "repo-s3-key-secret",
+    "repo-gcs-key-file",
+    "repo-gcs-token",
+    "repo-azure-account",
+    "repo-azure-key",
+    "repo-azure-sas-token",
     "index-path",
     "pg-path",
     "pg-host",
@@ -774,7 +779,10 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
             let applies = o.commands.is_empty() || o.commands.contains(&cmd[0].as_str());
             if applies {
                 let mut args = cmd.clone();
-                args.insert(cmd.len().min(if cmd[0] == "key" { 2 } else { 1 }), format!("--{}={bad}", o.name));
+                args.insert(
+                    cmd.len().min(if cmd[0] == "key" { 2 } else { 1 }),
+                    format!("--{}={bad}", o.name),
+                );
                 cases.push((args, o.name.to_string(), o.name));
             }
         }
@@ -783,7 +791,11 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
     for cmd in ["restore", "drill"] {
         for (ty, target) in [("time", "noon-ish"), ("xid", "abc"), ("lsn", "0/XYZ")] {
             cases.push((
-                vec![cmd.into(), format!("--type={ty}"), format!("--target={target}")],
+                vec![
+                    cmd.into(),
+                    format!("--type={ty}"),
+                    format!("--target={target}"),
+                ],
                 "target".into(),
                 "target",
             ));
@@ -808,7 +820,9 @@ fn every_invalid_option_value_fails_before_any_work_on_every_command() {
         } else if target.parent().unwrap().exists() {
             failures.push(format!("{args:?}: created the restore target"));
         } else if listing() != before {
-            failures.push(format!("{args:?}: wrote under the home directory or repository"));
+            failures.push(format!(
+                "{args:?}: wrote under the home directory or repository"
+            ));
         }
     }
     assert!(

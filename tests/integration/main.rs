@@ -11,6 +11,7 @@ mod common;
 mod archive;
 mod backup;
 mod cli;
+mod clouds;
 mod docker_guide;
 mod drill;
 mod expire;
