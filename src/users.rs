@@ -74,8 +74,10 @@ fn group(name: &str) -> Option<u32> {
 /// `USER`, `USER:GROUP` or `UID:GID`: the uid and gid (a user's primary group by default).
 pub fn parse_owner(spec: &str) -> Result<(u32, u32)> {
     let bad = |what: String| {
-        Error::config(format!("owner '{spec}': {what}"))
-            .hint("give USER, USER:GROUP or UID:GID of an existing user, e.g. postgres")
+        Error::config(format!(
+            "invalid value '{spec}' for option repo-owner: {what}"
+        ))
+        .hint("give USER, USER:GROUP or UID:GID of an existing user, e.g. postgres")
     };
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),

@@ -240,25 +240,8 @@ pub async fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Applies retention and collects garbage; also run after every backup (expire-auto), which
-/// asks for nothing but the policy: a `set` or `dry-run` left in the environment or the config
-/// file for other commands must not steer it. The settings are read first, as `run` does
-/// (backup's entry calls this; [`expire_with`] takes the options already read).
-pub async fn expire(
-    settings: &Settings,
-    repo: &Repository,
-    stanza: &str,
-    ask: &Ask,
-) -> Result<ExpireReport> {
-    expire_with(
-        &ExpireOptions::from_settings(settings, ask.clone())?,
-        repo,
-        stanza,
-    )
-    .await
-}
-
-/// [`expire`] with its options read.
+/// Applies retention and collects garbage; also run after every backup (expire-auto, whose
+/// options the backup reads before it starts).
 pub async fn expire_with(
     opts: &ExpireOptions,
     repo: &Repository,

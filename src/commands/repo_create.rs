@@ -9,12 +9,14 @@ use serde_json::json;
 
 pub async fn run(settings: &Settings) -> Result<()> {
     let location = settings.location()?;
+    // repo-owner is checked before anything is created: a bad one must leave no directory.
+    let asked = owner_asked(settings.string("repo-owner"), &location)?;
     let store = Store::open(&location, true)?;
     // Refuse before asking for a passphrase: nobody should type one for nothing.
     if store.get_opt(crate::repo::CONFIG_PATH).await?.is_some() {
         return Err(crate::repo::exists_error(&store));
     }
-    let owner = give_away(settings.string("repo-owner"), &location)?;
+    let owner = give_away(asked, &location)?;
     let pw = passphrase::new(
         &super::passphrase_source(settings),
         passphrase::ENV_PASSPHRASE,
@@ -45,38 +47,44 @@ pub async fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// The owner repo-owner names, checked without touching anything: (name, uid, gid).
+fn owner_asked(spec: Option<&str>, location: &Location) -> Result<Option<(String, u32, u32)>> {
+    let Some(s) = spec else {
+        return Ok(None);
+    };
+    if !matches!(location, Location::Local(_)) {
+        return Err(Error::config(
+            "repo-owner applies to a local repository; object storage has no owners",
+        )
+        .hint("leave repo-owner out for this repository"));
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::config(format!(
+            "repo-owner {s}: only root can give a repository to another user"
+        ))
+        .hint("run repo-create as the user who should own the repository, without --repo-owner"));
+    }
+    let (uid, gid) = users::parse_owner(s)?;
+    Ok(Some((s.to_string(), uid, gid)))
+}
+
 /// Run as root, a new local repository belongs to root and the postgres user (archive_command,
 /// backup) could read nothing of it. Its directory is given to `repo-owner`, by default to
 /// `postgres` when the directory is still root's; every object written later follows the
 /// directory's owner (store::settle). `spec` is repo-owner. The owner chosen, when one was.
-fn give_away(spec: Option<&str>, location: &Location) -> Result<Option<String>> {
+fn give_away(asked: Option<(String, u32, u32)>, location: &Location) -> Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
     let Location::Local(dir) = location else {
-        if spec.is_some() {
-            return Err(Error::config(
-                "repo-owner applies to a local repository; object storage has no owners",
-            ));
-        }
         return Ok(None);
     };
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        if let Some(s) = spec {
-            return Err(Error::config(format!(
-                "repo-owner {s}: only root can give a repository to another user"
-            ))
-            .hint(
-                "run repo-create as the user who should own the repository, without --repo-owner",
-            ));
-        }
         return Ok(None);
     }
     let st = std::fs::metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-    let (name, uid, gid) = match spec {
-        Some(s) => {
-            let (uid, gid) = users::parse_owner(s)?;
-            (s.to_string(), uid, gid)
-        }
+    let (name, uid, gid) = match asked {
+        Some(o) => o,
         // An operator who prepared the directory for another user has chosen already.
         None if st.uid() != 0 => return Ok(None),
         None => match users::user("postgres") {

@@ -52,7 +52,9 @@ pub struct BackupOptions {
     pub process_max: usize,
     /// archive-timeout: how long to wait for the WAL the backup needs (and the summarizer).
     pub archive_timeout: Duration,
-    pub expire_auto: bool,
+    /// expire-auto: the retention applied after the backup, read with the rest so that a bad
+    /// policy fails before the backup, not after an hour of it.
+    pub expire_auto: Option<super::expire::ExpireOptions>,
     pub store: StoreOptions,
 }
 
@@ -76,7 +78,15 @@ impl BackupOptions {
             fail_on_page_error: settings.flag("fail-on-page-error")?,
             process_max: settings.u32("process-max") as usize,
             archive_timeout: Duration::from_secs(settings.u32("archive-timeout") as u64),
-            expire_auto: settings.flag("expire-auto")?,
+            // It asks for nothing but the policy: a `set` or `dry-run` left in the environment or
+            // the config file for other commands must not steer it.
+            expire_auto: match settings.flag("expire-auto")? {
+                true => Some(super::expire::ExpireOptions::from_settings(
+                    settings,
+                    super::expire::Ask::default(),
+                )?),
+                false => None,
+            },
             store: StoreOptions::from_settings(settings)?,
         })
     }
@@ -102,10 +112,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
     .await;
     lease.release().await;
     let m = taken?;
-    let expired = if opts.expire_auto {
-        expire_after(settings, &repo, stanza_name, &m.label).await
-    } else {
-        None
+    let expired = match &opts.expire_auto {
+        Some(e) => expire_after(e, &repo, stanza_name, &m.label).await,
+        None => None,
     };
     let (text, json) = complete::result(&m, expired.as_ref());
     emit(settings, &text, json);
@@ -182,12 +191,12 @@ async fn take(
 
 /// expire-auto: retention and garbage collection after the backup.
 async fn expire_after(
-    settings: &Settings,
+    opts: &super::expire::ExpireOptions,
     repo: &Repository,
     stanza_name: &str,
     label: &str,
 ) -> Option<super::expire::ExpireReport> {
-    match super::expire::expire(settings, repo, stanza_name, &super::expire::Ask::default()).await {
+    match super::expire::expire_with(opts, repo, stanza_name).await {
         Ok(r) => Some(r),
         Err(e) => {
             // The backup itself is complete and recorded; a failed expire only delays upkeep.

@@ -36,11 +36,11 @@ pub async fn archive_end(
 ) -> Result<Option<(String, u64)>> {
     let listed = repo
         .store
-        .list(&format!("{stanza_name}/wal/{}", db.dir()))
+        .list(&crate::repo::wal::db_dir(stanza_name, db.id))
         .await?;
     let mut best: Option<(u32, u64, String)> = None;
     for l in listed {
-        let name = l.path.rsplit('/').next().unwrap_or("");
+        let name = crate::repo::wal::file_name(&l.path);
         if let Some(f @ WalFile::Segment { .. }) = WalFile::parse(name)
             && timeline.is_none_or(|t| f.tli() <= t)
         {

@@ -38,7 +38,7 @@ pub use options::{
     ArchiveMode, Overwrite, Placement, RecoveryTarget, RestoreOptions, TargetTimeline,
 };
 pub use report::Restored;
-pub use restore_command::{ArchiveGet, RESTORE_COMMAND_OPTIONS, restore_command};
+pub use restore_command::{ArchiveGet, RESTORE_COMMAND_OPTIONS, WITHHELD_OPTIONS, restore_command};
 pub use target_time::{TIME_FORMS, TargetTime, parse_target_time};
 
 use super::{StoreOptions, emit, open_repo};
@@ -119,8 +119,9 @@ pub(crate) fn archive_get(settings: &Settings) -> ArchiveGet {
             _ => None,
         })
         .collect();
-    let withheld = ["repo-s3-key", "repo-s3-key-secret"]
-        .into_iter()
+    let withheld = WITHHELD_OPTIONS
+        .iter()
+        .copied()
         .filter(|o| {
             settings
                 .get(o)

@@ -17,14 +17,20 @@ fn sh_word(s: &str) -> String {
 /// Options that restore_command passes on to archive-get when the restore had them from the
 /// command line or the environment: PostgreSQL runs restore_command with its own environment,
 /// and the config file is passed whole. All are options archive-get accepts (a test parses the
-/// command as the CLI does). S3 credentials stay out: postgresql.auto.conf is no place for
-/// secrets.
+/// command as the CLI does). Secrets stay out ([`WITHHELD_OPTIONS`]): postgresql.auto.conf is
+/// no place for them.
 pub const RESTORE_COMMAND_OPTIONS: &[&str] = &[
     "repo",
     "repo-s3-endpoint",
     "repo-s3-region",
     "repo-s3-uri-style",
     "repo-s3-ca-file",
+    "repo-gcs-endpoint",
+    "repo-gcs-key-type",
+    "repo-gcs-key-file",
+    "repo-azure-endpoint",
+    "repo-azure-account",
+    "repo-azure-key-type",
     "key-file",
     "passphrase-file",
     "spool-path",
@@ -32,10 +38,21 @@ pub const RESTORE_COMMAND_OPTIONS: &[&str] = &[
     "process-max",
 ];
 
+/// Secrets a restore may have from its command line or environment: never written into
+/// restore_command, and the operator is told where to put them instead.
+pub const WITHHELD_OPTIONS: &[&str] = &[
+    "repo-s3-key",
+    "repo-s3-key-secret",
+    "repo-gcs-token",
+    "repo-azure-key",
+    "repo-azure-sas-token",
+];
+
 /// Options whose values are paths: made absolute, since restore_command runs in the data
 /// directory.
 const PATH_OPTIONS: &[&str] = &[
     "repo-s3-ca-file",
+    "repo-gcs-key-file",
     "key-file",
     "passphrase-file",
     "spool-path",
@@ -156,6 +173,12 @@ mod tests {
             "repo-s3-region" => "eu-west-1".into(),
             "repo-s3-uri-style" => "host".into(),
             "repo-s3-ca-file" => "/etc/pgfrost/private ca.pem".into(),
+            "repo-gcs-endpoint" => "http://127.0.0.1:4443".into(),
+            "repo-gcs-key-type" => "service".into(),
+            "repo-gcs-key-file" => "/etc/pgfrost/gcs key's.json".into(),
+            "repo-azure-endpoint" => "http://127.0.0.1:10000/devstoreaccount1".into(),
+            "repo-azure-account" => "devstoreaccount1".into(),
+            "repo-azure-key-type" => "auto".into(),
             "key-file" => "/etc/pgfrost/it's key.json".into(),
             "passphrase-file" => "/etc/pgfrost/pass".into(),
             "spool-path" => "/var/spool/pgfrost %p".into(),
