@@ -489,7 +489,7 @@ async fn fresh_store(parent: &Path) -> BenchResult<(tempfile::TempDir, BlockStor
 
 async fn store_write(bs: &BlockStore, data: &Data) -> BenchResult<(Vec<BlockId>, WriteStats)> {
     let mut ids = Vec::with_capacity(data.blocks.len());
-    let mut w = bs.writer();
+    let mut w = bs.writer(pgfrost::repo::lease::MayWrite::alone());
     for block in data.blocks() {
         ids.push(w.add(block).await?);
     }

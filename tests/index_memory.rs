@@ -48,7 +48,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
         let blocks: Vec<Vec<u8>> = (0..3000u32)
             .map(|i| format!("block {i} ").repeat(1100).into_bytes()[..8192].to_vec())
             .collect();
-        let mut w = bs.writer();
+        let mut w = bs.writer(pgfrost::repo::lease::MayWrite::alone());
         let mut ids = Vec::new();
         for (i, b) in blocks.iter().enumerate() {
             ids.push(w.add(b).await.unwrap());
@@ -76,7 +76,7 @@ fn blocks_beyond_the_index_memory_are_found_read_and_deduplicated() {
             assert!(*got == blocks[i], "block {i} read back wrong");
         }
         // Dedup against blocks that are only in the tables: nothing stored again.
-        let mut w2 = bs2.writer();
+        let mut w2 = bs2.writer(pgfrost::repo::lease::MayWrite::alone());
         for b in &blocks {
             w2.add(b).await.unwrap();
         }

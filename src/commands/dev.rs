@@ -41,12 +41,29 @@ struct Catalog {
 
 pub async fn run(sub: &str, leaf: &clap::ArgMatches, settings: &Settings) -> Result<()> {
     let stanza = settings.required("stanza")?.to_string();
+    let store_opts = super::StoreOptions::from_settings(settings)?;
     let repo = open_repo(settings).await?;
-    let bs = super::StoreOptions::from_settings(settings)?
-        .open(&repo, &stanza)
-        .await?;
+    if sub == "put-dir" {
+        use crate::repo::lease::{Lease, LeaseKind};
+        // As a backup: the lease before the index, so that collection sees the writer.
+        let lease = Lease::acquire(&repo.store, &stanza, LeaseKind::Backup, "dev put-dir").await?;
+        let put = async {
+            lease.wait_for_gc(&stanza).await?;
+            let bs = store_opts.open(&repo, &stanza).await?;
+            put_dir(
+                &bs,
+                lease.may_write()?,
+                &stanza,
+                leaf.get_one::<String>("dir").unwrap(),
+            )
+            .await
+        }
+        .await;
+        lease.release().await;
+        return put;
+    }
+    let bs = store_opts.open(&repo, &stanza).await?;
     match sub {
-        "put-dir" => put_dir(&bs, &stanza, leaf.get_one::<String>("dir").unwrap()).await,
         "get-dir" => {
             let (text, j) = get_dir(
                 &bs,
@@ -72,9 +89,14 @@ pub async fn run(sub: &str, leaf: &clap::ArgMatches, settings: &Settings) -> Res
     }
 }
 
-async fn put_dir(bs: &BlockStore, stanza: &str, dir: &str) -> Result<()> {
+async fn put_dir(
+    bs: &BlockStore,
+    may: crate::repo::lease::MayWrite<'_>,
+    stanza: &str,
+    dir: &str,
+) -> Result<()> {
     let root = Path::new(dir);
-    let mut writer = bs.writer();
+    let mut writer = bs.writer(may);
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     let started = Instant::now();

@@ -339,7 +339,11 @@ async fn expire_leased(
             .into_iter()
             .filter(|m| plan.keep.contains(&m.label))
             .collect();
-        report.gc = Some(collect_blocks(opts, repo, stanza, &retained, dry_run).await?);
+        let may = match lease {
+            Some(l) => l.may_collect()?,
+            None => lease::MayCollect::dry_run(),
+        };
+        report.gc = Some(collect_blocks(opts, repo, stanza, &retained, may, dry_run).await?);
     }
     report.freed_bytes = (report.manifest_bytes + report.wal_bytes + report.restore_point_bytes)
         as i64
@@ -429,11 +433,12 @@ async fn collect_blocks(
     repo: &Repository,
     stanza: &str,
     retained: &[Manifest],
+    may: lease::MayCollect<'_>,
     dry_run: bool,
 ) -> Result<GcReport> {
     // Empty: collection loads every index segment itself, once.
     let bs = opts.store.open_empty(repo, stanza);
-    gc::collect(&bs, &repo.store, stanza, retained, dry_run)
+    gc::collect(&bs, may, &repo.store, stanza, retained, dry_run)
         .await
         .map_err(|e| {
             let e = e.context("garbage collection stopped (the repository stays consistent; the next expire resumes)");

@@ -342,7 +342,9 @@ impl BlockStore {
         self.index.read().unwrap().packs.clone()
     }
 
-    pub fn writer(&self) -> BlockWriter {
+    /// A writer of new blocks, under a lease that garbage collection respects (`may`).
+    pub fn writer(&self, may: super::lease::MayWrite<'_>) -> BlockWriter {
+        let _ = may;
         BlockWriter {
             force: false,
             bs: self.clone(),
@@ -836,7 +838,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (store, bs) = memory_store(&tmp);
         let (a, b) = (data("a", 8192), data("b", 8192));
-        let mut w = bs.writer();
+        let mut w = bs.writer(crate::repo::lease::MayWrite::alone());
         let ia = w.add(&a).await.unwrap();
         let ib = w.add(&b).await.unwrap();
         assert_eq!(w.add(&a).await.unwrap(), ia, "same content, same id");
@@ -851,7 +853,7 @@ pub(crate) mod tests {
         );
 
         // A second writer finds both blocks in the index and stores nothing.
-        let mut w = bs.writer();
+        let mut w = bs.writer(crate::repo::lease::MayWrite::alone());
         w.add(&b).await.unwrap();
         w.add(&a).await.unwrap();
         let st = w.finish().await.unwrap();
@@ -872,7 +874,7 @@ pub(crate) mod tests {
         let (_store, bs) = memory_store(&tmp);
         let other = reopen(&bs, &tmp).await.unwrap();
         let a = data("late", 1000);
-        let mut w = bs.writer();
+        let mut w = bs.writer(crate::repo::lease::MayWrite::alone());
         let id = w.add(&a).await.unwrap();
         w.finish().await.unwrap();
         assert!(!other.contains(&id), "opened before the write");
@@ -895,7 +897,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (store, bs) = memory_store(&tmp);
         let a = data("damaged", 20_000);
-        let mut w = bs.writer();
+        let mut w = bs.writer(crate::repo::lease::MayWrite::alone());
         let id = w.add(&a).await.unwrap();
         w.finish().await.unwrap();
         let pack = bs.locate(&id).unwrap();
@@ -923,7 +925,7 @@ pub(crate) mod tests {
     async fn a_damaged_index_segment_is_detected() {
         let tmp = tempfile::tempdir().unwrap();
         let (store, bs) = memory_store(&tmp);
-        let mut w = bs.writer();
+        let mut w = bs.writer(crate::repo::lease::MayWrite::alone());
         w.add(&data("seg", 3000)).await.unwrap();
         w.finish().await.unwrap();
         let seg = store.list("st/index").await.unwrap().remove(0).path;

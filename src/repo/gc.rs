@@ -20,6 +20,7 @@
 use super::blockmap::{BlockMap, Limits, RunFile, RunsAt};
 use super::blockstore::{BlockId, BlockStore};
 use super::index::{PackEntries, Run};
+use super::lease::{MayCollect, MayWrite};
 use super::manifest::Manifest;
 use crate::error::Result;
 use crate::store::Store;
@@ -213,11 +214,13 @@ fn claim(
 /// is a few dozen bytes per pack and per segment.
 pub async fn collect(
     bs: &BlockStore,
+    may: MayCollect<'_>,
     store: &Store,
     stanza: &str,
     retained: &[Manifest],
     dry_run: bool,
 ) -> Result<GcReport> {
+    let dry_run = dry_run || may.only_look();
     let (mut lists, segments) = load_index(bs, store, stanza).await?;
     // Packs as stored, and as indexed (each segment agrees with the pack's trailer; the first
     // segment naming a pack is as good as any).
@@ -267,7 +270,7 @@ pub async fn collect(
     }
 
     // 1. Live blocks out of mostly-dead packs.
-    report.bytes_written += rewrite_packs(bs, &fate).await?;
+    report.bytes_written += rewrite_packs(bs, may.may_write(), &fate).await?;
     // 2. Segments naming a pack that goes are replaced by segments without it.
     report.bytes_written += replace_segments(bs, &lists, &affected, &adopted, &going).await?;
     for s in &affected {
@@ -452,11 +455,11 @@ async fn decide(
 
 /// Copies the live blocks of the packs to rewrite into new packs, indexed by a new segment.
 /// Returns the bytes written.
-async fn rewrite_packs(bs: &BlockStore, fate: &Fate) -> Result<u64> {
+async fn rewrite_packs(bs: &BlockStore, may: MayWrite<'_>, fate: &Fate) -> Result<u64> {
     if fate.rewrite.is_empty() {
         return Ok(0);
     }
-    let mut w = bs.writer().forcing();
+    let mut w = bs.writer(may).forcing();
     for (p, n) in &fate.rewrite {
         let mine = |id: &BlockId| fate.claimed.get(id) == Some(*n);
         let (_, kept) = bs.pack_blocks(p, mine).await?;
@@ -535,7 +538,7 @@ mod tests {
         bs: &BlockStore,
         each: &[(&str, Vec<Vec<u8>>)],
     ) -> Vec<(Manifest, Vec<BlockId>)> {
-        let mut w = bs.writer();
+        let mut w = bs.writer(MayWrite::alone());
         let mut out = Vec::new();
         for (label, blocks) in each {
             let mut ids = Vec::new();
@@ -642,6 +645,7 @@ mod tests {
 
         let dry = collect(
             &collector(&store, &bs),
+            MayCollect::alone(),
             &store,
             "st",
             std::slice::from_ref(&keep),
@@ -656,6 +660,7 @@ mod tests {
 
         let r = collect(
             &collector(&store, &bs),
+            MayCollect::alone(),
             &store,
             "st",
             std::slice::from_ref(&keep),
@@ -684,9 +689,16 @@ mod tests {
 
         // A fixed point: nothing more to do.
         let settled = objects(&store).await;
-        let again = collect(&collector(&store, &bs), &store, "st", &[keep], false)
-            .await
-            .unwrap();
+        let again = collect(
+            &collector(&store, &bs),
+            MayCollect::alone(),
+            &store,
+            "st",
+            &[keep],
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             (
                 again.packs_deleted,
@@ -718,6 +730,7 @@ mod tests {
 
         let dry = collect(
             &collector(&store, &bs),
+            MayCollect::alone(),
             &store,
             "st",
             std::slice::from_ref(&keep),
@@ -728,6 +741,7 @@ mod tests {
         assert_eq!((dry.packs_deleted, dry.packs_rewritten), (0, 1));
         let r = collect(
             &collector(&store, &bs),
+            MayCollect::alone(),
             &store,
             "st",
             std::slice::from_ref(&keep),
@@ -754,9 +768,16 @@ mod tests {
         assert!(gone_ids.iter().all(|id| !after.contains(id)));
 
         let settled = objects(&store).await;
-        let again = collect(&collector(&store, &bs), &store, "st", &[keep], false)
-            .await
-            .unwrap();
+        let again = collect(
+            &collector(&store, &bs),
+            MayCollect::alone(),
+            &store,
+            "st",
+            &[keep],
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             (
                 again.packs_deleted,
@@ -781,6 +802,7 @@ mod tests {
         }
         let r = collect(
             &collector(&store, &bs),
+            MayCollect::alone(),
             &store,
             "st",
             std::slice::from_ref(&keep),
@@ -802,9 +824,16 @@ mod tests {
         let lost = after.locate(&ids[0]).unwrap();
         store.delete(&after.pack_path(&lost)).await.unwrap();
         let before = objects(&store).await;
-        let e = collect(&collector(&store, &bs), &store, "st", &[keep], false)
-            .await
-            .unwrap_err();
+        let e = collect(
+            &collector(&store, &bs),
+            MayCollect::alone(),
+            &store,
+            "st",
+            &[keep],
+            false,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Corrupt, "{e}");
         assert!(e.message.contains("before deleting anything"), "{e}");
         assert_eq!(objects(&store).await, before);

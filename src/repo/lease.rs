@@ -202,6 +202,66 @@ pub async fn others_removing_stale(
     Ok((others, removed))
 }
 
+/// Permission to add blocks to a stanza's block store ([`BlockStore::writer`]): only a held
+/// backup or garbage-collection lease gives it. Collection decides what is garbage from the
+/// manifests and leases it sees; a writer it cannot see could have its new blocks deleted under
+/// it, so there is no writer without a lease that collection waits for.
+///
+/// [`BlockStore::writer`]: super::blockstore::BlockStore::writer
+#[derive(Clone, Copy)]
+pub struct MayWrite<'a> {
+    _held: Option<&'a Lease>,
+}
+
+impl MayWrite<'static> {
+    /// For a process that is alone with its store by construction (a test, a bench, on a
+    /// store nobody else can reach): nothing to exclude, so no lease.
+    pub fn alone() -> MayWrite<'static> {
+        MayWrite { _held: None }
+    }
+}
+
+/// Permission to collect garbage ([`super::gc::collect`]): only a held gc lease gives it, the
+/// one lease that excludes backups and readers.
+#[derive(Clone, Copy)]
+pub struct MayCollect<'a> {
+    held: Option<&'a Lease>,
+    only_look: bool,
+}
+
+impl<'a> MayCollect<'a> {
+    /// Collection rewrites packs, so it writes too.
+    pub fn may_write(self) -> MayWrite<'a> {
+        MayWrite { _held: self.held }
+    }
+}
+
+impl MayCollect<'_> {
+    /// Without a lease, collection may only report what it would do.
+    pub fn only_look(&self) -> bool {
+        self.only_look
+    }
+}
+
+impl MayCollect<'static> {
+    /// As [`MayWrite::alone`].
+    pub fn alone() -> MayCollect<'static> {
+        MayCollect {
+            held: None,
+            only_look: false,
+        }
+    }
+
+    /// A dry run: it writes and deletes nothing, so it needs no lease, and gets none of the
+    /// rights one gives.
+    pub fn dry_run() -> MayCollect<'static> {
+        MayCollect {
+            held: None,
+            only_look: true,
+        }
+    }
+}
+
 pub struct Lease {
     store: Store,
     pub path: String,
@@ -211,6 +271,31 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// What this lease allows a writer: a backup or gc lease; a read lease allows no writing.
+    pub fn may_write(&self) -> Result<MayWrite<'_>> {
+        match self.doc.kind {
+            LeaseKind::Backup | LeaseKind::Gc => Ok(MayWrite { _held: Some(self) }),
+            k => Err(Error::internal(format!(
+                "a {} lease does not allow adding blocks",
+                k.name()
+            ))),
+        }
+    }
+
+    /// What this lease allows collection: a gc lease only.
+    pub fn may_collect(&self) -> Result<MayCollect<'_>> {
+        match self.doc.kind {
+            LeaseKind::Gc => Ok(MayCollect {
+                held: Some(self),
+                only_look: false,
+            }),
+            k => Err(Error::internal(format!(
+                "a {} lease does not allow collecting garbage",
+                k.name()
+            ))),
+        }
+    }
+
     pub async fn acquire(
         store: &Store,
         stanza: &str,
@@ -412,6 +497,27 @@ mod tests {
         backup.release().await;
         read.release().await;
         assert!(list(&store, "st").await.unwrap().is_empty());
+    }
+
+    /// Writing blocks takes a backup or gc lease, collecting a gc lease: a reader's lease gives
+    /// neither, a backup's no collecting, and a dry run's permission forces a dry run.
+    #[tokio::test]
+    async fn only_the_right_lease_lets_its_holder_write_or_collect() {
+        let store = Store::memory("leases");
+        for (kind, write, collect) in [
+            (LeaseKind::Read, false, false),
+            (LeaseKind::Backup, true, false),
+            (LeaseKind::Gc, true, true),
+        ] {
+            let l = Lease::acquire(&store, "st", kind, "test").await.unwrap();
+            assert_eq!(l.may_write().is_ok(), write, "{kind:?}");
+            assert_eq!(l.may_collect().is_ok(), collect, "{kind:?}");
+            if let Ok(c) = l.may_collect() {
+                assert!(!c.only_look());
+            }
+            l.release().await;
+        }
+        assert!(MayCollect::dry_run().only_look());
     }
 
     #[tokio::test]

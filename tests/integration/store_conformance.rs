@@ -147,7 +147,7 @@ async fn block_store_suite(store: Store) {
             b
         })
         .collect();
-    let mut w = bs.writer();
+    let mut w = bs.writer(pgfrost::repo::lease::MayWrite::alone());
     let mut ids = Vec::new();
     for b in &blocks {
         ids.push(w.add(b).await.unwrap());
@@ -169,7 +169,7 @@ async fn block_store_suite(store: Store) {
     assert_eq!(bs2.counts().0, 300);
     let back = bs2.read_blocks(&ids).await.unwrap();
     assert!(back == blocks);
-    let mut w2 = bs2.writer();
+    let mut w2 = bs2.writer(pgfrost::repo::lease::MayWrite::alone());
     for b in &blocks {
         w2.add(b).await.unwrap();
     }
@@ -213,7 +213,7 @@ async fn block_store_suite(store: Store) {
     assert_eq!(other.counts(), (0, 0));
 
     // A pack uploaded by a writer that died before its index segment is adopted from its trailer.
-    let mut w3 = bs2.writer();
+    let mut w3 = bs2.writer(pgfrost::repo::lease::MayWrite::alone());
     let extra: Vec<u8> = b"orphan block ".repeat(600);
     let extra_id = w3.add(&extra).await.unwrap();
     drop(w3); // never finished: nothing uploaded, nothing indexed

@@ -30,7 +30,7 @@ async fn fixture() -> Fixture {
     let bs = BlockStore::open(store.clone(), "main", repo.keys.clone())
         .await
         .unwrap();
-    let mut w = bs.writer();
+    let mut w = bs.writer(pgfrost::repo::lease::MayWrite::alone());
     let mut ids = Vec::new();
     let mut blocks = Vec::new();
     for i in 0..64 {

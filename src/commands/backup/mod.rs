@@ -105,7 +105,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let taken = async {
         init::refuse_others(&lease, stanza_name).await?;
         lease.wait_for_gc(stanza_name).await?;
-        let m = take(&opts, &target, &repo, &db, started).await?;
+        let m = take(&opts, &target, &repo, &db, lease.may_write()?, started).await?;
         complete::withdraw_unless_held(&lease, &repo, stanza_name, &m).await?;
         Ok::<_, Error>(m)
     }
@@ -128,6 +128,7 @@ async fn take(
     target: &PgTarget,
     repo: &Repository,
     db: &StanzaDb,
+    may: crate::repo::lease::MayWrite<'_>,
     started: Instant,
 ) -> Result<Manifest> {
     let stanza_name = opts.stanza.as_str();
@@ -157,6 +158,7 @@ async fn take(
         opts,
         &pg,
         &bs,
+        may,
         &cluster,
         parent.as_ref(),
         &begun,

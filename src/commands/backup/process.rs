@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::pg::layout::RelFile;
 use crate::pg::session::{BackupSession, RelKey};
 use crate::repo::blockstore::BlockStore;
+use crate::repo::lease::MayWrite;
 use crate::repo::manifest::{ChecksumError, FileEntry, Manifest, Stats};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -28,10 +29,13 @@ pub(super) struct Read {
 }
 
 /// Reads the walked files (taking them and the walk's roots out of `walked`).
+// The phase takes what the phases before it produced, each once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     opts: &BackupOptions,
     pg: &BackupSession,
     bs: &BlockStore,
+    may: MayWrite<'_>,
     cluster: &Cluster,
     parent: Option<&Manifest>,
     started: &Started,
@@ -77,7 +81,7 @@ pub(super) async fn run(
         as_root: unsafe { libc::geteuid() } == 0,
     });
     let workers = (0..opts.process_max)
-        .map(|_| Worker::new(Arc::clone(&shared)))
+        .map(|_| Worker::new(Arc::clone(&shared), may))
         .collect();
     let jobs = pool::Jobs {
         queue: to_read,

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::pg::layout::RelFile;
 use crate::pg::page::{self, BLCKSZ, PageCheck};
 use crate::repo::blockstore::{BlockStore, BlockWriter, WriteStats, hex_id};
+use crate::repo::lease::MayWrite;
 use crate::repo::manifest::{ChecksumError, FileEntry};
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -46,8 +47,8 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>) -> Worker {
-        let writer = shared.bs.writer();
+    pub fn new(shared: Arc<Shared>, may: MayWrite<'_>) -> Worker {
+        let writer = shared.bs.writer(may);
         Worker {
             shared,
             writer,
